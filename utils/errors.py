@@ -1,0 +1,23 @@
+"""User mistakes end in one clear line and a non-zero exit, never a traceback."""
+import sys
+
+
+class UserError(Exception):
+    """A problem the user can fix: the message says what is wrong and how to fix it."""
+
+
+EXIT_USER_ERROR = 2
+
+
+def exit_on_user_error(main):
+    """Wraps an absl ``main(argv)`` so a UserError prints one line and exits 2."""
+    def wrapped(argv):
+        try:
+            return main(argv)
+        except UserError as err:
+            sys.stderr.write("error: %s\n" % err)
+            sys.stderr.flush()
+            sys.exit(EXIT_USER_ERROR)
+    wrapped.__name__ = getattr(main, "__name__", "main")
+    wrapped.__doc__ = main.__doc__
+    return wrapped
