@@ -1,0 +1,214 @@
+"""Env: flags + process environment -> every number the training run derives.
+
+The flags are defined here and consumed only in ``Env.from_flags`` (training) or in
+the evaluator's own config, so one search finds where any flag is read. Env holds no
+TensorFlow session state: the graph-building helpers (learning rate, optimizer) are
+plain functions of the numbers it holds.
+"""
+import collections
+import math
+import os
+
+from absl import flags
+
+from datasets import dataset_factory
+from nets import nets_factory
+from utils.errors import UserError
+
+LR_DECAY_TYPES = ("fixed", "exponential", "polynomial", "cosine")
+OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
+DEVICES = ("auto", "npu", "gpu", "cpu")
+
+
+def define_data_flags():
+    """Flags shared by training and evaluation: what data, what model."""
+    flags.DEFINE_string("dataset_dir", None, "Folder of TFRecord shards (slim layout).")
+    flags.DEFINE_string("dataset_name", "auto",
+                        "auto | imagenet | folder. auto: 'folder' when dataset_meta.json "
+                        "is present (written by datasets.build_tfrecords), else imagenet.")
+    flags.DEFINE_string("model_name", "mobilenet_v2", "Network name (nets_factory).")
+    flags.DEFINE_integer("num_classes", None,
+                         "Classes of the network's head. Default: the dataset's class "
+                         "count minus --labels_offset.")
+    flags.DEFINE_integer("labels_offset", 0,
+                         "Subtracted from every label; 1 trains a head without ImageNet's "
+                         "background class.")
+    flags.DEFINE_string("preprocessing_name", None,
+                        "Preprocessing; default: the model's (inception-style).")
+    flags.DEFINE_integer("batch_size", 32, "Images per device per step.")
+    flags.DEFINE_integer("data_threads", None,
+                         "tf.data private thread pool size (default: cores - 1).")
+    flags.DEFINE_enum("device", "auto", DEVICES,
+                      "auto: npu when npu_bridge imports, else gpu when TF sees one, else cpu.")
+    flags.DEFINE_boolean("verbose", False, "Show TensorFlow's own warnings and logs.")
+
+
+def define_train_flags():
+    define_data_flags()
+    flags.DEFINE_string("train_dir", "result/train", "Checkpoints, summaries and train_log.log.")
+    flags.DEFINE_integer("train_image_size", None, "Training resolution (default: the model's).")
+    flags.DEFINE_integer("max_epoch", None, "Epochs to train (exclusive with --max_train_steps).")
+    flags.DEFINE_integer("max_train_steps", None, "Global steps to train (exclusive with --max_epoch).")
+    flags.DEFINE_integer("iterations_per_loop", 10,
+                         "Steps per device loop on Ascend (NPU); ignored elsewhere.")
+    flags.DEFINE_enum("learning_rate_decay_type", "cosine", LR_DECAY_TYPES, "LR schedule.")
+    flags.DEFINE_float("learning_rate", 0.1, "Peak learning rate (reached after warmup).")
+    flags.DEFINE_float("end_learning_rate", 0.0, "Final LR of polynomial and cosine decay.")
+    flags.DEFINE_float("learning_rate_decay_factor", 0.94, "Exponential decay factor.")
+    flags.DEFINE_float("num_epochs_per_decay", 2.5, "Epochs between exponential decays.")
+    flags.DEFINE_float("warmup_epochs", 0.0, "Linear warmup from 0 to --learning_rate.")
+    flags.DEFINE_enum("optimizer", "momentum", OPTIMIZERS, "Optimizer.")
+    flags.DEFINE_float("momentum", 0.9, "Momentum of 'momentum' and 'rmsprop'.")
+    flags.DEFINE_float("rmsprop_decay", 0.9, "RMSProp's gradient-square decay.")
+    flags.DEFINE_float("opt_epsilon", 1.0, "Epsilon of rmsprop / adam (TF-Slim's default 1.0).")
+    flags.DEFINE_float("weight_decay", 0.00004, "L2 weight decay of conv weights.")
+    flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.")
+    flags.DEFINE_float("moving_average_decay", None,
+                       "Keep exponential moving averages of the weights in the checkpoint.")
+    flags.DEFINE_float("bn_decay", 0.997,
+                       "Batch-norm moving-average decay. Short runs need a small one (0.9).")
+    flags.DEFINE_float("dropout_keep_prob", 0.8, "Dropout keep probability before the head.")
+    flags.DEFINE_float("min_crop_area", 0.05,
+                       "Smallest area fraction of the random training crop.")
+    flags.DEFINE_boolean("random_flip", True, "Random horizontal flips when training.")
+    flags.DEFINE_integer("save_checkpoints_steps", None,
+                         "Steps between checkpoints (default: one epoch).")
+    flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept.")
+    flags.DEFINE_integer("log_every_n_steps", 10, "Steps between progress lines and summaries.")
+    flags.DEFINE_integer("seed", None, "Graph-level random seed.")
+    flags.DEFINE_boolean("use_synthetic_data", False, "Random images (benchmarking).")
+
+
+RankInfo = collections.namedtuple("RankInfo", "rank_id rank_size")
+
+
+def rank_info_from_environ(environ=None):
+    """RANK_ID / RANK_SIZE as Ascend's launchers set them; 0 / 1 when absent."""
+    environ = os.environ if environ is None else environ
+    rank_size = _env_int(environ, "RANK_SIZE", 1)
+    rank_id = _env_int(environ, "RANK_ID", 0)
+    if rank_size < 1:
+        raise UserError("RANK_SIZE=%d: must be >= 1" % rank_size)
+    if not 0 <= rank_id < rank_size:
+        raise UserError("RANK_ID=%d is outside [0, RANK_SIZE=%d)" % (rank_id, rank_size))
+    return RankInfo(rank_id, rank_size)
+
+
+def _env_int(environ, name, default):
+    value = environ.get(name, "")
+    if value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError("environment variable %s=%r is not an integer" % (name, value))
+
+
+def _require_positive(name, value):
+    if value is not None and value <= 0:
+        raise UserError("--%s=%s must be positive" % (name, value))
+
+
+class Env(object):
+    """Everything derived from flags and environment for one training run."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+    @classmethod
+    def from_flags(cls, f, environ=None):
+        ranks = rank_info_from_environ(environ)
+        if (f.max_epoch is None) == (f.max_train_steps is None):
+            raise UserError("give exactly one of --max_epoch and --max_train_steps")
+        for name in ("max_epoch", "max_train_steps", "batch_size", "learning_rate",
+                     "save_checkpoints_steps", "keep_checkpoint_max", "log_every_n_steps",
+                     "iterations_per_loop", "data_threads"):
+            _require_positive(name, getattr(f, name))
+        for name in ("bn_decay", "moving_average_decay", "label_smoothing"):
+            value = getattr(f, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise UserError("--%s=%s must be in [0, 1)" % (name, value))
+        if not 0.0 < f.min_crop_area <= 1.0:
+            raise UserError("--min_crop_area=%s must be in (0, 1]" % f.min_crop_area)
+        if not 0.0 < f.dropout_keep_prob <= 1.0:
+            raise UserError("--dropout_keep_prob=%s must be in (0, 1]" % f.dropout_keep_prob)
+        if f.warmup_epochs < 0:
+            raise UserError("--warmup_epochs=%s must be >= 0" % f.warmup_epochs)
+        if not f.dataset_dir:
+            raise UserError("--dataset_dir is required (a folder of TFRecord shards)")
+
+        model = nets_factory.get_model_info(f.model_name)
+        dataset = dataset_factory.get_dataset(f.dataset_name, f.dataset_dir)
+        num_classes = f.num_classes or dataset.num_classes - f.labels_offset
+        if num_classes < 2:
+            raise UserError("--num_classes=%d: need at least 2 classes" % num_classes)
+        image_size = f.train_image_size or model.default_image_size
+        nets_factory.check_image_size(f.model_name, image_size)
+
+        num_samples = dataset.num_samples("train")
+        global_batch = f.batch_size * ranks.rank_size
+        if global_batch > num_samples:
+            raise UserError("global batch %d (batch_size %d x %d devices) exceeds the %d "
+                            "training images; lower --batch_size"
+                            % (global_batch, f.batch_size, ranks.rank_size, num_samples))
+        steps_per_epoch = num_samples // global_batch
+        if f.max_train_steps is not None:
+            max_train_steps = f.max_train_steps
+        else:
+            max_train_steps = f.max_epoch * steps_per_epoch
+        warmup_steps = int(round(f.warmup_epochs * steps_per_epoch))
+        if warmup_steps >= max_train_steps and f.warmup_epochs > 0:
+            raise UserError("--warmup_epochs=%s covers the whole run (%d steps); lower it"
+                            % (f.warmup_epochs, max_train_steps))
+        return cls(
+            dataset=dataset, model_name=f.model_name, model=model,
+            num_classes=num_classes, labels_offset=f.labels_offset,
+            preprocessing_name=f.preprocessing_name or model.preprocessing_name,
+            preprocessing_options=dict(min_crop_area=f.min_crop_area,
+                                       random_flip=f.random_flip),
+            image_size=image_size, batch_size=f.batch_size, global_batch=global_batch,
+            rank_id=ranks.rank_id, rank_size=ranks.rank_size,
+            num_samples=num_samples, steps_per_epoch=steps_per_epoch,
+            max_train_steps=max_train_steps, warmup_steps=warmup_steps,
+            train_dir=f.train_dir, device=f.device,
+            iterations_per_loop=f.iterations_per_loop,
+            lr_decay_type=f.learning_rate_decay_type, learning_rate=f.learning_rate,
+            end_learning_rate=f.end_learning_rate,
+            decay_factor=f.learning_rate_decay_factor,
+            decay_steps=max(1, int(f.num_epochs_per_decay * steps_per_epoch)),
+            optimizer_name=f.optimizer, momentum=f.momentum, rmsprop_decay=f.rmsprop_decay,
+            opt_epsilon=f.opt_epsilon, weight_decay=f.weight_decay,
+            label_smoothing=f.label_smoothing, moving_average_decay=f.moving_average_decay,
+            bn_decay=f.bn_decay, dropout_keep_prob=f.dropout_keep_prob,
+            save_checkpoints_steps=f.save_checkpoints_steps or steps_per_epoch,
+            keep_checkpoint_max=f.keep_checkpoint_max,
+            log_every_n_steps=f.log_every_n_steps, seed=f.seed,
+            data_threads=f.data_threads, use_synthetic_data=f.use_synthetic_data,
+            verbose=f.verbose)
+
+    @property
+    def is_chief(self):
+        return self.rank_id == 0
+
+    def bn_decay_warning(self):
+        """A line for runs too short for the batch-norm decay, else None.
+
+        Moving statistics keep a decay**steps share of their initial values; with
+        that above 1% evaluation runs on stale statistics and scores near chance.
+        """
+        if self.bn_decay <= 0.0:
+            return None
+        steps_needed = int(math.ceil(math.log(0.01) / math.log(self.bn_decay)))
+        if self.max_train_steps >= steps_needed:
+            return None
+        return ("--bn_decay=%g needs about %d steps for batch-norm statistics to settle but "
+                "this run has %d; evaluation may score near chance. For short runs pass "
+                "--bn_decay=0.9 or lower." % (self.bn_decay, steps_needed, self.max_train_steps))
+
+    def describe(self):
+        return ("model=%s classes=%d image=%d batch=%d x %d devices = %d, %d images/epoch, "
+                "%d steps/epoch, %d steps (%.1f epochs), lr %s %g, optimizer %s"
+                % (self.model_name, self.num_classes, self.image_size, self.batch_size,
+                   self.rank_size, self.global_batch, self.num_samples, self.steps_per_epoch,
+                   self.max_train_steps, self.max_train_steps / float(self.steps_per_epoch),
+                   self.lr_decay_type, self.learning_rate, self.optimizer_name))

@@ -1,0 +1,127 @@
+"""The Estimator model_fn and the training run built from an Env."""
+import os
+import time
+
+import devices
+import logger as logger_lib
+import optimization
+from dataloader import data_provider
+from nets import nets_factory
+from utils.files import ensure_writable_dir, write_json
+from utils.tf_compat import tf, do_not_convert
+
+
+def top_k_hits(logits, labels, k):
+    """1.0 where the label is among the k largest logits (k capped at the class count)."""
+    k = min(k, int(logits.shape[-1]))
+    return tf.cast(tf.nn.in_top_k(tf.cast(logits, tf.float32), labels, k), tf.float32)
+
+
+class EstimatorImpl(object):
+    def __init__(self, env, logger=None):
+        self.env = env
+        self.logger = logger or logger_lib.get_logger()
+
+    def network_fn(self, is_training):
+        env = self.env
+        return nets_factory.get_network_fn(
+            env.model_name, env.num_classes, is_training, weight_decay=env.weight_decay,
+            bn_decay=env.bn_decay, dropout_keep_prob=env.dropout_keep_prob)
+
+    @do_not_convert
+    def model_fn(self, features, labels, mode, params=None):
+        env = self.env
+        is_training = mode == tf.estimator.ModeKeys.TRAIN
+        logits, _ = self.network_fn(is_training)(features)
+        probabilities = tf.nn.softmax(logits, name="probabilities")
+        classes = tf.argmax(logits, axis=1, output_type=tf.int32, name="classes")
+        if mode == tf.estimator.ModeKeys.PREDICT:
+            return tf.estimator.EstimatorSpec(
+                mode, predictions={"classes": classes, "probabilities": probabilities})
+
+        loss = optimization.classification_loss(env, logits, labels)
+        total_loss = tf.losses.get_total_loss(add_regularization_losses=True)
+        correct = tf.cast(tf.equal(classes, labels), tf.float32)
+        if mode == tf.estimator.ModeKeys.EVAL:
+            metrics = {"top1": tf.metrics.mean(correct),
+                       "top5": tf.metrics.mean(top_k_hits(logits, labels, 5))}
+            return tf.estimator.EstimatorSpec(mode, loss=total_loss, eval_metric_ops=metrics)
+
+        global_step = tf.train.get_or_create_global_step()
+        lr = optimization.learning_rate(env, global_step)
+        train_accuracy = tf.reduce_mean(correct, name="train_accuracy")
+        optimizer = optimization.build_optimizer(env, lr)
+        # Batch-norm moving statistics update with every training step.
+        with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+            train_op = optimizer.minimize(total_loss, global_step=global_step)
+        if env.moving_average_decay:
+            ema = tf.train.ExponentialMovingAverage(env.moving_average_decay, global_step)
+            with tf.control_dependencies([train_op]):
+                train_op = ema.apply(optimization.moving_average_variables())
+        for name, value in (("loss", loss), ("total_loss", total_loss),
+                            ("learning_rate", lr), ("train_accuracy", train_accuracy)):
+            tf.summary.scalar(name, value)
+        hook = logger_lib.TrainLoggerHook(
+            {"loss": loss, "total_loss": total_loss, "lr": lr,
+             "train_accuracy": train_accuracy},
+            every_n_steps=env.log_every_n_steps, steps_per_epoch=env.steps_per_epoch,
+            max_steps=env.max_train_steps, global_batch=env.global_batch, logger=self.logger)
+        return tf.estimator.EstimatorSpec(mode, loss=total_loss, train_op=train_op,
+                                          training_hooks=[hook])
+
+    def train_input_fn(self):
+        env = self.env
+        return data_provider.make_input_fn(
+            env.dataset, "train", is_training=True, batch_size=env.batch_size,
+            image_size=env.image_size, preprocessing_name=env.preprocessing_name,
+            preprocessing_options=env.preprocessing_options, labels_offset=env.labels_offset,
+            num_classes=env.num_classes, rank=env.rank_id, rank_size=env.rank_size,
+            seed=env.seed, synthetic=env.use_synthetic_data, num_threads=env.data_threads)
+
+    def train(self):
+        """Trains to env.max_train_steps, resuming from the newest checkpoint in
+        train_dir; returns the path of the last checkpoint."""
+        env = self.env
+        ensure_writable_dir(env.train_dir)
+        device = devices.resolve_device(env.device)
+        start_step = self._announce_start(device)
+        if start_step >= env.max_train_steps:
+            self.logger.info("train_dir already holds step %d >= %d requested steps; "
+                             "nothing to train" % (start_step, env.max_train_steps))
+            return tf.train.latest_checkpoint(env.train_dir)
+        estimator = devices.build_estimator(env, self.model_fn, device)
+        started = time.time()
+        estimator.train(self.train_input_fn(), max_steps=env.max_train_steps)
+        elapsed = time.time() - started
+        checkpoint = tf.train.latest_checkpoint(env.train_dir)
+        images = (env.max_train_steps - start_step) * env.global_batch
+        self.logger.info("training done: step %d, %.1f s, %.1f images/s, checkpoint %s"
+                         % (env.max_train_steps, elapsed, images / max(elapsed, 1e-9),
+                            checkpoint))
+        if env.is_chief:
+            write_json(os.path.join(env.train_dir, "train_result.json"), {
+                "model_name": env.model_name, "num_classes": env.num_classes,
+                "image_size": env.image_size, "global_batch": env.global_batch,
+                "start_step": start_step, "final_step": env.max_train_steps,
+                "seconds": round(elapsed, 3),
+                "images_per_sec": round(images / max(elapsed, 1e-9), 2),
+                "checkpoint": checkpoint})
+        return checkpoint
+
+    def _announce_start(self, device):
+        env = self.env
+        self.logger.info("device: %s; %s" % (device, env.describe()))
+        warning = env.bn_decay_warning()
+        if warning:
+            self.logger.info("warning: " + warning)
+        checkpoint = tf.train.latest_checkpoint(env.train_dir)
+        if checkpoint is None:
+            return 0
+        step = checkpoint_step(checkpoint)
+        self.logger.info("resuming from %s (step %d)" % (checkpoint, step))
+        return step
+
+
+def checkpoint_step(checkpoint):
+    reader = tf.train.load_checkpoint(checkpoint)
+    return int(reader.get_tensor(tf.GraphKeys.GLOBAL_STEP))

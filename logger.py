@@ -1,0 +1,138 @@
+"""Progress output: one console + file log, and a training hook printing step lines.
+
+Lines look like
+  step:120 epoch:2.67 ips:212.4 loss:0.8123 total_loss:0.9011 lr:0.0456 train_accuracy:0.7812 eta:0:01:05
+and go to stdout and to <train_dir>/train_log.log (appended, so resumed runs keep history).
+"""
+import datetime
+import logging
+import os
+import sys
+import time
+import warnings
+
+from utils.tf_compat import tf
+
+_LOGGER_NAME = "mobilenet_pipeline"
+
+
+def quiet_tensorflow(verbose=False):
+    """TF 1.x-style code on TF 2.15 prints hundreds of deprecation warnings; keep
+    the console for our progress lines unless --verbose."""
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf.get_logger().setLevel(logging.ERROR)
+    tf.logging.set_verbosity(tf.logging.ERROR)
+    try:
+        from absl import logging as absl_logging
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:
+        pass
+    warnings.filterwarnings("ignore")
+
+
+def get_logger(log_file=None):
+    """The project's logger: plain lines on stdout, plus ``log_file`` when given."""
+    logger = logging.getLogger(_LOGGER_NAME)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not any(getattr(h, "_pipeline_console", False) for h in logger.handlers):
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        console._pipeline_console = True
+        logger.addHandler(console)
+    if log_file:
+        path = os.path.abspath(log_file)
+        if not any(getattr(h, "baseFilename", None) == path for h in logger.handlers):
+            directory = os.path.dirname(path)
+            if directory and not os.path.isdir(directory):
+                os.makedirs(directory)
+            handler = logging.FileHandler(path, mode="a")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+            logger.addHandler(handler)
+    return logger
+
+
+def format_eta(seconds):
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "?"
+    return str(datetime.timedelta(seconds=int(round(seconds))))
+
+
+class ProgressMeter(object):
+    """Images/sec and ETA over the interval since the last report."""
+
+    def __init__(self, total_units, images_per_unit):
+        self._total = total_units
+        self._images_per_unit = images_per_unit
+        self._last_time = None
+        self._last_done = None
+
+    def start(self, done):
+        self._last_time = time.time()
+        self._last_done = done
+
+    def update(self, done):
+        """Returns (images_per_sec, eta_seconds) since the previous update."""
+        now = time.time()
+        elapsed = max(now - self._last_time, 1e-9)
+        units = done - self._last_done
+        self._last_time, self._last_done = now, done
+        if units <= 0:
+            return 0.0, None
+        rate = units / elapsed
+        return rate * self._images_per_unit, max(self._total - done, 0) / rate
+
+
+class TrainLoggerHook(tf.train.SessionRunHook):
+    """Prints a progress line every ``every_n_steps`` global steps.
+
+    ``tensors`` maps names (loss, total_loss, lr, train_accuracy) to graph tensors;
+    they are fetched only on logging steps so other steps pay nothing.
+    """
+
+    def __init__(self, tensors, every_n_steps, steps_per_epoch, max_steps, global_batch,
+                 logger):
+        self._tensors = tensors
+        self._every = every_n_steps
+        self._steps_per_epoch = steps_per_epoch
+        self._max_steps = max_steps
+        self._meter = ProgressMeter(max_steps, global_batch)
+        self._logger = logger
+        self._global_step = None
+        self._step = 0
+        self._next_log = None
+
+    def begin(self):
+        self._global_step = tf.train.get_global_step()
+
+    def after_create_session(self, session, coord):
+        self._step = session.run(self._global_step)
+        self._meter.start(self._step)
+        self._next_log = (self._step // self._every + 1) * self._every
+
+    def before_run(self, run_context):
+        # Each run is one global step; fetch the logged tensors only when this step
+        # is a logging step (or the last), so the others pay nothing.
+        step_after = self._step + 1
+        if step_after >= self._next_log or step_after >= self._max_steps:
+            return tf.train.SessionRunArgs(self._tensors)
+        return None
+
+    def after_run(self, run_context, run_values):
+        self._step += 1
+        if run_values.results:
+            self._report(self._step, run_values.results)
+
+    def _report(self, step, results):
+        ips, eta = self._meter.update(step)
+        self._next_log = (step // self._every + 1) * self._every
+        parts = ["step:%d" % step, "epoch:%.2f" % (step / float(self._steps_per_epoch)),
+                 "ips:%.1f" % ips]
+        for name, fmt in (("loss", "%.4f"), ("total_loss", "%.4f"), ("lr", "%.6g"),
+                          ("train_accuracy", "%.4f")):
+            if name in results:
+                parts.append(("%s:" + fmt) % (name, results[name]))
+        parts.append("eta:%s" % format_eta(eta))
+        self._logger.info(" ".join(parts))

@@ -1,0 +1,67 @@
+"""Learning-rate schedules, optimizers, loss and moving averages, built from an Env."""
+import math
+
+from utils.tf_compat import tf
+
+
+def learning_rate(env, global_step):
+    """Linear warmup over env.warmup_steps, then env.lr_decay_type decay to the end.
+
+    Decay schedules count steps from the end of warmup, so the peak LR is reached
+    exactly when warmup ends (as the Ascend recipe's cosine-with-warmup).
+    """
+    step = tf.cast(global_step, tf.float32)
+    peak = float(env.learning_rate)
+    warmup = float(env.warmup_steps)
+    decay_span = float(max(1, env.max_train_steps - env.warmup_steps))
+    after = tf.maximum(step - warmup, 0.0)
+    progress = tf.minimum(after / decay_span, 1.0)
+    kind = env.lr_decay_type
+    if kind == "fixed":
+        decayed = tf.constant(peak)
+    elif kind == "exponential":
+        decayed = peak * tf.pow(float(env.decay_factor), tf.floor(after / env.decay_steps))
+    elif kind == "polynomial":
+        decayed = (peak - env.end_learning_rate) * (1.0 - progress) + env.end_learning_rate
+    elif kind == "cosine":
+        cosine = 0.5 * (1.0 + tf.cos(math.pi * progress))
+        decayed = (peak - env.end_learning_rate) * cosine + env.end_learning_rate
+    else:
+        raise ValueError("unknown learning_rate_decay_type %r" % kind)
+    if env.warmup_steps <= 0:
+        return tf.identity(decayed, name="learning_rate")
+    warm = peak * step / warmup
+    return tf.where(step < warmup, warm, decayed, name="learning_rate")
+
+
+def build_optimizer(env, lr):
+    name = env.optimizer_name
+    if name == "sgd":
+        return tf.train.GradientDescentOptimizer(lr)
+    if name == "momentum":
+        return tf.train.MomentumOptimizer(lr, momentum=env.momentum)
+    if name == "rmsprop":
+        return tf.train.RMSPropOptimizer(lr, decay=env.rmsprop_decay, momentum=env.momentum,
+                                         epsilon=env.opt_epsilon)
+    if name == "adam":
+        return tf.train.AdamOptimizer(lr, epsilon=env.opt_epsilon)
+    raise ValueError("unknown optimizer %r" % name)
+
+
+def classification_loss(env, logits, labels):
+    """Softmax cross-entropy with label smoothing (added to tf.GraphKeys.LOSSES)."""
+    one_hot = tf.one_hot(labels, env.num_classes, dtype=tf.float32)
+    return tf.losses.softmax_cross_entropy(one_hot, tf.cast(logits, tf.float32),
+                                           label_smoothing=env.label_smoothing)
+
+
+def moving_average_variables():
+    """What TF-Slim averages: trainable weights plus batch-norm moving statistics,
+    so the checkpoint's */ExponentialMovingAverage names match published ones."""
+    seen = set()
+    result = []
+    for var in tf.trainable_variables() + tf.moving_average_variables():
+        if var.op.name not in seen:
+            seen.add(var.op.name)
+            result.append(var)
+    return result

@@ -1,0 +1,35 @@
+"""Trains an image classifier: absl flags -> Env -> EstimatorImpl.train().
+
+  python train.py --dataset_dir=DATA --model_name=mobilenet_v2 --max_epoch=300 \
+      --batch_size=256 --learning_rate=0.8 --warmup_epochs=5 --train_dir=result/1p
+"""
+import os
+
+from absl import app, flags
+
+import env as env_lib
+import logger as logger_lib
+from estimator_impl import EstimatorImpl
+from utils.errors import UserError, exit_on_user_error, run_reporting_tf_errors
+from utils.files import ensure_writable_dir
+
+env_lib.define_train_flags()
+FLAGS = flags.FLAGS
+
+
+@exit_on_user_error
+def main(argv):
+    if len(argv) > 1:
+        raise UserError("unexpected arguments %s; flags look like --name=value"
+                                % " ".join(argv[1:]))
+    logger_lib.quiet_tensorflow(FLAGS.verbose)
+    env = env_lib.Env.from_flags(FLAGS)
+    ensure_writable_dir(env.train_dir)
+    log_name = "train_log.log" if env.is_chief else "train_log_rank%d.log" % env.rank_id
+    log = logger_lib.get_logger(os.path.join(env.train_dir, log_name))
+    run_reporting_tf_errors(EstimatorImpl(env, log).train)
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,28 @@
+"""Small file helpers: writable output folders and atomic writes."""
+import json
+import os
+
+from utils.errors import UserError
+
+
+def ensure_writable_dir(path, flag_name="train_dir"):
+    """Creates ``path`` if needed; a UserError naming --flag_name when it cannot be written."""
+    try:
+        if not os.path.isdir(path):
+            os.makedirs(path)
+        probe = os.path.join(path, ".write_probe")
+        with open(probe, "w") as handle:
+            handle.write("ok")
+        os.remove(probe)
+    except (IOError, OSError) as err:
+        raise UserError("cannot write to %s (%s); pass a writable --%s"
+                        % (path, err.strerror or err, flag_name))
+
+
+def write_json(path, payload):
+    """Writes via a temporary file and rename, so readers never see half a file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(tmp, path)
