@@ -22,6 +22,8 @@ DEVICES = ("auto", "npu", "gpu", "cpu")
 
 def define_data_flags():
     """Flags shared by training and evaluation: what data, what model."""
+    if "dataset_dir" in flags.FLAGS:  # already defined by another entry point
+        return
     flags.DEFINE_string("dataset_dir", None, "Folder of TFRecord shards (slim layout).")
     flags.DEFINE_string("dataset_name", "auto",
                         "auto | imagenet | folder. auto: 'folder' when dataset_meta.json "

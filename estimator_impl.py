@@ -7,6 +7,7 @@ import logger as logger_lib
 import optimization
 from dataloader import data_provider
 from nets import nets_factory
+from utils.checkpoints import checkpoint_global_step
 from utils.files import ensure_writable_dir, write_json
 from utils.tf_compat import tf, do_not_convert
 
@@ -117,11 +118,6 @@ class EstimatorImpl(object):
         checkpoint = tf.train.latest_checkpoint(env.train_dir)
         if checkpoint is None:
             return 0
-        step = checkpoint_step(checkpoint)
+        step = checkpoint_global_step(checkpoint)
         self.logger.info("resuming from %s (step %d)" % (checkpoint, step))
         return step
-
-
-def checkpoint_step(checkpoint):
-    reader = tf.train.load_checkpoint(checkpoint)
-    return int(reader.get_tensor(tf.GraphKeys.GLOBAL_STEP))
