@@ -47,6 +47,8 @@ def define_data_flags():
 
 def define_train_flags():
     define_data_flags()
+    if "train_dir" in flags.FLAGS:
+        return
     flags.DEFINE_string("train_dir", "result/train", "Checkpoints, summaries and train_log.log.")
     flags.DEFINE_integer("train_image_size", None, "Training resolution (default: the model's).")
     flags.DEFINE_integer("max_epoch", None, "Epochs to train (exclusive with --max_train_steps).")

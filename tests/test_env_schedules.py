@@ -1,0 +1,155 @@
+"""Env's derived numbers, flag validation, and LR schedules against closed forms."""
+import math
+import types
+
+import numpy as np
+import pytest
+from absl import flags
+
+import env as env_lib
+import optimization
+from utils.errors import UserError
+from utils.tf_compat import tf
+
+env_lib.define_train_flags()
+
+
+def flag_values(**overrides):
+    """The train flags' defaults as a plain object, with overrides."""
+    values = {name: flags.FLAGS[name].default for name in flags.FLAGS}
+    values.update(overrides)
+    return types.SimpleNamespace(**values)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    from tests.ds_helpers import write_tiny_dataset
+    return write_tiny_dataset(str(tmp_path_factory.mktemp("env_ds")), num_classes=3,
+                              per_class=10, size=32)
+
+
+def test_steps_per_epoch_and_totals(tiny_dataset):
+    env = env_lib.Env.from_flags(flag_values(dataset_dir=tiny_dataset, batch_size=4,
+                                             max_epoch=3, train_image_size=32),
+                                 environ={})
+    train_images = env.dataset.num_samples("train")
+    assert env.steps_per_epoch == train_images // 4
+    assert env.max_train_steps == 3 * env.steps_per_epoch
+    assert env.num_classes == 3 and env.global_batch == 4
+    assert env.save_checkpoints_steps == env.steps_per_epoch
+
+
+def test_rank_size_scales_global_batch(tiny_dataset):
+    env = env_lib.Env.from_flags(flag_values(dataset_dir=tiny_dataset, batch_size=2,
+                                             max_train_steps=5, train_image_size=32),
+                                 environ={"RANK_SIZE": "2", "RANK_ID": "1"})
+    assert (env.global_batch, env.rank_id, env.is_chief) == (4, 1, False)
+    assert env.steps_per_epoch == env.dataset.num_samples("train") // 4
+
+
+def test_labels_offset_and_explicit_classes(tiny_dataset):
+    base = dict(dataset_dir=tiny_dataset, max_train_steps=5, train_image_size=32, batch_size=2)
+    assert env_lib.Env.from_flags(flag_values(labels_offset=1, **base), {}).num_classes == 2
+    assert env_lib.Env.from_flags(flag_values(num_classes=7, **base), {}).num_classes == 7
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (dict(max_epoch=None, max_train_steps=None), "exactly one of --max_epoch"),
+    (dict(max_epoch=2, max_train_steps=10), "exactly one of --max_epoch"),
+    (dict(max_train_steps=-1), "--max_train_steps=-1 must be positive"),
+    (dict(max_train_steps=5, batch_size=0), "--batch_size=0 must be positive"),
+    (dict(max_train_steps=5, batch_size=10000), "exceeds the"),
+    (dict(max_train_steps=5, model_name="resnet_9000"), "mobilenet_v2"),
+    (dict(max_train_steps=5, train_image_size=50), "50"),
+    (dict(max_train_steps=5, bn_decay=1.5), "--bn_decay"),
+    (dict(max_train_steps=5, warmup_epochs=100.0), "--warmup_epochs"),
+    (dict(max_train_steps=5, dataset_dir=None), "--dataset_dir is required"),
+    (dict(max_train_steps=5, dataset_dir="/nonexistent/data"), "/nonexistent/data"),
+])
+def test_bad_flags_raise_one_clear_error(tiny_dataset, overrides, fragment):
+    values = dict(dataset_dir=tiny_dataset, train_image_size=32, batch_size=2)
+    values.update(overrides)
+    with pytest.raises(UserError) as err:
+        env_lib.Env.from_flags(flag_values(**values), environ={})
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("environ", [{"RANK_SIZE": "x"}, {"RANK_SIZE": "2", "RANK_ID": "2"}])
+def test_bad_rank_environment(environ):
+    with pytest.raises(UserError):
+        env_lib.rank_info_from_environ(environ)
+
+
+def test_bn_decay_warning_only_for_short_runs():
+    short = env_lib.Env(bn_decay=0.999, max_train_steps=1000)
+    long_run = env_lib.Env(bn_decay=0.999, max_train_steps=10000)
+    assert "--bn_decay=0.9" in short.bn_decay_warning()
+    assert long_run.bn_decay_warning() is None
+    assert env_lib.Env(bn_decay=0.9, max_train_steps=100).bn_decay_warning() is None
+
+
+def schedule_env(kind, warmup_steps=0, **extra):
+    fields = dict(lr_decay_type=kind, learning_rate=0.8, end_learning_rate=0.0,
+                  warmup_steps=warmup_steps, max_train_steps=1000, decay_factor=0.94,
+                  decay_steps=100)
+    fields.update(extra)
+    return env_lib.Env(**fields)
+
+
+def evaluate_schedule(env, steps):
+    with tf.Graph().as_default():
+        step = tf.placeholder(tf.int64, [])
+        lr = optimization.learning_rate(env, step)
+        with tf.Session() as sess:
+            return np.array([sess.run(lr, {step: s}) for s in steps])
+
+
+STEPS = [0, 1, 49, 50, 51, 100, 250, 499, 500, 999, 1000]
+
+
+def closed_form(kind, step, warmup, peak=0.8, end=0.0, total=1000):
+    if step < warmup:
+        return peak * step / warmup
+    t = min((step - warmup) / float(total - warmup), 1.0)
+    if kind == "fixed":
+        return peak
+    if kind == "exponential":
+        return peak * 0.94 ** math.floor((step - warmup) / 100.0)
+    if kind == "polynomial":
+        return (peak - end) * (1 - t) + end
+    return (peak - end) * 0.5 * (1 + math.cos(math.pi * t)) + end
+
+
+@pytest.mark.parametrize("kind", env_lib.LR_DECAY_TYPES)
+@pytest.mark.parametrize("warmup", [0, 50])
+def test_learning_rate_schedules_match_closed_forms(kind, warmup):
+    got = evaluate_schedule(schedule_env(kind, warmup), STEPS)
+    want = [closed_form(kind, s, warmup) for s in STEPS]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_cosine_reaches_end_learning_rate():
+    got = evaluate_schedule(schedule_env("cosine", 10, end_learning_rate=0.01), [10, 1000])
+    np.testing.assert_allclose(got, [0.8, 0.01], rtol=1e-5)
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", "GradientDescentOptimizer"),
+                                       ("momentum", "MomentumOptimizer"),
+                                       ("rmsprop", "RMSPropOptimizer"),
+                                       ("adam", "AdamOptimizer")])
+def test_optimizers(name, cls):
+    env = env_lib.Env(optimizer_name=name, momentum=0.9, rmsprop_decay=0.9, opt_epsilon=1.0)
+    assert type(optimization.build_optimizer(env, 0.1)).__name__ == cls
+
+
+def test_label_smoothing_loss_closed_form():
+    env = env_lib.Env(num_classes=4, label_smoothing=0.1)
+    with tf.Graph().as_default():
+        logits = tf.constant([[2.0, 0.0, 0.0, 0.0]])
+        loss = optimization.classification_loss(env, logits, tf.constant([0]))
+        with tf.Session() as sess:
+            value = sess.run(loss)
+    log_p = np.log(np.exp([2.0, 0, 0, 0]) / np.exp([2.0, 0, 0, 0]).sum())
+    target = np.array([0.9 + 0.025, 0.025, 0.025, 0.025])
+    assert abs(value - float(-(target * log_p).sum())) < 1e-5
