@@ -1,0 +1,113 @@
+"""Dataset descriptors: what a folder of TFRecord shards holds (classes, split sizes,
+shard files). Nothing here builds a graph.
+
+  imagenet  TF-Slim's ImageNet records: 1001 classes (0 = background, labels 1..1000)
+  folder    records written by datasets.build_tfrecords (sizes from dataset_meta.json)
+  auto      folder when dataset_meta.json is present, else imagenet
+"""
+import glob
+import json
+import os
+
+from datasets import layout
+from utils.errors import UserError
+
+IMAGENET_NUM_CLASSES = 1001
+IMAGENET_SPLIT_SIZES = {"train": 1281167, "validation": 50000}
+DATASET_NAMES = ("auto", "imagenet", "folder")
+
+
+class DatasetSpec(object):
+    """A dataset folder: its class count as stored in the records, class names (or
+    None), and per split the sample count and shard files."""
+
+    def __init__(self, name, dataset_dir, num_classes, split_sizes, class_names=None):
+        self.name = name
+        self.dataset_dir = dataset_dir
+        self.num_classes = num_classes
+        self.class_names = class_names
+        self._split_sizes = dict(split_sizes)
+        self.splits = tuple(s for s in layout.SPLITS if s in self._split_sizes)
+
+    def _check_split(self, split):
+        if split not in self._split_sizes:
+            raise UserError("split %r is not in the %s dataset at %s; it has: %s"
+                            % (split, self.name, self.dataset_dir, ", ".join(self.splits)))
+
+    def num_samples(self, split):
+        self._check_split(split)
+        return self._split_sizes[split]
+
+    def file_pattern(self, split):
+        self._check_split(split)
+        return os.path.join(self.dataset_dir, layout.shard_glob(split))
+
+    def list_files(self, split):
+        pattern = self.file_pattern(split)
+        files = sorted(glob.glob(pattern))
+        if not files:
+            raise UserError("no TFRecord shards matching %s in %s; run python -m "
+                            "datasets.build_tfrecords to convert images, or check "
+                            "--dataset_dir" % (layout.shard_glob(split), self.dataset_dir))
+        return files
+
+    def __repr__(self):
+        return "DatasetSpec(%s, %s, num_classes=%d, splits=%s)" % (
+            self.name, self.dataset_dir, self.num_classes, self._split_sizes)
+
+
+def _imagenet(dataset_dir):
+    labels_path = os.path.join(dataset_dir, layout.LABELS_FILENAME)
+    class_names = None
+    if os.path.isfile(labels_path):
+        try:
+            class_names = layout.read_labels_file(labels_path)
+        except ValueError as err:
+            raise UserError("%s: %s; fix it or remove it" % (labels_path, err))
+    return DatasetSpec("imagenet", dataset_dir, IMAGENET_NUM_CLASSES, IMAGENET_SPLIT_SIZES,
+                       class_names)
+
+
+def _read_meta(path):
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+        sizes = {split: int(info["num_samples"]) for split, info in meta["splits"].items()}
+        num_classes = int(meta["num_classes"])
+        class_names = meta.get("class_names")
+    except (IOError, OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UserError("%s is unreadable (%s: %s); convert the images again with python -m "
+                        "datasets.build_tfrecords --overwrite" % (path, type(err).__name__, err))
+    if meta.get("format") != layout.META_FORMAT:
+        raise UserError("%s has format %r, expected %r" % (path, meta.get("format"),
+                                                           layout.META_FORMAT))
+    unknown = sorted(set(sizes) - set(layout.SPLITS))
+    if unknown:
+        raise UserError("%s names split %r; known splits: %s"
+                        % (path, unknown[0], ", ".join(layout.SPLITS)))
+    return num_classes, sizes, class_names
+
+
+def _folder(dataset_dir):
+    path = os.path.join(dataset_dir, layout.META_FILENAME)
+    if not os.path.isfile(path):
+        raise UserError("%s not found; --dataset_name=folder needs a folder written by "
+                        "python -m datasets.build_tfrecords" % path)
+    num_classes, sizes, class_names = _read_meta(path)
+    return DatasetSpec("folder", dataset_dir, num_classes, sizes, class_names)
+
+
+_BUILDERS = {"imagenet": _imagenet, "folder": _folder}
+
+
+def get_dataset(name, dataset_dir):
+    """Returns the DatasetSpec of dataset_dir; name is one of DATASET_NAMES."""
+    if name not in DATASET_NAMES:
+        raise UserError("unknown dataset name %r; known: %s" % (name, ", ".join(DATASET_NAMES)))
+    if not dataset_dir or not os.path.isdir(dataset_dir):
+        raise UserError("dataset dir %s does not exist; pass --dataset_dir=<folder of TFRecord "
+                        "shards>" % dataset_dir)
+    if name == "auto":
+        has_meta = os.path.isfile(os.path.join(dataset_dir, layout.META_FILENAME))
+        name = "folder" if has_meta else "imagenet"
+    return _BUILDERS[name](dataset_dir)

@@ -1,0 +1,62 @@
+"""File names of a converted dataset folder, shared by the converter and the descriptors.
+
+  <split>-00000-of-00008 ...   TFRecord shards (TF-Slim naming)
+  labels.txt                   "0:classname" per line (TF-Slim format)
+  dataset_meta.json            written last: its presence marks a complete conversion
+"""
+import fnmatch
+import os
+
+SPLITS = ("train", "validation")
+META_FILENAME = "dataset_meta.json"
+LABELS_FILENAME = "labels.txt"
+META_FORMAT = "slim-tfrecord"
+# Shards are written under this prefix and renamed when complete; the prefix keeps
+# unfinished shards out of the "<split>-*-of-*" glob.
+TEMP_PREFIX = ".tmp-"
+
+
+def shard_filename(split, index, num_shards):
+    return "%s-%05d-of-%05d" % (split, index, num_shards)
+
+
+def shard_glob(split):
+    return "%s-*-of-*" % split
+
+
+def is_output_file(name):
+    """True for any file a conversion writes (finished or not)."""
+    if name in (META_FILENAME, LABELS_FILENAME) or name.startswith(TEMP_PREFIX):
+        return True
+    return any(fnmatch.fnmatchcase(name, shard_glob(split)) for split in SPLITS)
+
+
+def write_labels_file(path, class_names):
+    with open(path, "w") as f:
+        for index, name in enumerate(class_names):
+            f.write("%d:%s\n" % (index, name))
+
+
+def read_labels_file(path):
+    """Reads "index:name" lines into a list indexed by label (gaps become None)."""
+    by_index = {}
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            index, sep, name = line.partition(":")
+            if not sep or not index.strip().isdigit():
+                raise ValueError("line %r is not 'index:name'" % line)
+            by_index[int(index)] = name
+    if not by_index:
+        return []
+    return [by_index.get(i) for i in range(max(by_index) + 1)]
+
+
+def atomic_write_text(path, text):
+    """Writes via a temporary file and a rename, so readers never see half a file."""
+    temp = os.path.join(os.path.dirname(path), TEMP_PREFIX + os.path.basename(path))
+    with open(temp, "w") as f:
+        f.write(text)
+    os.replace(temp, path)
