@@ -29,7 +29,16 @@ class EstimatorImpl(object):
             env.model_name, env.num_classes, is_training, weight_decay=env.weight_decay,
             bn_decay=env.bn_decay, dropout_keep_prob=env.dropout_keep_prob)
 
-    @do_not_convert
+    def estimator_model_fn(self):
+        """model_fn for tf.estimator, kept away from autograph (see do_not_convert);
+        the Estimator reads its argument names, which the wrapper hides, hence the
+        explicit signature outside it."""
+        build = do_not_convert(self.model_fn)
+
+        def model_fn(features, labels, mode, params):
+            return build(features, labels, mode, params)
+        return model_fn
+
     def model_fn(self, features, labels, mode, params=None):
         env = self.env
         is_training = mode == tf.estimator.ModeKeys.TRAIN
@@ -90,7 +99,7 @@ class EstimatorImpl(object):
             self.logger.info("train_dir already holds step %d >= %d requested steps; "
                              "nothing to train" % (start_step, env.max_train_steps))
             return tf.train.latest_checkpoint(env.train_dir)
-        estimator = devices.build_estimator(env, self.model_fn, device)
+        estimator = devices.build_estimator(env, self.estimator_model_fn(), device)
         started = time.time()
         estimator.train(self.train_input_fn(), max_steps=env.max_train_steps)
         elapsed = time.time() - started

@@ -172,7 +172,7 @@ class Evaluator(object):
                 break
             batches += 1
             for key in totals:
-                totals[key] += values[key]
+                totals[key] += values[key].item()  # numpy scalar -> Python number
             if batches % c.log_every_n_batches == 0:
                 ips, eta = meter.update(totals["images"])
                 n = float(totals["images"])
@@ -202,11 +202,12 @@ def record_result(eval_dir, result):
     records.sort(key=lambda r: r["global_step"])
     best = max(records, key=lambda r: (r["top1"], r["global_step"]))
     write_json(path, {"results": records, "best": best})
-    writer = tf.summary.FileWriter(eval_dir)
     summary = tf.Summary(value=[tf.Summary.Value(tag="eval/" + key, simple_value=result[key])
                                 for key in ("top1", "top5", "loss")])
-    writer.add_summary(summary, result["global_step"])
-    writer.close()
+    with tf.Graph().as_default():  # FileWriter refuses to run eagerly on TF 2.x
+        writer = tf.summary.FileWriter(eval_dir)
+        writer.add_summary(summary, result["global_step"])
+        writer.close()
 
 
 @exit_on_user_error

@@ -21,7 +21,6 @@ def quiet_tensorflow(verbose=False):
     the console for our progress lines unless --verbose."""
     if verbose:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     tf.get_logger().setLevel(logging.ERROR)
     tf.logging.set_verbosity(tf.logging.ERROR)
     try:

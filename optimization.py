@@ -55,13 +55,12 @@ def classification_loss(env, logits, labels):
                                            label_smoothing=env.label_smoothing)
 
 
+BN_STATISTICS = ("/moving_mean", "/moving_variance")
+
+
 def moving_average_variables():
     """What TF-Slim averages: trainable weights plus batch-norm moving statistics,
-    so the checkpoint's */ExponentialMovingAverage names match published ones."""
-    seen = set()
-    result = []
-    for var in tf.trainable_variables() + tf.moving_average_variables():
-        if var.op.name not in seen:
-            seen.add(var.op.name)
-            result.append(var)
-    return result
+    so the checkpoint's */ExponentialMovingAverage names match published ones.
+    (tf-slim on TF 2.x no longer fills tf.moving_average_variables(): match by name.)"""
+    statistics = [v for v in tf.global_variables() if v.op.name.endswith(BN_STATISTICS)]
+    return tf.trainable_variables() + statistics

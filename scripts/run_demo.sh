@@ -9,7 +9,6 @@ cd "$root"
 bash scripts/setup_env.sh
 py="$root/.venv/bin/python"
 work="${DEMO_DIR:-$root/demo_output}"
-export TF_CPP_MIN_LOG_LEVEL=2
 start=$SECONDS
 
 if [ ! -d "$work/images" ]; then
@@ -25,9 +24,9 @@ if [ ! -f "$work/records/dataset_meta.json" ]; then
 fi
 echo "== 3/4 training mobilenet_v2_035 at 32 px (progress: step, epoch, images/sec, ETA)"
 "$py" train.py --dataset_dir="$work/records" --train_dir="$work/train" \
-  --model_name=mobilenet_v2_035 --train_image_size=32 --batch_size=32 --max_epoch=60 \
-  --optimizer=momentum --learning_rate=0.1 --learning_rate_decay_type=cosine \
-  --warmup_epochs=2 --weight_decay=0.00004 --label_smoothing=0.1 --bn_decay=0.9 \
+  --model_name=mobilenet_v2_035 --train_image_size=32 --batch_size=32 --max_epoch=40 \
+  --optimizer=momentum --learning_rate=0.02 --learning_rate_decay_type=cosine \
+  --warmup_epochs=1 --weight_decay=0.00004 --label_smoothing=0.1 --bn_decay=0.9 \
   --min_crop_area=0.5 --random_flip=false --log_every_n_steps=50 "$@"
 echo "== 4/4 evaluating the final checkpoint on the validation split"
 "$py" eval_image_classifier_mobilenet.py --checkpoint_path="$work/train" \

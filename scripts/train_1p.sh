@@ -9,7 +9,6 @@ data_dir="${1:?usage: train_1p.sh DATA_DIR TRAIN_DIR [flags...]}"
 train_dir="${2:?usage: train_1p.sh DATA_DIR TRAIN_DIR [flags...]}"
 shift 2
 export RANK_SIZE=1 RANK_ID=0 DEVICE_ID="${DEVICE_ID:-0}"
-export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 exec "$root/.venv/bin/python" "$root/train.py" \
   --dataset_dir="$data_dir" --train_dir="$train_dir" \
   --model_name=mobilenet_v2 --device=auto \

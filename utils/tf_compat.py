@@ -4,9 +4,14 @@ Everything imports ``tf`` and ``slim`` from here so that the two TensorFlow worl
 (TF 2.15 here, the vendor's TF 1.15 on Ascend) see the same ``tf.compat.v1`` API.
 """
 import importlib
+import os
 import sys
 
-import tensorflow.compat.v1 as tf
+# TF's C++ side prints start-up noise (cuFFT/cuBLAS registration, CPU features) at import,
+# before any flag is parsed; keep it off the console unless the user set a level.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import tensorflow.compat.v1 as tf  # noqa: E402
 
 
 def _bridge_tf_keras_legacy_layers():

@@ -1,0 +1,214 @@
+"""Building blocks shared by the MobileNet-family networks.
+
+Every block here names its variables and output tensors the way TF-Slim's
+``nets/mobilenet/conv_blocks.py`` does, so that the published TF-Slim checkpoints
+restore without renaming and ``end_points`` carry the same keys:
+
+* ``conv_bn_act``: ``slim.conv2d`` (default variable scope ``Conv``, ``Conv_1``, ...)
+  with batch norm and the activation from the surrounding arg_scope.
+* ``expanded_conv``: the inverted residual.  Variable scopes ``expand`` (1x1, skipped
+  when it would not widen the input), ``depthwise`` (kxk, ``depthwise_weights``),
+  ``project`` (1x1, linear); default block scopes ``expanded_conv``,
+  ``expanded_conv_1``, ...; tensors ``input``, ``expansion_output``,
+  ``depthwise_output`` and ``output`` made with ``tf.identity``.
+* ``squeeze_excite``: the optional gate between depthwise and projection, used by
+  MobileNetV3 / EfficientNet-style nets through ``expanded_conv(expansion_transform=)``.
+"""
+from utils.tf_compat import tf, slim
+
+
+def make_divisible(value, divisor, min_value=None):
+    """Rounds ``value`` to the nearest multiple of ``divisor`` (at least ``min_value``,
+    default ``divisor``), then adds one ``divisor`` if rounding lost more than 10%."""
+    if min_value is None:
+        min_value = divisor
+    rounded = max(min_value, int(value + divisor / 2.0) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return int(rounded)
+
+
+def expand_input_by_factor(factor, divisible_by=8):
+    """An ``expansion_size`` callable: the block's input depth times ``factor``,
+    made divisible by ``divisible_by``."""
+    def expansion_size(num_inputs, **unused_kwargs):
+        return make_divisible(num_inputs * factor, divisible_by)
+    expansion_size.factor = factor
+    expansion_size.divisible_by = divisible_by
+    return expansion_size
+
+
+def fixed_padding(inputs, kernel_size, rate=1):
+    """Pads H and W so a VALID convolution gives the shape a SAME one would, whatever
+    the input size (TF-Slim's ``use_explicit_padding``)."""
+    if isinstance(kernel_size, int):
+        kernel_size = (kernel_size, kernel_size)
+    pads = []
+    for k in kernel_size[:2]:
+        effective = k + (k - 1) * (rate - 1)
+        total = effective - 1
+        pads.append([total // 2, total - total // 2])
+    return tf.pad(inputs, [[0, 0], pads[0], pads[1], [0, 0]])
+
+
+def _depth(tensor):
+    return tensor.get_shape().as_list()[3]
+
+
+@slim.add_arg_scope
+def conv_bn_act(input_tensor, num_outputs, kernel_size=(3, 3), stride=1, rate=1,
+                normalizer_fn=slim.batch_norm, padding="SAME",
+                use_explicit_padding=False, scope=None, **kwargs):
+    """conv -> batch norm -> activation, as one ``slim.conv2d`` call.
+
+    The activation, initializer and regularizer come from the arg_scope on
+    ``slim.conv2d`` unless given in ``kwargs``; the default scope is slim's
+    ``Conv``/``Conv_1``/... so the variables match TF-Slim's spec entries
+    ``op(slim.conv2d, ...)``.
+    """
+    if use_explicit_padding:
+        input_tensor = fixed_padding(input_tensor, kernel_size, rate)
+        padding = "VALID"
+    return slim.conv2d(input_tensor, num_outputs, kernel_size, stride=stride, rate=rate,
+                       normalizer_fn=normalizer_fn, padding=padding, scope=scope,
+                       **kwargs)
+
+
+@slim.add_arg_scope
+def squeeze_excite(input_tensor, divisible_by=8, squeeze_factor=3,
+                   inner_activation_fn=tf.nn.relu, gating_fn=tf.sigmoid,
+                   squeeze_input_tensor=None, scope="squeeze_excite"):
+    """Squeeze-and-excite gate: ``input * gate(fc(act(fc(avgpool(x)))))``.
+
+    The squeeze width is ``make_divisible(channels / squeeze_factor, divisible_by)``;
+    the two 1x1 convs live in ``<scope>/Conv`` and ``<scope>/Conv_1`` with biases and
+    no normalizer (TF-Slim's MobileNetV3 layout).
+    """
+    with tf.variable_scope(scope):
+        if squeeze_input_tensor is None:
+            squeeze_input_tensor = input_tensor
+        squeeze_channels = make_divisible(_depth(squeeze_input_tensor) / float(squeeze_factor),
+                                          divisible_by)
+        pooled = global_average(squeeze_input_tensor)
+        squeezed = slim.conv2d(pooled, squeeze_channels, [1, 1], normalizer_fn=None,
+                               activation_fn=inner_activation_fn)
+        gate = slim.conv2d(squeezed, _depth(input_tensor), [1, 1], normalizer_fn=None,
+                           activation_fn=gating_fn)
+        return input_tensor * gate
+
+
+def squeeze_excite_transform(**se_kwargs):
+    """Wraps ``squeeze_excite`` as an ``expanded_conv(expansion_transform=...)`` hook:
+    it gates the depthwise output before the projection."""
+    def transform(expansion_tensor, input_tensor):
+        del input_tensor
+        return squeeze_excite(expansion_tensor, **se_kwargs)
+    return transform
+
+
+def global_average(input_tensor, name="AvgPool"):
+    """Average over H and W keeping a [B, 1, 1, C] shape; an ``avg_pool`` when the
+    spatial size is static (as TF-Slim, friendliest to accelerators), else a mean."""
+    shape = input_tensor.get_shape().as_list()
+    if shape[1] is None or shape[2] is None:
+        return tf.reduce_mean(input_tensor, axis=[1, 2], keepdims=True, name=name)
+    return tf.nn.avg_pool(input_tensor, ksize=[1, shape[1], shape[2], 1],
+                          strides=[1, 1, 1, 1], padding="VALID", name=name)
+
+
+@slim.add_arg_scope
+def expanded_conv(input_tensor, num_outputs,
+                  expansion_size=expand_input_by_factor(6),
+                  stride=1, rate=1, kernel_size=(3, 3), residual=True,
+                  normalizer_fn=slim.batch_norm,
+                  expansion_transform=None,
+                  depthwise_channel_multiplier=1,
+                  inner_activation_fn=None, depthwise_activation_fn=None,
+                  project_activation_fn=tf.identity,
+                  use_explicit_padding=False, padding="SAME",
+                  endpoints=None, scope=None):
+    """Inverted residual: expand 1x1 -> depthwise kxk -> [transform] -> project 1x1.
+
+    Args:
+      input_tensor: [B, H, W, C] tensor.
+      num_outputs: depth of the block's output.
+      expansion_size: an int, or a callable ``f(num_inputs=C)`` giving the inner depth.
+        No ``expand`` layer is built when it would not exceed ``C``.
+      stride, rate, kernel_size: of the depthwise convolution.
+      residual: add the input when stride is 1 and depths match; a callable
+        ``f(input_tensor=, output_tensor=)`` replaces that rule.
+      normalizer_fn: used by all three convolutions.
+      expansion_transform: optional ``f(expansion_tensor=, input_tensor=)`` applied to
+        the depthwise output before projecting (squeeze-excite goes here).
+      inner_activation_fn: activation of expand and depthwise (default: from the
+        arg_scope on slim.conv2d / slim.separable_conv2d).
+      depthwise_activation_fn: overrides inner_activation_fn for the depthwise conv.
+      project_activation_fn: the projection's activation (linear by default).
+      use_explicit_padding: pad explicitly and run the depthwise conv VALID.
+      endpoints: optional dict that receives 'expansion_output', 'depthwise_output',
+        'projection_output'.
+      scope: variable scope; default ``expanded_conv``, ``expanded_conv_1``, ...
+    Returns:
+      the block's output tensor, named ``<scope>/output``.
+    """
+    conv_defaults = {}
+    dw_defaults = {}
+    if inner_activation_fn is not None:
+        conv_defaults["activation_fn"] = inner_activation_fn
+        dw_defaults["activation_fn"] = inner_activation_fn
+    if depthwise_activation_fn is not None:
+        dw_defaults["activation_fn"] = depthwise_activation_fn
+    if use_explicit_padding:
+        if padding != "SAME":
+            raise ValueError("use_explicit_padding needs padding='SAME', got %r" % padding)
+        padding = "VALID"
+
+    with tf.variable_scope(scope, default_name="expanded_conv") as var_scope, \
+            tf.name_scope(var_scope.original_name_scope), \
+            slim.arg_scope([slim.conv2d], **conv_defaults), \
+            slim.arg_scope([slim.separable_conv2d], **dw_defaults):
+        input_depth = _depth(input_tensor)
+        input_tensor = tf.identity(input_tensor, name="input")
+        net = input_tensor
+
+        if callable(expansion_size):
+            inner_size = expansion_size(num_inputs=input_depth)
+        else:
+            inner_size = expansion_size
+        if inner_size > input_depth:
+            net = slim.conv2d(net, inner_size, [1, 1], stride=1,
+                              normalizer_fn=normalizer_fn, scope="expand")
+            net = tf.identity(net, name="expansion_output")
+            if endpoints is not None:
+                endpoints["expansion_output"] = net
+
+        if use_explicit_padding:
+            net = fixed_padding(net, kernel_size, rate)
+        net = slim.separable_conv2d(net, None, kernel_size,
+                                    depth_multiplier=depthwise_channel_multiplier,
+                                    stride=stride, rate=rate,
+                                    normalizer_fn=normalizer_fn, padding=padding,
+                                    scope="depthwise")
+        net = tf.identity(net, name="depthwise_output")
+        if endpoints is not None:
+            endpoints["depthwise_output"] = net
+
+        if expansion_transform is not None:
+            net = expansion_transform(expansion_tensor=net, input_tensor=input_tensor)
+
+        net = slim.conv2d(net, num_outputs, [1, 1], stride=1,
+                          normalizer_fn=normalizer_fn,
+                          activation_fn=project_activation_fn, scope="project")
+        if endpoints is not None:
+            endpoints["projection_output"] = net
+
+        if callable(residual):
+            net = residual(input_tensor=input_tensor, output_tensor=net)
+        elif residual and stride == 1 and _depth(net) == input_depth:
+            net = net + input_tensor
+        return tf.identity(net, name="output")
+
+
+__all__ = ["make_divisible", "expand_input_by_factor", "fixed_padding", "conv_bn_act",
+           "squeeze_excite", "squeeze_excite_transform", "global_average",
+           "expanded_conv"]
