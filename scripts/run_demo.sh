@@ -27,7 +27,8 @@ echo "== 3/4 training mobilenet_v2_035 at 32 px (progress: step, epoch, images/s
   --model_name=mobilenet_v2_035 --train_image_size=32 --batch_size=32 --max_epoch=40 \
   --optimizer=momentum --learning_rate=0.02 --learning_rate_decay_type=cosine \
   --warmup_epochs=1 --weight_decay=0.00004 --label_smoothing=0.1 --bn_decay=0.9 \
-  --min_crop_area=0.5 --random_flip=false --log_every_n_steps=50 "$@"
+  --moving_average_decay=0.99 --min_crop_area=0.5 --random_flip=false \
+  --log_every_n_steps=50 "$@"
 echo "== 4/4 evaluating the final checkpoint on the validation split"
 "$py" eval_image_classifier_mobilenet.py --checkpoint_path="$work/train" \
   --dataset_dir="$work/records" --model_name=mobilenet_v2_035 --eval_image_size=32 \

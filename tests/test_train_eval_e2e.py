@@ -33,6 +33,7 @@ def trained(dataset_dir, tmp_path_factory):
     train_dir = str(tmp_path_factory.mktemp("e2e_train"))
     common = ["--dataset_dir=" + dataset_dir, "--train_dir=" + train_dir,
               "--train_image_size=32", "--batch_size=4", "--save_checkpoints_steps=3",
+              "--learning_rate=0.01",
               "--log_every_n_steps=2", "--bn_decay=0.9", "--moving_average_decay=0.99",
               "--seed=1"] + TINY_MODEL
     first = run("train.py", "--max_train_steps=6", *common)
@@ -101,7 +102,8 @@ def test_eval_counts_every_image_once_and_records(trained, dataset_dir):
     ("train.py", ["--dataset_dir={data}", "--max_epoch=1", "--max_train_steps=3"],
      "exactly one of --max_epoch"),
     ("train.py", ["--dataset_dir={data}", "--max_epoch=1", "--model_name=vgg"], "mobilenet_v2"),
-    ("train.py", ["--dataset_dir={data}", "--max_epoch=1", "--train_dir=/proc/nope"],
+    ("train.py", ["--dataset_dir={data}", "--max_epoch=1", "--batch_size=4",
+                  "--train_dir=/proc/nope"],
      "--train_dir"),
     ("eval_image_classifier_mobilenet.py", ["--dataset_dir={data}", "--checkpoint_path={data}"],
      "no checkpoint in"),
