@@ -45,8 +45,17 @@ def define_data_flags():
     flags.DEFINE_boolean("verbose", False, "Show TensorFlow's own warnings and logs.")
 
 
+def define_eval_flags():
+    """Flags of how to evaluate, shared by the evaluator and train.py's periodic eval."""
+    if "eval_image_size" in flags.FLAGS:
+        return
+    flags.DEFINE_integer("eval_image_size", None, "Eval resolution (default: the model's).")
+    flags.DEFINE_float("central_fraction", 0.875, "Central crop kept before resizing (eval).")
+
+
 def define_train_flags():
     define_data_flags()
+    define_eval_flags()
     if "train_dir" in flags.FLAGS:
         return
     flags.DEFINE_string("train_dir", "result/train", "Checkpoints, summaries and train_log.log.")
@@ -81,6 +90,9 @@ def define_train_flags():
     flags.DEFINE_integer("log_every_n_steps", 10, "Steps between progress lines and summaries.")
     flags.DEFINE_integer("seed", None, "Graph-level random seed.")
     flags.DEFINE_boolean("use_synthetic_data", False, "Random images (benchmarking).")
+    flags.DEFINE_float("eval_every_n_epochs", None,
+                       "Evaluate the validation split every this many epochs while "
+                       "training (in this process; results in <train_dir>/eval).")
 
 
 RankInfo = collections.namedtuple("RankInfo", "rank_id rank_size")
@@ -160,6 +172,14 @@ class Env(object):
             max_train_steps = f.max_train_steps
         else:
             max_train_steps = f.max_epoch * steps_per_epoch
+        eval_image_size = f.eval_image_size or image_size
+        nets_factory.check_image_size(f.model_name, eval_image_size)
+        eval_every_steps = None
+        if f.eval_every_n_epochs is not None:
+            if f.eval_every_n_epochs <= 0:
+                raise UserError("--eval_every_n_epochs=%s must be positive" % f.eval_every_n_epochs)
+            dataset.list_files("validation")  # fail now, not after the first epochs
+            eval_every_steps = max(1, int(round(f.eval_every_n_epochs * steps_per_epoch)))
         warmup_steps = int(round(f.warmup_epochs * steps_per_epoch))
         if warmup_steps >= max_train_steps and f.warmup_epochs > 0:
             raise UserError("--warmup_epochs=%s covers the whole run (%d steps); lower it"
@@ -188,11 +208,25 @@ class Env(object):
             keep_checkpoint_max=f.keep_checkpoint_max,
             log_every_n_steps=f.log_every_n_steps, seed=f.seed,
             data_threads=f.data_threads, use_synthetic_data=f.use_synthetic_data,
+            eval_every_steps=eval_every_steps, eval_image_size=eval_image_size,
+            central_fraction=f.central_fraction,
             verbose=f.verbose)
 
     @property
     def is_chief(self):
         return self.rank_id == 0
+
+    def eval_config(self):
+        """How train.py --eval_every_n_epochs evaluates: the validation split at
+        --eval_image_size (default: the training size), results in <train_dir>/eval."""
+        import evaluation
+        return evaluation.EvalConfig(
+            dataset=self.dataset, split="validation", model_name=self.model_name,
+            num_classes=self.num_classes, labels_offset=self.labels_offset,
+            image_size=self.eval_image_size, preprocessing_name=self.preprocessing_name,
+            central_fraction=self.central_fraction, batch_size=self.batch_size,
+            max_num_batches=None, use_ema="auto", log_every_n_batches=50,
+            eval_dir=os.path.join(self.train_dir, "eval"), data_threads=self.data_threads)
 
     def bn_decay_warning(self):
         """A line for runs too short for the batch-norm decay, else None.

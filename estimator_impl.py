@@ -3,6 +3,7 @@ import os
 import time
 
 import devices
+import evaluation
 import logger as logger_lib
 import optimization
 from dataloader import data_provider
@@ -10,12 +11,6 @@ from nets import nets_factory
 from utils.checkpoints import checkpoint_global_step
 from utils.files import ensure_writable_dir, write_json
 from utils.tf_compat import tf, do_not_convert
-
-
-def top_k_hits(logits, labels, k):
-    """1.0 where the label is among the k largest logits (k capped at the class count)."""
-    k = min(k, int(logits.shape[-1]))
-    return tf.cast(tf.nn.in_top_k(tf.cast(logits, tf.float32), labels, k), tf.float32)
 
 
 class EstimatorImpl(object):
@@ -54,7 +49,7 @@ class EstimatorImpl(object):
         correct = tf.cast(tf.equal(classes, labels), tf.float32)
         if mode == tf.estimator.ModeKeys.EVAL:
             metrics = {"top1": tf.metrics.mean(correct),
-                       "top5": tf.metrics.mean(top_k_hits(logits, labels, 5))}
+                       "top5": tf.metrics.mean(evaluation.top_k_hits(logits, labels, 5))}
             return tf.estimator.EstimatorSpec(mode, loss=total_loss, eval_metric_ops=metrics)
 
         global_step = tf.train.get_or_create_global_step()
@@ -101,7 +96,10 @@ class EstimatorImpl(object):
             return tf.train.latest_checkpoint(env.train_dir)
         estimator = devices.build_estimator(env, self.estimator_model_fn(), device)
         started = time.time()
-        estimator.train(self.train_input_fn(), max_steps=env.max_train_steps)
+        for stop_step in self._train_stops(start_step):
+            estimator.train(self.train_input_fn(), max_steps=stop_step)
+            if stop_step in self._eval_steps(start_step):
+                self._evaluate_latest()
         elapsed = time.time() - started
         checkpoint = tf.train.latest_checkpoint(env.train_dir)
         images = (env.max_train_steps - start_step) * env.global_batch
@@ -117,6 +115,23 @@ class EstimatorImpl(object):
                 "images_per_sec": round(images / max(elapsed, 1e-9), 2),
                 "checkpoint": checkpoint})
         return checkpoint
+
+    def _eval_steps(self, start_step):
+        """Steps after which --eval_every_n_epochs evaluates (the last one included)."""
+        every = self.env.eval_every_steps
+        if not every or not self.env.is_chief:
+            return []
+        first = (start_step // every + 1) * every
+        steps = list(range(first, self.env.max_train_steps, every))
+        return steps + [self.env.max_train_steps]
+
+    def _train_stops(self, start_step):
+        return self._eval_steps(start_step) or [self.env.max_train_steps]
+
+    def _evaluate_latest(self):
+        """Evaluates the checkpoint estimator.train just wrote, in this process."""
+        checkpoint = tf.train.latest_checkpoint(self.env.train_dir)
+        evaluation.Evaluator(self.env.eval_config(), self.logger).evaluate_and_record(checkpoint)
 
     def _announce_start(self, device):
         env = self.env

@@ -1,5 +1,7 @@
 """Finding checkpoints and reading what they hold, without building a model."""
+import glob
 import os
+import re
 
 from utils.errors import UserError
 from utils.tf_compat import tf
@@ -27,3 +29,26 @@ def checkpoint_global_step(checkpoint):
     if reader.has_tensor(tf.GraphKeys.GLOBAL_STEP):
         return int(reader.get_tensor(tf.GraphKeys.GLOBAL_STEP))
     return 0
+
+
+def _step_in_name(prefix):
+    match = re.search(r"-(\d+)$", prefix)
+    return int(match.group(1)) if match else -1
+
+
+def list_checkpoints(directory):
+    """Complete checkpoints in ``directory``, oldest first.
+
+    Trusts the ``checkpoint`` state file, which the Saver rewrites only after a
+    checkpoint's files are complete, so a checkpoint still being written is never
+    listed. Without a state file (checkpoints copied by hand, published weights),
+    every ``*.index`` counts.
+    """
+    state = tf.train.get_checkpoint_state(directory)
+    if state is not None:
+        prefixes = [p if os.path.isabs(p) else os.path.join(directory, p)
+                    for p in state.all_model_checkpoint_paths]
+    else:
+        prefixes = [p[:-len(".index")] for p in glob.glob(os.path.join(directory, "*.index"))]
+    existing = [p for p in prefixes if tf.io.gfile.exists(p + ".index")]
+    return sorted(set(existing), key=lambda p: (_step_in_name(p), p))

@@ -1,0 +1,176 @@
+"""Evaluation of one checkpoint on a dataset split, shared by the evaluator command and
+train.py --eval_every_n_epochs: restore (moving averages when present), run every image
+once, stream running top-1 / top-5, and record results for people and TensorBoard."""
+import collections
+import json
+import os
+import time
+
+import logger as logger_lib
+from dataloader import data_provider
+from nets import nets_factory
+from utils.checkpoints import EMA_SUFFIX, checkpoint_global_step
+from utils.errors import UserError
+from utils.files import write_json
+from utils.tf_compat import tf
+
+RESULTS_FILE = "eval_results.json"
+
+# What one evaluation needs; built from the evaluator's flags or from a training Env.
+EvalConfig = collections.namedtuple(
+    "EvalConfig", "dataset split model_name num_classes labels_offset image_size "
+                  "preprocessing_name central_fraction batch_size max_num_batches use_ema "
+                  "log_every_n_batches eval_dir data_threads")
+
+
+
+def restore_map(model_variables, checkpoint, use_ema):
+    """Checkpoint name for each model variable: its moving average when wanted and
+    present, else its own name. A missing or misshapen variable is a UserError."""
+    shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+    has_ema = any(name.endswith(EMA_SUFFIX) for name in shapes)
+    if use_ema == "true" and not has_ema:
+        raise UserError("--use_ema=true but %s holds no moving averages" % checkpoint)
+    take_ema = has_ema and use_ema != "false"
+    mapping = {}
+    for var in model_variables:
+        name = var.op.name
+        source = name + EMA_SUFFIX if take_ema and name + EMA_SUFFIX in shapes else name
+        if source not in shapes:
+            raise UserError("checkpoint %s has no variable %s; check --model_name=%s"
+                            % (checkpoint, name, name.split("/")[0]))
+        want = var.shape.as_list()
+        if list(shapes[source]) != want:
+            raise UserError("checkpoint variable %s has shape %s but the model expects %s; "
+                            "check --num_classes / --labels_offset / --model_name"
+                            % (source, list(shapes[source]), want))
+        mapping[source] = var
+    return mapping, take_ema
+
+
+class Evaluator(object):
+    """Builds the eval graph once per checkpoint and streams running accuracy."""
+
+    def __init__(self, config, logger):
+        self.config = config
+        self.logger = logger
+
+    def num_images(self):
+        total = self.config.dataset.num_samples(self.config.split)
+        if self.config.max_num_batches:
+            total = min(total, self.config.max_num_batches * self.config.batch_size)
+        return total
+
+    def build_logits(self):
+        """(logits float32 [B, classes], labels int32 [B]) over the split, one pass."""
+        c = self.config
+        input_fn = data_provider.make_input_fn(
+            c.dataset, c.split, is_training=False, batch_size=c.batch_size,
+            image_size=c.image_size, preprocessing_name=c.preprocessing_name,
+            preprocessing_options={"central_fraction": c.central_fraction},
+            labels_offset=c.labels_offset, num_classes=c.num_classes,
+            num_threads=c.data_threads)
+        images, labels = tf.data.make_one_shot_iterator(input_fn()).get_next()
+        network_fn = nets_factory.get_network_fn(c.model_name, c.num_classes,
+                                                 is_training=False)
+        logits, _ = network_fn(images)
+        return tf.cast(logits, tf.float32), labels
+
+    def restore(self, sess, checkpoint):
+        """Restores the default graph's variables; returns whether EMA weights were used."""
+        mapping, used_ema = restore_map(tf.global_variables(), checkpoint,
+                                        self.config.use_ema)
+        tf.train.Saver(mapping).restore(sess, checkpoint)
+        return used_ema
+
+    def evaluate(self, checkpoint):
+        """Evaluates one checkpoint; returns its result record (see result_line)."""
+        with tf.Graph().as_default():
+            logits, labels = self.build_logits()
+            batch = {
+                "top1": tf.reduce_sum(top_k_hits(logits, labels, 1)),
+                "top5": tf.reduce_sum(top_k_hits(logits, labels, 5)),
+                "loss": tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=labels, logits=logits)),
+                "images": tf.shape(labels)[0],
+            }
+            with tf.Session() as sess:
+                used_ema = self.restore(sess, checkpoint)
+                started = time.time()
+                totals = self._run_batches(sess, batch)
+                seconds = time.time() - started
+        images = max(totals["images"], 1)
+        return collections.OrderedDict([
+            ("checkpoint", checkpoint), ("global_step", checkpoint_global_step(checkpoint)),
+            ("top1", totals["top1"] / images), ("top5", totals["top5"] / images),
+            ("images", totals["images"]), ("loss", totals["loss"] / images),
+            ("ema", used_ema), ("images_per_sec", round(totals["images"] / max(seconds, 1e-9), 1)),
+            ("time", time.strftime("%Y-%m-%dT%H:%M:%S"))])
+
+    def evaluate_and_record(self, checkpoint):
+        """evaluate(), then the result into eval_results.json, TensorBoard and the log."""
+        result = self.evaluate(checkpoint)
+        record_result(self.config.eval_dir, result)
+        self.logger.info(result_line(result))
+        return result
+
+    def _run_batches(self, sess, batch):
+        c = self.config
+        totals = {"top1": 0.0, "top5": 0.0, "loss": 0.0, "images": 0}
+        expected = self.num_images()
+        meter = logger_lib.ProgressMeter(expected, 1)
+        meter.start(0)
+        batches = 0
+        while c.max_num_batches is None or batches < c.max_num_batches:
+            try:
+                values = sess.run(batch)
+            except tf.errors.OutOfRangeError:
+                break
+            batches += 1
+            for key in totals:
+                totals[key] += values[key].item()  # numpy scalar -> Python number
+            if batches % c.log_every_n_batches == 0:
+                ips, eta = meter.update(totals["images"])
+                n = float(totals["images"])
+                self.logger.info("eval batch:%d images:%d/%d top1:%.4f top5:%.4f ips:%.1f "
+                                 "eta:%s" % (batches, totals["images"], expected,
+                                             totals["top1"] / n, totals["top5"] / n, ips,
+                                             logger_lib.format_eta(eta)))
+        return totals
+
+
+def result_line(result):
+    return ("eval result: checkpoint=%s global_step=%d top1=%.4f top5=%.4f images=%d "
+            "loss=%.4f" % (result["checkpoint"], result["global_step"], result["top1"],
+                           result["top5"], result["images"], result["loss"]))
+
+
+def top_k_hits(logits, labels, k):
+    """1.0 where the label is among the k largest logits (k capped at the class count)."""
+    k = min(k, int(logits.shape[-1]))
+    return tf.cast(tf.nn.in_top_k(tf.cast(logits, tf.float32), labels, k), tf.float32)
+
+
+def load_results(eval_dir):
+    """The records of eval_results.json in eval_dir (empty when there is none)."""
+    path = os.path.join(eval_dir, RESULTS_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        return json.load(handle).get("results", [])
+
+
+def record_result(eval_dir, result):
+    """Adds ``result`` to eval_results.json (one record per checkpoint, best named)
+    and writes TensorBoard scalars at the checkpoint's global step."""
+    records = [r for r in load_results(eval_dir) if r["checkpoint"] != result["checkpoint"]]
+    records.append(dict(result))
+    records.sort(key=lambda r: r["global_step"])
+    best = max(records, key=lambda r: (r["top1"], r["global_step"]))
+    write_json(os.path.join(eval_dir, RESULTS_FILE), {"results": records, "best": best})
+    summary = tf.Summary(value=[tf.Summary.Value(tag="eval/" + key, simple_value=result[key])
+                                for key in ("top1", "top5", "loss")])
+    with tf.Graph().as_default():  # FileWriter refuses to run eagerly on TF 2.x
+        writer = tf.summary.FileWriter(eval_dir)
+        writer.add_summary(summary, result["global_step"])
+        writer.close()
