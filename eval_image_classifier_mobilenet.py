@@ -70,9 +70,12 @@ def config_from_flags(f):
             raise UserError("--%s=%s must be positive" % (name, value))
     if f.watch and f.eval_all_checkpoints:
         raise UserError("--watch already evaluates every checkpoint; drop --eval_all_checkpoints")
-    if (f.watch or f.eval_all_checkpoints) and not os.path.isdir(f.checkpoint_path):
-        raise UserError("--watch and --eval_all_checkpoints need a directory as "
-                        "--checkpoint_path, got %s" % f.checkpoint_path)
+    if f.eval_all_checkpoints and not os.path.isdir(f.checkpoint_path):
+        raise UserError("--eval_all_checkpoints needs a directory as --checkpoint_path, "
+                        "got %s" % f.checkpoint_path)
+    if f.watch and os.path.exists(f.checkpoint_path) and not os.path.isdir(f.checkpoint_path):
+        raise UserError("--watch needs the training directory as --checkpoint_path (it may "
+                        "not exist yet), got the file %s" % f.checkpoint_path)
     if not 0.0 < f.central_fraction <= 1.0:
         raise UserError("--central_fraction=%s must be in (0, 1]" % f.central_fraction)
     model = nets_factory.get_model_info(f.model_name)
@@ -82,7 +85,7 @@ def config_from_flags(f):
     dataset.list_files(f.split)  # no shards: one clear line now, not a TF error later
     image_size = f.eval_image_size or model.default_image_size
     nets_factory.check_image_size(f.model_name, image_size)
-    eval_dir = f.eval_dir or os.path.join(checkpoint_dir(f.checkpoint_path), "eval")
+    eval_dir = f.eval_dir or os.path.join(checkpoint_dir(f.checkpoint_path, f.watch), "eval")
     return evaluation.EvalConfig(
         dataset=dataset, split=f.split, model_name=f.model_name,
         num_classes=f.num_classes or dataset.num_classes - f.labels_offset,
@@ -94,8 +97,9 @@ def config_from_flags(f):
         data_threads=f.data_threads)
 
 
-def checkpoint_dir(path):
-    return path if os.path.isdir(path) else os.path.dirname(path) or "."
+def checkpoint_dir(path, is_directory=False):
+    """The folder of --checkpoint_path (itself when a directory, or one to watch)."""
+    return path if is_directory or os.path.isdir(path) else os.path.dirname(path) or "."
 
 
 def evaluate_and_record(evaluator, checkpoint):

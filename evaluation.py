@@ -11,7 +11,7 @@ from dataloader import data_provider
 from nets import nets_factory
 from utils.checkpoints import EMA_SUFFIX, checkpoint_global_step
 from utils.errors import UserError
-from utils.files import write_json
+from utils.files import ensure_writable_dir, write_json
 from utils.tf_compat import tf
 
 RESULTS_FILE = "eval_results.json"
@@ -163,6 +163,7 @@ def load_results(eval_dir):
 def record_result(eval_dir, result):
     """Adds ``result`` to eval_results.json (one record per checkpoint, best named)
     and writes TensorBoard scalars at the checkpoint's global step."""
+    ensure_writable_dir(eval_dir, "eval_dir")
     records = [r for r in load_results(eval_dir) if r["checkpoint"] != result["checkpoint"]]
     records.append(dict(result))
     records.sort(key=lambda r: r["global_step"])

@@ -1,0 +1,184 @@
+"""The evaluator against a real short training run: exact counts, numpy-checked
+accuracy, EMA weights, every / new checkpoints, periodic eval inside train.py."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import evaluation
+import logger as logger_lib
+from datasets import dataset_factory
+from utils.checkpoints import EMA_SUFFIX, list_checkpoints
+from utils.tf_compat import tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = "--model_name=mobilenet_v2_035"
+RESULT = re.compile(r"^eval result: checkpoint=(\S+) global_step=(\d+) top1=(\d\.\d{4}) "
+                    r"top5=(\d\.\d{4}) images=(\d+) loss=(\d+\.\d{4})$", re.M)
+
+
+def run(script, *args, **kwargs):
+    env = dict(os.environ, RANK_SIZE="1", RANK_ID="0")
+    command = [sys.executable, os.path.join(ROOT, script)] + list(args)
+    if kwargs.get("background"):
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True)
+    return subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=600)
+
+
+def train_args(dataset_dir, train_dir, *extra):
+    return ["--dataset_dir=" + dataset_dir, "--train_dir=" + train_dir, MODEL,
+            "--train_image_size=32", "--batch_size=4", "--learning_rate=0.01",
+            "--bn_decay=0.9", "--moving_average_decay=0.9", "--log_every_n_steps=2",
+            "--seed=3"] + list(extra)
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    """6 classes (so top-5 can miss); 12 validation images: not a multiple of 5."""
+    from tests.ds_helpers import write_tiny_dataset
+    return write_tiny_dataset(str(tmp_path_factory.mktemp("eval_ds")), num_classes=6,
+                              per_class=4, size=32)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset_dir, tmp_path_factory):
+    """2 epochs of 6 steps, checkpoints every 4 steps, evaluation after each epoch."""
+    train_dir = str(tmp_path_factory.mktemp("eval_train"))
+    out = run("train.py", *train_args(dataset_dir, train_dir, "--max_epoch=2",
+                                      "--save_checkpoints_steps=4", "--eval_every_n_epochs=1",
+                                      "--eval_image_size=32"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return train_dir, out
+
+
+def eval_config(dataset_dir, eval_dir, use_ema="auto", batch_size=5):
+    return evaluation.EvalConfig(
+        dataset=dataset_factory.get_dataset("auto", dataset_dir), split="validation",
+        model_name="mobilenet_v2_035", num_classes=6, labels_offset=0, image_size=32,
+        preprocessing_name="inception", central_fraction=0.875, batch_size=batch_size,
+        max_num_batches=None, use_ema=use_ema, log_every_n_batches=1, eval_dir=eval_dir,
+        data_threads=1)
+
+
+def test_train_evaluates_every_epoch_in_process(trained):
+    train_dir, out = trained
+    steps = [int(m.group(2)) for m in RESULT.finditer(out.stdout)]
+    assert steps == [6, 12]
+    results = json.load(open(os.path.join(train_dir, "eval", "eval_results.json")))
+    assert [r["global_step"] for r in results["results"]] == [6, 12]
+    assert all(r["images"] == 12 and r["ema"] for r in results["results"])
+    assert results["best"]["top1"] == max(r["top1"] for r in results["results"])
+
+
+def test_accuracy_matches_numpy_over_the_same_records(trained, dataset_dir, tmp_path):
+    train_dir, _ = trained
+    checkpoint = tf.train.latest_checkpoint(train_dir)
+    evaluator = evaluation.Evaluator(eval_config(dataset_dir, str(tmp_path)),
+                                     logger_lib.get_logger())
+    result = evaluator.evaluate(checkpoint)
+    with tf.Graph().as_default():
+        logits_t, labels_t = evaluator.build_logits()
+        with tf.Session() as sess:
+            evaluator.restore(sess, checkpoint)
+            chunks = []
+            while True:
+                try:
+                    chunks.append(sess.run([logits_t, labels_t]))
+                except tf.errors.OutOfRangeError:
+                    break
+    logits = np.concatenate([c[0] for c in chunks])
+    labels = np.concatenate([c[1] for c in chunks])
+    assert [len(c[1]) for c in chunks] == [5, 5, 2]  # the partial batch counts
+    ranks = (logits > logits[np.arange(len(labels)), labels][:, None]).sum(axis=1)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    assert result["images"] == len(labels) == 12
+    assert result["top1"] == pytest.approx(np.mean(ranks < 1))
+    assert result["top5"] == pytest.approx(np.mean(ranks < 5))
+    assert result["loss"] == pytest.approx(-log_probs[np.arange(12), labels].mean(), rel=1e-5)
+    assert result["checkpoint"] == checkpoint and result["global_step"] == 12
+
+
+@pytest.mark.parametrize("use_ema, source_suffix", [("auto", EMA_SUFFIX), ("true", EMA_SUFFIX),
+                                                    ("false", "")])
+def test_moving_averages_are_the_weights_restored(trained, dataset_dir, tmp_path, use_ema,
+                                                  source_suffix):
+    train_dir, _ = trained
+    checkpoint = tf.train.latest_checkpoint(train_dir)
+    reader = tf.train.load_checkpoint(checkpoint)
+    name = "MobilenetV2/Conv/weights"
+    assert not np.allclose(reader.get_tensor(name), reader.get_tensor(name + EMA_SUFFIX))
+    evaluator = evaluation.Evaluator(eval_config(dataset_dir, str(tmp_path), use_ema),
+                                     logger_lib.get_logger())
+    with tf.Graph().as_default():
+        evaluator.build_logits()
+        with tf.Session() as sess:
+            used = evaluator.restore(sess, checkpoint)
+            restored = sess.run(tf.global_variables(name)[0])
+    assert used == (source_suffix == EMA_SUFFIX)
+    np.testing.assert_array_equal(restored, reader.get_tensor(name + source_suffix))
+
+
+def test_eval_all_checkpoints_oldest_first(trained, dataset_dir, tmp_path):
+    train_dir, _ = trained
+    out = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
+              "--dataset_dir=" + dataset_dir, MODEL, "--eval_image_size=32", "--batch_size=5",
+              "--eval_all_checkpoints", "--eval_dir=" + str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    evaluated = [m.group(1) for m in RESULT.finditer(out.stdout)]
+    assert evaluated == list_checkpoints(train_dir)
+    steps = [int(m.group(2)) for m in RESULT.finditer(out.stdout)]
+    assert steps == sorted(steps) and steps[-1] == 12 and len(steps) >= 4
+    assert all(int(m.group(5)) == 12 for m in RESULT.finditer(out.stdout))
+    events = [f for f in os.listdir(str(tmp_path)) if f.startswith("events.")]
+    assert events, "TensorBoard summaries missing"
+
+
+def test_watch_follows_a_live_training_run(dataset_dir, tmp_path):
+    train_dir = str(tmp_path / "train")
+    eval_dir = str(tmp_path / "eval")
+    trainer = run("train.py", *train_args(dataset_dir, train_dir, "--max_train_steps=8",
+                                          "--save_checkpoints_steps=2"), background=True)
+    try:
+        out = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
+                  "--dataset_dir=" + dataset_dir, MODEL, "--eval_image_size=32",
+                  "--batch_size=5", "--watch", "--watch_interval=0.5", "--watch_timeout=300",
+                  "--final_step=8", "--eval_dir=" + eval_dir)
+    finally:
+        trainer_out, trainer_err = trainer.communicate(timeout=600)
+    assert trainer.returncode == 0, trainer_err[-3000:]
+    assert out.returncode == 0, out.stderr[-3000:]
+    steps = [int(m.group(2)) for m in RESULT.finditer(out.stdout)]
+    assert steps == sorted(set(steps)) and steps[-1] == 8, out.stdout
+    assert "done watching" in out.stdout
+    # A second watch repeats nothing: the final step is already evaluated.
+    again = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
+                "--dataset_dir=" + dataset_dir, MODEL, "--eval_image_size=32", "--watch",
+                "--final_step=8", "--eval_dir=" + eval_dir)
+    assert again.returncode == 0 and not RESULT.search(again.stdout)
+
+
+def test_bad_eval_inputs_get_one_line(trained, dataset_dir, tmp_path):
+    from tests.ds_helpers import write_tiny_dataset
+    train_dir, _ = trained
+    only_train = write_tiny_dataset(str(tmp_path / "only_train"), num_classes=6, per_class=1,
+                                    split_counts={"train": 1})
+    cases = [
+        (["--model_name=mobilenet_v2_050", "--dataset_dir=" + dataset_dir],
+         r"MobilenetV2/\S+ has shape \[.*\] but the model expects \["),
+        ([MODEL, "--dataset_dir=" + only_train], "validation"),
+        ([MODEL, "--dataset_dir=" + dataset_dir, "--batch_size=0"], "--batch_size=0"),
+        ([MODEL, "--dataset_dir=" + dataset_dir, "--num_classes=4"], "shape"),
+    ]
+    for args, pattern in cases:
+        out = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
+                  "--eval_image_size=32", "--eval_dir=" + str(tmp_path / "e"), *args)
+        errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert len(errors) == 1 and re.search(pattern, errors[0]), errors
