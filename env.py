@@ -12,7 +12,9 @@ import os
 from absl import flags
 
 from datasets import dataset_factory
+from finetune import parse_scopes
 from nets import nets_factory
+from utils.checkpoints import resolve_checkpoint
 from utils.errors import UserError
 
 LR_DECAY_TYPES = ("fixed", "exponential", "polynomial", "cosine")
@@ -90,6 +92,19 @@ def define_train_flags():
     flags.DEFINE_integer("log_every_n_steps", 10, "Steps between progress lines and summaries.")
     flags.DEFINE_integer("seed", None, "Graph-level random seed.")
     flags.DEFINE_boolean("use_synthetic_data", False, "Random images (benchmarking).")
+    flags.DEFINE_string("restore_path", None,
+                        "Fine-tune: start from this checkpoint (prefix or directory) when "
+                        "--train_dir has no checkpoint of its own.")
+    flags.DEFINE_string("restore_exclude", None,
+                        "Comma-separated scopes not restored (default: the model's head, "
+                        "e.g. MobilenetV2/Logits/; 'none' restores everything).")
+    flags.DEFINE_boolean("ignore_missing_vars", False,
+                         "Initialise model variables the checkpoint lacks instead of failing.")
+    flags.DEFINE_string("trainable_scopes", None,
+                        "Comma-separated scopes to train (default: all); batch-norm "
+                        "statistics outside them stay frozen too.")
+    flags.DEFINE_boolean("freeze_backbone", False,
+                         "Train only the model's head (shortcut for --trainable_scopes).")
     flags.DEFINE_float("eval_every_n_epochs", None,
                        "Evaluate the validation split every this many epochs while "
                        "training (in this process; results in <train_dir>/eval).")
@@ -180,6 +195,15 @@ class Env(object):
                 raise UserError("--eval_every_n_epochs=%s must be positive" % f.eval_every_n_epochs)
             dataset.list_files("validation")  # fail now, not after the first epochs
             eval_every_steps = max(1, int(round(f.eval_every_n_epochs * steps_per_epoch)))
+        restore_checkpoint = None
+        if f.restore_path:
+            restore_checkpoint = resolve_checkpoint(f.restore_path, "restore_path")
+        restore_exclude = parse_scopes(f.restore_exclude if f.restore_exclude is not None
+                                       else model.default_restore_exclude)
+        if f.freeze_backbone and f.trainable_scopes:
+            raise UserError("give --freeze_backbone or --trainable_scopes, not both")
+        trainable_scopes = (tuple(model.head_scopes) if f.freeze_backbone
+                            else parse_scopes(f.trainable_scopes))
         warmup_steps = int(round(f.warmup_epochs * steps_per_epoch))
         if warmup_steps >= max_train_steps and f.warmup_epochs > 0:
             raise UserError("--warmup_epochs=%s covers the whole run (%d steps); lower it"
@@ -208,6 +232,8 @@ class Env(object):
             keep_checkpoint_max=f.keep_checkpoint_max,
             log_every_n_steps=f.log_every_n_steps, seed=f.seed,
             data_threads=f.data_threads, use_synthetic_data=f.use_synthetic_data,
+            restore_checkpoint=restore_checkpoint, restore_exclude=restore_exclude,
+            ignore_missing_vars=f.ignore_missing_vars, trainable_scopes=trainable_scopes,
             eval_every_steps=eval_every_steps, eval_image_size=eval_image_size,
             central_fraction=f.central_fraction,
             verbose=f.verbose)

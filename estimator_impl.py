@@ -4,6 +4,7 @@ import time
 
 import devices
 import evaluation
+import finetune
 import logger as logger_lib
 import optimization
 from dataloader import data_provider
@@ -17,6 +18,8 @@ class EstimatorImpl(object):
     def __init__(self, env, logger=None):
         self.env = env
         self.logger = logger or logger_lib.get_logger()
+        # Set by train(): the fine-tune checkpoint, only when train_dir has none.
+        self.warm_start_checkpoint = None
 
     def network_fn(self, is_training):
         env = self.env
@@ -38,6 +41,8 @@ class EstimatorImpl(object):
         env = self.env
         is_training = mode == tf.estimator.ModeKeys.TRAIN
         logits, _ = self.network_fn(is_training)(features)
+        if is_training and self.warm_start_checkpoint:
+            self._warm_start()
         probabilities = tf.nn.softmax(logits, name="probabilities")
         classes = tf.argmax(logits, axis=1, output_type=tf.int32, name="classes")
         if mode == tf.estimator.ModeKeys.PREDICT:
@@ -56,9 +61,11 @@ class EstimatorImpl(object):
         lr = optimization.learning_rate(env, global_step)
         train_accuracy = tf.reduce_mean(correct, name="train_accuracy")
         optimizer = optimization.build_optimizer(env, lr)
-        # Batch-norm moving statistics update with every training step.
-        with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
-            train_op = optimizer.minimize(total_loss, global_step=global_step)
+        # Batch-norm moving statistics update with every step (frozen scopes excepted).
+        with tf.control_dependencies(finetune.update_ops(env.trainable_scopes)):
+            train_op = optimizer.minimize(
+                total_loss, global_step=global_step,
+                var_list=finetune.trainable_variables(env.trainable_scopes))
         if env.moving_average_decay:
             ema = tf.train.ExponentialMovingAverage(env.moving_average_decay, global_step)
             with tf.control_dependencies([train_op]):
@@ -73,6 +80,14 @@ class EstimatorImpl(object):
             max_steps=env.max_train_steps, global_batch=env.global_batch, logger=self.logger)
         return tf.estimator.EstimatorSpec(mode, loss=total_loss, train_op=train_op,
                                           training_hooks=[hook])
+
+    def _warm_start(self):
+        env = self.env
+        model_variables = tf.global_variables(scope=env.model.scope)
+        plan = finetune.plan_restore(self.warm_start_checkpoint, model_variables,
+                                     env.restore_exclude, env.ignore_missing_vars)
+        finetune.warm_start(plan)
+        self.logger.info(finetune.describe(plan, env.restore_exclude))
 
     def train_input_fn(self):
         env = self.env
@@ -98,6 +113,7 @@ class EstimatorImpl(object):
         started = time.time()
         for stop_step in self._train_stops(start_step):
             estimator.train(self.train_input_fn(), max_steps=stop_step)
+            self.warm_start_checkpoint = None  # later calls resume from train_dir
             if stop_step in self._eval_steps(start_step):
                 self._evaluate_latest()
         elapsed = time.time() - started
@@ -139,9 +155,15 @@ class EstimatorImpl(object):
         warning = env.bn_decay_warning()
         if warning:
             self.logger.info("warning: " + warning)
+        if env.trainable_scopes:
+            self.logger.info("training only %s; everything else frozen, batch-norm "
+                             "statistics included" % ", ".join(env.trainable_scopes))
         checkpoint = tf.train.latest_checkpoint(env.train_dir)
         if checkpoint is None:
+            self.warm_start_checkpoint = env.restore_checkpoint
             return 0
         step = checkpoint_global_step(checkpoint)
-        self.logger.info("resuming from %s (step %d)" % (checkpoint, step))
+        self.logger.info("resuming from %s (step %d)%s" % (
+            checkpoint, step, "; --restore_path is not applied to a resumed run"
+            if env.restore_checkpoint else ""))
         return step
