@@ -102,7 +102,7 @@ def test_resumed_fine_tune_does_not_restore_again(datasets, source_checkpoint, t
 
 @pytest.mark.parametrize("extra, fragment", [
     (["--restore_exclude=none"],
-     "cannot restore MobilenetV2/Logits/Conv2d_1c_1x1/biases: shape [3] in"),
+     "cannot restore MobilenetV2/Logits/Conv2d_1c_1x1/weights: shape [1, 1, 1280, 3] in"),
     (["--restore_exclude=none"], "--restore_exclude=MobilenetV2/Logits/"),
     (["--restore_path=/no/such/ckpt"], "no checkpoint at /no/such/ckpt"),
     (["--freeze_backbone", "--trainable_scopes=MobilenetV2/Conv/"], "not both"),
