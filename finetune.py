@@ -57,10 +57,12 @@ def warm_start(plan):
 
 
 def describe(plan, exclude_scopes):
-    return ("restored %d variables from %s; excluded %d (%s); %d missing, initialised afresh%s"
+    missing = "%d missing" % len(plan.missing)
+    if plan.missing:
+        missing += " (initialised afresh; first: %s)" % plan.missing[0]
+    return ("restored %d variables from %s; excluded %d (%s); %s"
             % (len(plan.restored), plan.checkpoint, len(plan.excluded),
-               ", ".join(exclude_scopes) or "nothing excluded", len(plan.missing),
-               (" (first: %s)" % plan.missing[0]) if plan.missing else ""))
+               ", ".join(exclude_scopes) or "nothing excluded", missing))
 
 
 def trainable_variables(scopes):

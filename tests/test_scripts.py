@@ -1,15 +1,7 @@
-"""The launchers users run: bash scripts/run_1p.sh DATA [flags]."""
+"""The launchers users run: bash scripts/run_1p.sh DATA [flags], run_finetune.sh."""
 import os
-import subprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def bash(script, *args, **env):
-    full_env = dict(os.environ, **env)
-    return subprocess.run(["bash", os.path.join(ROOT, "scripts", script)] + list(args),
-                          cwd=ROOT, env=full_env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True, timeout=600)
+from tests.cli_helpers import run_bash as bash
 
 
 def test_run_1p_trains_into_result_dir(tmp_path):
@@ -33,3 +25,9 @@ def test_run_1p_without_dataset_says_how(tmp_path):
     assert out.stderr.strip().startswith("error: dataset dir") and "Traceback" not in out.stderr
     out = bash("run_1p.sh", DATA_DIR="")
     assert out.returncode == 2 and "usage" in out.stderr
+
+
+def test_run_finetune_needs_train_and_validation_folders(tmp_path):
+    out = bash("run_finetune.sh", str(tmp_path), str(tmp_path / "ckpt"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: %s/train is missing" % tmp_path)

@@ -1,0 +1,41 @@
+"""Running the project's command lines as a user does, for the end-to-end tests."""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT_S = 600
+
+
+def _env(extra):
+    env = dict(os.environ, RANK_SIZE="1", RANK_ID="0")
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the programs must be quiet on their own
+    env.update(extra)
+    return env
+
+
+def run_python(script, *args, **options):
+    """Runs ``python script args`` from the repository root; ``background=True`` returns
+    the Popen instead of waiting."""
+    command = [sys.executable, os.path.join(ROOT, script)] + list(args)
+    kwargs = dict(cwd=ROOT, env=_env(options.get("env", {})), stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE, universal_newlines=True)
+    if options.get("background"):
+        return subprocess.Popen(command, **kwargs)
+    return subprocess.run(command, timeout=TIMEOUT_S, **kwargs)
+
+
+def run_bash(script, *args, **env):
+    """Runs ``bash scripts/<script> args`` with extra environment variables."""
+    return subprocess.run(["bash", os.path.join(ROOT, "scripts", script)] + list(args),
+                          cwd=ROOT, env=_env(env), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=TIMEOUT_S)
+
+
+def single_error_line(out):
+    """The one 'error:' line of a run that failed as a user mistake should (exit 2, no
+    traceback); fails the test otherwise."""
+    errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+    assert out.returncode == 2, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
+    assert "Traceback" not in out.stderr and len(errors) == 1, out.stderr[-2000:]
+    return errors[0]
