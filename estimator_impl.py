@@ -119,7 +119,8 @@ class EstimatorImpl(object):
         elapsed = time.time() - started
         checkpoint = tf.train.latest_checkpoint(env.train_dir)
         images = (env.max_train_steps - start_step) * env.global_batch
-        self.logger.info("training done: step %d, %.1f s, %.1f images/s, checkpoint %s"
+        self.logger.info("training done: step %d in %.1f s (%.1f images/s, start-up included), "
+                         "checkpoint %s"
                          % (env.max_train_steps, elapsed, images / max(elapsed, 1e-9),
                             checkpoint))
         if env.is_chief:
