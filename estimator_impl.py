@@ -104,7 +104,7 @@ class EstimatorImpl(object):
         env = self.env
         ensure_writable_dir(env.train_dir)
         device = devices.resolve_device(env.device)
-        start_step = self._announce_start(device)
+        start_step = self._prepare_start(device)
         if start_step >= env.max_train_steps:
             self.logger.info("train_dir already holds step %d >= %d requested steps; "
                              "nothing to train" % (start_step, env.max_train_steps))
@@ -150,7 +150,9 @@ class EstimatorImpl(object):
         checkpoint = tf.train.latest_checkpoint(self.env.train_dir)
         evaluation.Evaluator(self.env.eval_config(), self.logger).evaluate_and_record(checkpoint)
 
-    def _announce_start(self, device):
+    def _prepare_start(self, device):
+        """Logs the run's plan; returns the step it starts from. A fresh run (no
+        checkpoint in train_dir) arms the --restore_path warm start."""
         env = self.env
         self.logger.info("device: %s; %s" % (device, env.describe()))
         warning = env.bn_decay_warning()
