@@ -170,6 +170,7 @@ def main(argv):
     logger_lib.quiet_tensorflow(f.verbose)
     config = config_from_flags(f)
     ensure_writable_dir(config.eval_dir, "eval_dir")
+    evaluation.load_results(config.eval_dir)  # an unreadable results file fails now, not after
     log = logger_lib.get_logger(os.path.join(config.eval_dir, "eval_log.log"))
     evaluator = evaluation.Evaluator(config, log)
     log.info("evaluating on %d %s images of %s at %d px"

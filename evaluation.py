@@ -156,8 +156,12 @@ def load_results(eval_dir):
     path = os.path.join(eval_dir, RESULTS_FILE)
     if not os.path.exists(path):
         return []
-    with open(path) as handle:
-        return json.load(handle).get("results", [])
+    try:
+        with open(path) as handle:
+            return json.load(handle)["results"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError("%s is unreadable (%s); move it away or pass another --eval_dir"
+                        % (path, err))
 
 
 def record_result(eval_dir, result):

@@ -168,3 +168,13 @@ def test_bad_eval_inputs_get_one_line(trained, dataset_dir, tmp_path):
         out = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
                   "--eval_image_size=32", "--eval_dir=" + str(tmp_path / "e"), *args)
         assert re.search(pattern, single_error_line(out))
+
+
+def test_corrupt_results_file_gets_one_line(trained, dataset_dir, tmp_path):
+    train_dir, _ = trained
+    (tmp_path / "eval_results.json").write_text("{not json")
+    out = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
+              "--dataset_dir=" + dataset_dir, MODEL, "--eval_image_size=32",
+              "--eval_dir=" + str(tmp_path))
+    assert "eval_results.json is unreadable" in single_error_line(out)
+    assert (tmp_path / "eval_results.json").read_text() == "{not json"  # left as it was
