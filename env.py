@@ -12,6 +12,8 @@ import os
 from absl import flags
 
 from datasets import dataset_factory
+from devices import cluster, placement
+from devices.npu import PRECISION_MODES, check_npu_environment
 from finetune import parse_scopes
 from nets import nets_factory
 from utils.checkpoints import resolve_checkpoint
@@ -19,7 +21,6 @@ from utils.errors import UserError
 
 LR_DECAY_TYPES = ("fixed", "exponential", "polynomial", "cosine")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
-DEVICES = ("auto", "npu", "gpu", "cpu")
 
 
 def define_data_flags():
@@ -42,7 +43,7 @@ def define_data_flags():
     flags.DEFINE_integer("batch_size", 32, "Images per device per step.")
     flags.DEFINE_integer("data_threads", None,
                          "tf.data private thread pool size (default: cores - 1).")
-    flags.DEFINE_enum("device", "auto", DEVICES,
+    flags.DEFINE_enum("device", "auto", placement.DEVICE_KINDS,
                       "auto: npu when npu_bridge imports, else gpu when TF sees one, else cpu.")
     flags.DEFINE_boolean("verbose", False, "Show TensorFlow's own warnings and logs.")
 
@@ -66,6 +67,20 @@ def define_train_flags():
     flags.DEFINE_integer("max_train_steps", None, "Global steps to train (exclusive with --max_epoch).")
     flags.DEFINE_integer("iterations_per_loop", 10,
                          "Steps per device loop on Ascend (NPU); ignored elsewhere.")
+    flags.DEFINE_integer("num_gpus", None,
+                         "GPUs this process trains on with MirroredStrategy (default: all "
+                         "it sees; scripts/run_8p.sh gives each process one).")
+    flags.DEFINE_boolean("mixed_precision", False,
+                         "GPU: float16 compute, float32 weights, loss scaling (--loss_scale).")
+    flags.DEFINE_enum("precision_mode", "allow_mix_precision", PRECISION_MODES,
+                      "Ascend (NPU) precision mode, passed to NPURunConfig.")
+    flags.DEFINE_string("loss_scale", "dynamic",
+                        "Loss scaling of float16 training (NPU, GPU --mixed_precision): "
+                        "dynamic, none, or a fixed number such as 1024.")
+    flags.DEFINE_boolean("over_dump", False,
+                         "Ascend: dump the operators that overflow in float16 (debugging).")
+    flags.DEFINE_string("over_dump_path", None,
+                        "Folder of --over_dump's dumps (default <train_dir>/overflow_dump).")
     flags.DEFINE_enum("learning_rate_decay_type", "cosine", LR_DECAY_TYPES, "LR schedule.")
     flags.DEFINE_float("learning_rate", 0.1, "Peak learning rate (reached after warmup).")
     flags.DEFINE_float("end_learning_rate", 0.0, "Final LR of polynomial and cosine decay.")
@@ -114,15 +129,48 @@ RankInfo = collections.namedtuple("RankInfo", "rank_id rank_size")
 
 
 def rank_info_from_environ(environ=None):
-    """RANK_ID / RANK_SIZE as Ascend's launchers set them; 0 / 1 when absent."""
+    """This process's rank: from TF_CONFIG's cluster (GPU / CPU multi-worker), else
+    RANK_ID / RANK_SIZE as Ascend's launchers set them; 0 of 1 when absent. When both
+    are set they must agree."""
     environ = os.environ if environ is None else environ
     rank_size = _env_int(environ, "RANK_SIZE", 1)
     rank_id = _env_int(environ, "RANK_ID", 0)
+    from_cluster = cluster.tf_config_ranks(environ)
+    if from_cluster is not None:
+        given = (environ.get("RANK_ID"), environ.get("RANK_SIZE"))
+        if given != (None, None) and (rank_id, rank_size) != from_cluster:
+            raise UserError("TF_CONFIG makes this process rank %d of %d but RANK_ID=%s "
+                            "RANK_SIZE=%s; make them agree or unset RANK_ID / RANK_SIZE"
+                            % (from_cluster + given))
+        rank_id, rank_size = from_cluster
     if rank_size < 1:
         raise UserError("RANK_SIZE=%d: must be >= 1" % rank_size)
     if not 0 <= rank_id < rank_size:
         raise UserError("RANK_ID=%d is outside [0, RANK_SIZE=%d)" % (rank_id, rank_size))
     return RankInfo(rank_id, rank_size)
+
+
+def _check_device_environment(device, ranks, environ):
+    if device == "npu":
+        check_npu_environment(environ, ranks.rank_size)
+    elif ranks.rank_size > 1 and cluster.tf_config_ranks(environ) is None:
+        raise UserError("RANK_SIZE=%d on %s needs TF_CONFIG naming every worker; start "
+                        "with scripts/run_8p.sh, which sets it per process"
+                        % (ranks.rank_size, device))
+
+
+def _parse_loss_scale(value):
+    """'dynamic' | 'none' | a positive number -> 'dynamic' | None | float."""
+    text = (value or "none").strip().lower()
+    if text in ("dynamic", "none"):
+        return None if text == "none" else text
+    try:
+        number = float(text)
+    except ValueError:
+        number = 0.0
+    if not number > 0.0:
+        raise UserError("--loss_scale=%s: give dynamic, none or a positive number" % value)
+    return number
 
 
 def _env_int(environ, name, default):
@@ -148,6 +196,7 @@ class Env(object):
 
     @classmethod
     def from_flags(cls, f, environ=None):
+        environ = os.environ if environ is None else environ
         ranks = rank_info_from_environ(environ)
         if (f.max_epoch is None) == (f.max_train_steps is None):
             raise UserError("give exactly one of --max_epoch and --max_train_steps")
@@ -176,12 +225,19 @@ class Env(object):
         image_size = f.train_image_size or model.default_image_size
         nets_factory.check_image_size(f.model_name, image_size)
 
+        device = placement.resolve_device(f.device)
+        _check_device_environment(device, ranks, environ)
+        local_replicas = placement.local_replicas(device, f.num_gpus)
+        if f.mixed_precision and device != "gpu":
+            raise UserError("--mixed_precision is for GPUs (this run uses %s); on Ascend "
+                            "use --precision_mode, on CPU train in float32" % device)
+        num_replicas = ranks.rank_size * local_replicas
         num_samples = dataset.num_samples("train")
-        global_batch = f.batch_size * ranks.rank_size
+        global_batch = f.batch_size * num_replicas
         if global_batch > num_samples:
             raise UserError("global batch %d (batch_size %d x %d devices) exceeds the %d "
                             "training images; lower --batch_size"
-                            % (global_batch, f.batch_size, ranks.rank_size, num_samples))
+                            % (global_batch, f.batch_size, num_replicas, num_samples))
         steps_per_epoch = num_samples // global_batch
         if f.max_train_steps is not None:
             max_train_steps = f.max_train_steps
@@ -216,9 +272,15 @@ class Env(object):
                                        random_flip=f.random_flip),
             image_size=image_size, batch_size=f.batch_size, global_batch=global_batch,
             rank_id=ranks.rank_id, rank_size=ranks.rank_size,
+            device=device, device_id=environ.get("DEVICE_ID",
+                                                 environ.get("ASCEND_DEVICE_ID", "0")),
+            local_replicas=local_replicas, num_replicas=num_replicas,
+            mixed_precision=f.mixed_precision, precision_mode=f.precision_mode,
+            loss_scale=_parse_loss_scale(f.loss_scale), over_dump=f.over_dump,
+            over_dump_path=f.over_dump_path or os.path.join(f.train_dir, "overflow_dump"),
             num_samples=num_samples, steps_per_epoch=steps_per_epoch,
             max_train_steps=max_train_steps, warmup_steps=warmup_steps,
-            train_dir=f.train_dir, device=f.device,
+            train_dir=f.train_dir,
             iterations_per_loop=f.iterations_per_loop,
             lr_decay_type=f.learning_rate_decay_type, learning_rate=f.learning_rate,
             end_learning_rate=f.end_learning_rate,

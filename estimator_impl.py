@@ -2,7 +2,7 @@
 import os
 import time
 
-import devices
+from devices import placement, precision
 import evaluation
 import finetune
 import logger as logger_lib
@@ -18,6 +18,7 @@ class EstimatorImpl(object):
     def __init__(self, env, logger=None):
         self.env = env
         self.logger = logger or logger_lib.get_logger()
+        self.device = placement.create(env, self.logger)
         # Set by train(): the fine-tune checkpoint, only when train_dir has none.
         self.warm_start_checkpoint = None
 
@@ -60,7 +61,7 @@ class EstimatorImpl(object):
         global_step = tf.train.get_or_create_global_step()
         lr = optimization.learning_rate(env, global_step)
         train_accuracy = tf.reduce_mean(correct, name="train_accuracy")
-        optimizer = optimization.build_optimizer(env, lr)
+        optimizer = self.device.wrap_optimizer(optimization.build_optimizer(env, lr))
         # Batch-norm moving statistics update with every step (frozen scopes excepted).
         with tf.control_dependencies(finetune.update_ops(env.trainable_scopes)):
             train_op = optimizer.minimize(
@@ -73,13 +74,17 @@ class EstimatorImpl(object):
         for name, value in (("loss", loss), ("total_loss", total_loss),
                             ("learning_rate", lr), ("train_accuracy", train_accuracy)):
             tf.summary.scalar(name, value)
+        logged = {"loss": loss, "total_loss": total_loss, "lr": lr,
+                  "train_accuracy": train_accuracy}
+        loss_scale = precision.current_loss_scale(optimizer)
+        if loss_scale is not None:
+            logged["loss_scale"] = loss_scale
         hook = logger_lib.TrainLoggerHook(
-            {"loss": loss, "total_loss": total_loss, "lr": lr,
-             "train_accuracy": train_accuracy},
-            every_n_steps=env.log_every_n_steps, steps_per_epoch=env.steps_per_epoch,
-            max_steps=env.max_train_steps, global_batch=env.global_batch, logger=self.logger)
+            logged, every_n_steps=env.log_every_n_steps, steps_per_epoch=env.steps_per_epoch,
+            max_steps=env.max_train_steps, global_batch=env.global_batch, logger=self.logger,
+            steps_per_run=self.device.steps_per_run)
         return tf.estimator.EstimatorSpec(mode, loss=total_loss, train_op=train_op,
-                                          training_hooks=[hook])
+                                          training_hooks=[hook] + self.device.training_hooks())
 
     def _warm_start(self):
         env = self.env
@@ -103,18 +108,17 @@ class EstimatorImpl(object):
         train_dir; returns the path of the last checkpoint."""
         env = self.env
         ensure_writable_dir(env.train_dir)
-        device = devices.resolve_device(env.device)
-        start_step = self._prepare_start(device)
+        start_step = self._prepare_start()
         if start_step >= env.max_train_steps:
             self.logger.info("train_dir already holds step %d >= %d requested steps; "
                              "nothing to train" % (start_step, env.max_train_steps))
             return tf.train.latest_checkpoint(env.train_dir)
-        estimator = devices.build_estimator(env, self.estimator_model_fn(), device)
+        estimator = self.device.build_estimator(self.estimator_model_fn())
         started = time.time()
         for stop_step in self._train_stops(start_step):
-            estimator.train(self.train_input_fn(), max_steps=stop_step)
+            self.device.train(estimator, self.train_input_fn(), stop_step)
             self.warm_start_checkpoint = None  # later calls resume from train_dir
-            if stop_step in self._eval_steps(start_step):
+            if env.is_chief and stop_step in self._eval_steps(start_step):
                 self._evaluate_latest()
         elapsed = time.time() - started
         checkpoint = tf.train.latest_checkpoint(env.train_dir)
@@ -134,9 +138,10 @@ class EstimatorImpl(object):
         return checkpoint
 
     def _eval_steps(self, start_step):
-        """Steps after which --eval_every_n_epochs evaluates (the last one included)."""
+        """Steps after which --eval_every_n_epochs evaluates (the last one included).
+        Every rank pauses there, so all ranks run the same train calls; the chief evaluates."""
         every = self.env.eval_every_steps
-        if not every or not self.env.is_chief:
+        if not every:
             return []
         first = (start_step // every + 1) * every
         steps = list(range(first, self.env.max_train_steps, every))
@@ -150,11 +155,11 @@ class EstimatorImpl(object):
         checkpoint = tf.train.latest_checkpoint(self.env.train_dir)
         evaluation.Evaluator(self.env.eval_config(), self.logger).evaluate_and_record(checkpoint)
 
-    def _prepare_start(self, device):
+    def _prepare_start(self):
         """Logs the run's plan; returns the step it starts from. A fresh run (no
         checkpoint in train_dir) arms the --restore_path warm start."""
         env = self.env
-        self.logger.info("device: %s; %s" % (device, env.describe()))
+        self.logger.info("device: %s; %s" % (self.device.describe(), env.describe()))
         warning = env.bn_decay_warning()
         if warning:
             self.logger.info("warning: " + warning)

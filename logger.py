@@ -87,42 +87,56 @@ class ProgressMeter(object):
 class TrainLoggerHook(tf.train.SessionRunHook):
     """Prints a progress line every ``every_n_steps`` global steps.
 
-    ``tensors`` maps names (loss, total_loss, lr, train_accuracy) to graph tensors;
-    they are fetched only on logging steps so other steps pay nothing.
+    ``tensors`` maps names (loss, total_loss, lr, train_accuracy, loss_scale) to graph
+    tensors; they are fetched only on logging runs so other runs pay nothing. One
+    session.run advances ``steps_per_run`` global steps (Ascend's iterations_per_loop),
+    except a step that dynamic loss scaling skips (float16 overflow): the global step is
+    read back on logging runs, and the runs that did not advance it are counted.
     """
 
     def __init__(self, tensors, every_n_steps, steps_per_epoch, max_steps, global_batch,
-                 logger):
+                 logger, steps_per_run=1):
         self._tensors = tensors
         self._every = every_n_steps
         self._steps_per_epoch = steps_per_epoch
         self._max_steps = max_steps
+        self._steps_per_run = steps_per_run
         self._meter = ProgressMeter(max_steps, global_batch)
         self._logger = logger
         self._global_step = None
-        self._step = 0
+        self._step = 0          # global step as far as this hook knows
+        self._skipped = 0       # runs that did not advance the global step
+        self._runs_since_read = 0
+        self._step_at_read = 0
         self._next_log = None
 
     def begin(self):
         self._global_step = tf.train.get_global_step()
 
     def after_create_session(self, session, coord):
-        self._step = session.run(self._global_step)
+        self._step = self._step_at_read = session.run(self._global_step)
         self._meter.start(self._step)
         self._next_log = (self._step // self._every + 1) * self._every
 
     def before_run(self, run_context):
-        # Each run is one global step; fetch the logged tensors only when this step
-        # is a logging step (or the last), so the others pay nothing.
-        step_after = self._step + 1
+        step_after = self._step + self._steps_per_run
         if step_after >= self._next_log or step_after >= self._max_steps:
             return tf.train.SessionRunArgs(self._tensors)
         return None
 
     def after_run(self, run_context, run_values):
-        self._step += 1
+        self._step += self._steps_per_run
+        self._runs_since_read += 1
         if run_values.results:
+            self._read_global_step(run_context.session)
             self._report(self._step, run_values.results)
+
+    def _read_global_step(self, session):
+        step = int(session.run(self._global_step))
+        expected = self._runs_since_read * self._steps_per_run
+        self._skipped += max(0, expected - (step - self._step_at_read)) // self._steps_per_run
+        self._step = self._step_at_read = step
+        self._runs_since_read = 0
 
     def _report(self, step, results):
         ips, eta = self._meter.update(step)
@@ -130,8 +144,10 @@ class TrainLoggerHook(tf.train.SessionRunHook):
         parts = ["step:%d" % step, "epoch:%.2f" % (step / float(self._steps_per_epoch)),
                  "ips:%.1f" % ips]
         for name, fmt in (("loss", "%.4f"), ("total_loss", "%.4f"), ("lr", "%.6g"),
-                          ("train_accuracy", "%.4f")):
+                          ("train_accuracy", "%.4f"), ("loss_scale", "%g")):
             if name in results:
                 parts.append(("%s:" + fmt) % (name, results[name]))
+        if "loss_scale" in results or self._skipped:
+            parts.append("overflow_skipped:%d" % self._skipped)
         parts.append("eta:%s" % format_eta(eta))
         self._logger.info(" ".join(parts))

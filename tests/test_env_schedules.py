@@ -1,4 +1,5 @@
 """Env's derived numbers, flag validation, and LR schedules against closed forms."""
+import json
 import math
 import types
 
@@ -39,12 +40,65 @@ def test_steps_per_epoch_and_totals(tiny_dataset):
     assert env.save_checkpoints_steps == env.steps_per_epoch
 
 
+def tf_config(index, workers=2):
+    return json.dumps({"cluster": {"worker": ["127.0.0.1:%d" % (20000 + i)
+                                              for i in range(workers)]},
+                       "task": {"type": "worker", "index": index}})
+
+
 def test_rank_size_scales_global_batch(tiny_dataset):
     env = env_lib.Env.from_flags(flag_values(dataset_dir=tiny_dataset, batch_size=2,
                                              max_train_steps=5, train_image_size=32),
-                                 environ={"RANK_SIZE": "2", "RANK_ID": "1"})
+                                 environ={"RANK_SIZE": "2", "RANK_ID": "1",
+                                          "TF_CONFIG": tf_config(1)})
     assert (env.global_batch, env.rank_id, env.is_chief) == (4, 1, False)
+    assert (env.device, env.num_replicas, env.local_replicas) == ("cpu", 2, 1)
     assert env.steps_per_epoch == env.dataset.num_samples("train") // 4
+
+
+def test_ranks_from_tf_config_alone():
+    ranks = env_lib.rank_info_from_environ({"TF_CONFIG": tf_config(2, workers=3)})
+    assert ranks == (2, 3)
+    chief = json.dumps({"cluster": {"chief": ["h:1"], "worker": ["h:2", "h:3"]},
+                        "task": {"type": "worker", "index": 0}})
+    assert env_lib.rank_info_from_environ({"TF_CONFIG": chief}) == (1, 3)
+    assert env_lib.rank_info_from_environ({"TF_CONFIG": json.dumps(
+        {"cluster": {"worker": ["h:1"]}, "task": {"type": "worker", "index": 0}})}) == (0, 1)
+
+
+@pytest.mark.parametrize("environ, fragment", [
+    ({"RANK_SIZE": "2", "RANK_ID": "0"}, "needs TF_CONFIG naming every worker"),
+    ({"RANK_SIZE": "2", "RANK_ID": "0", "TF_CONFIG": tf_config(1)}, "make them agree"),
+    ({"TF_CONFIG": "{not json"}, "TF_CONFIG is not a cluster"),
+    ({"RANK_SIZE": "2", "RANK_ID": "5"}, "RANK_ID=5 is outside"),
+])
+def test_rank_environment_mistakes(tiny_dataset, environ, fragment):
+    with pytest.raises(UserError, match=fragment):
+        env_lib.Env.from_flags(flag_values(dataset_dir=tiny_dataset, max_train_steps=5,
+                                           train_image_size=32, batch_size=2), environ)
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (dict(mixed_precision=True), "--mixed_precision is for GPUs"),
+    (dict(device="npu"), "npu_bridge does not import"),
+    (dict(device="gpu"), "TensorFlow sees no GPU"),
+    (dict(num_gpus=2), "--num_gpus=2 needs --device=gpu"),
+    (dict(loss_scale="huge"), "--loss_scale=huge"),
+    (dict(loss_scale="-8"), "--loss_scale=-8"),
+])
+def test_device_flag_mistakes(tiny_dataset, overrides, fragment):
+    with pytest.raises(UserError, match=fragment):
+        env_lib.Env.from_flags(flag_values(dataset_dir=tiny_dataset, max_train_steps=5,
+                                           train_image_size=32, batch_size=2, **overrides), {})
+
+
+@pytest.mark.parametrize("text, value", [("dynamic", "dynamic"), ("none", None),
+                                         ("1024", 1024.0), ("DYNAMIC", "dynamic")])
+def test_loss_scale_values(tiny_dataset, text, value):
+    env = env_lib.Env.from_flags(flag_values(dataset_dir=tiny_dataset, max_train_steps=5,
+                                             train_image_size=32, batch_size=2,
+                                             loss_scale=text), {})
+    assert env.loss_scale == value
 
 
 def test_labels_offset_and_explicit_classes(tiny_dataset):

@@ -1,0 +1,101 @@
+"""GPU and CPU: tf.estimator with tf.distribute.
+
+One process, several GPUs: MirroredStrategy (NCCL all-reduce).
+Several processes (TF_CONFIG, set by scripts/run_8p.sh or by you across hosts):
+MultiWorkerMirroredStrategy, NCCL between GPUs, ring all-reduce between CPUs. On TF 2.15
+an Estimator trains multi-worker only through tf.estimator.train_and_evaluate.
+"""
+import json
+
+from devices import precision
+from devices.placement import Device
+from utils.errors import UserError
+from utils.tf_compat import tf
+
+
+def tf_config_ranks(environ):
+    """(rank_id, rank_size) from TF_CONFIG's cluster (chief first, then workers), or
+    None when TF_CONFIG is absent or names a single task."""
+    raw = environ.get("TF_CONFIG", "")
+    if not raw.strip():
+        return None
+    try:
+        config = json.loads(raw)
+        cluster, task = config.get("cluster", {}), config.get("task", {})
+        tasks = ([("chief", i) for i in range(len(cluster.get("chief", [])))]
+                 + [("worker", i) for i in range(len(cluster.get("worker", [])))])
+        if len(tasks) <= 1:
+            return None
+        return tasks.index((task["type"], int(task["index"]))), len(tasks)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UserError("TF_CONFIG is not a cluster this trainer understands; it needs "
+                        '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": '
+                        '"worker", "index": i}} (a "chief" list is optional)')
+
+
+class TfDevice(Device):
+
+    def __init__(self, env, logger):
+        super(TfDevice, self).__init__(env, logger)
+        self.multi_worker = env.rank_size > 1
+        self.strategy = self._strategy()
+
+    def _strategy(self):
+        env = self.env
+        if self.multi_worker:
+            communication = tf.distribute.experimental.CollectiveCommunication
+            return tf.distribute.experimental.MultiWorkerMirroredStrategy(
+                communication=communication.NCCL if env.device == "gpu"
+                else communication.RING)
+        if env.local_replicas > 1:
+            return tf.distribute.MirroredStrategy(
+                ["/gpu:%d" % i for i in range(env.local_replicas)])
+        return None
+
+    def session_config(self):
+        config = tf.ConfigProto(allow_soft_placement=True)
+        if self.env.device == "gpu":
+            config.gpu_options.allow_growth = True
+        if self.env.mixed_precision:
+            precision.enable_float16_rewrite(config)
+        return config
+
+    def build_estimator(self, model_fn):
+        env = self.env
+        run_config = tf.estimator.RunConfig(
+            model_dir=self.model_dir, tf_random_seed=env.seed,
+            save_summary_steps=env.log_every_n_steps,
+            save_checkpoints_steps=env.save_checkpoints_steps,
+            keep_checkpoint_max=env.keep_checkpoint_max,
+            log_step_count_steps=env.log_every_n_steps,
+            session_config=self.session_config(), train_distribute=self.strategy)
+        return tf.estimator.Estimator(model_fn=model_fn, config=run_config)
+
+    def wrap_optimizer(self, optimizer):
+        if self.env.mixed_precision and self.env.loss_scale is not None:
+            return precision.loss_scale_optimizer(optimizer, self.env.loss_scale)
+        return optimizer
+
+    def train(self, estimator, input_fn, max_steps):
+        if not self.multi_worker:
+            estimator.train(input_fn, max_steps=max_steps)
+            return
+        # Only train_and_evaluate runs an Estimator multi-worker; with no "evaluator"
+        # task in TF_CONFIG the EvalSpec is never used.
+        tf.estimator.train_and_evaluate(
+            estimator, tf.estimator.TrainSpec(input_fn, max_steps=max_steps),
+            tf.estimator.EvalSpec(input_fn, steps=1))
+
+    def describe(self):
+        env = self.env
+        parts = [env.device]
+        if self.multi_worker:
+            parts.append("worker %d of %d (MultiWorkerMirroredStrategy)"
+                         % (env.rank_id, env.rank_size))
+        if env.local_replicas > 1:
+            parts.append("%d GPUs (MirroredStrategy)" % env.local_replicas)
+        if env.mixed_precision:
+            parts.append("mixed float16, loss scale %s" % env.loss_scale)
+        else:
+            parts.append("float32")
+        return ", ".join(parts)

@@ -1,0 +1,113 @@
+"""Ascend NPU: NPURunConfig + NPUEstimator, HCCL data parallelism, loss scaling.
+
+The only module that imports npu_bridge (Ascend's tf_adapter, present only in the
+vendor's TF 1.15 image). Ranks come from RANK_ID / RANK_SIZE / DEVICE_ID and the
+HCCL rank table (RANK_TABLE_FILE), which scripts/run_8p.sh sets per process.
+"""
+import importlib
+import os
+
+from devices.placement import Device
+from utils.errors import UserError
+from utils.tf_compat import tf
+
+# precision_mode values npu_bridge accepts (CANN 5.x-7.x).
+PRECISION_MODES = ("allow_mix_precision", "allow_fp32_to_fp16", "force_fp16", "force_fp32",
+                   "must_keep_origin_dtype", "cube_fp16in_fp32out", "allow_mix_precision_fp16",
+                   "allow_mix_precision_bf16", "allow_fp32_to_bf16")
+# Modes that keep every op in its own float type need no loss scaling.
+_FULL_PRECISION_MODES = ("force_fp32", "must_keep_origin_dtype")
+
+# Dynamic loss scaling as the Ascend model zoo sets it up.
+DYNAMIC_LOSS_SCALE = dict(init_loss_scale=2 ** 32, incr_every_n_steps=1000,
+                          decr_every_n_nan_or_inf=2, decr_ratio=0.5)
+
+
+def _bridge(module):
+    return importlib.import_module("npu_bridge.estimator.npu." + module)
+
+
+class NpuDevice(Device):
+
+    @property
+    def steps_per_run(self):
+        return self.env.iterations_per_loop
+
+    @property
+    def model_dir(self):
+        """Only rank 0 checkpoints into train_dir: the other ranks' Estimators write to
+        their own folders, so no two processes ever write the same file (their weights
+        equal rank 0's: same seed, broadcast at start, all-reduced gradients)."""
+        env = self.env
+        if env.is_chief:
+            return env.train_dir
+        return os.path.join(env.train_dir, "rank_%d" % env.rank_id)
+
+    def run_config_kwargs(self):
+        env = self.env
+        kwargs = dict(
+            model_dir=self.model_dir, tf_random_seed=env.seed,
+            precision_mode=env.precision_mode, hcom_parallel=True,
+            iterations_per_loop=env.iterations_per_loop, enable_data_pre_proc=True,
+            save_checkpoints_steps=env.save_checkpoints_steps,
+            keep_checkpoint_max=env.keep_checkpoint_max if env.is_chief else 1,
+            # Summaries and step-rate events from rank 0 only.
+            save_summary_steps=env.log_every_n_steps if env.is_chief else 0,
+            log_step_count_steps=env.log_every_n_steps if env.is_chief else None,
+            session_config=tf.ConfigProto(allow_soft_placement=True))
+        if env.over_dump:
+            kwargs["dump_config"] = _bridge("npu_config").DumpConfig(
+                enable_dump_debug=True, dump_path=env.over_dump_path, dump_debug_mode="all")
+        return kwargs
+
+    def build_estimator(self, model_fn):
+        config = _bridge("npu_config").NPURunConfig(**self.run_config_kwargs())
+        return _bridge("npu_estimator").NPUEstimator(model_fn=model_fn, config=config)
+
+    def wrap_optimizer(self, optimizer):
+        env = self.env
+        if env.rank_size > 1:
+            optimizer = _bridge("npu_optimizer").NPUDistributedOptimizer(optimizer)
+        manager = self._loss_scale_manager()
+        if manager is not None:
+            optimizer = _bridge("npu_loss_scale_optimizer").NPULossScaleOptimizer(
+                optimizer, manager, is_distributed=env.rank_size > 1)
+        return optimizer
+
+    def _loss_scale_manager(self):
+        env = self.env
+        if not self._loss_scale_needed():
+            return None
+        managers = _bridge("npu_loss_scale_manager")
+        if env.loss_scale == "dynamic":
+            return managers.ExponentialUpdateLossScaleManager(**DYNAMIC_LOSS_SCALE)
+        return managers.FixedLossScaleManager(loss_scale=env.loss_scale)
+
+    def training_hooks(self):
+        """Every rank starts from rank 0's variables (fresh or resumed)."""
+        if self.env.rank_size == 1:
+            return []
+        hook = _bridge("npu_hook").NPUBroadcastGlobalVariablesHook
+        return [hook(0, self.env.rank_id)]
+
+    def describe(self):
+        env = self.env
+        scale = ("loss scale %s" % env.loss_scale if self._loss_scale_needed()
+                 else "no loss scaling")
+        return ("npu (rank %d of %d, device %s), precision_mode %s, %s, %d steps per loop"
+                % (env.rank_id, env.rank_size, env.device_id, env.precision_mode, scale,
+                   env.iterations_per_loop))
+
+    def _loss_scale_needed(self):
+        return (self.env.loss_scale is not None
+                and self.env.precision_mode not in _FULL_PRECISION_MODES)
+
+
+def check_npu_environment(environ, rank_size):
+    """HCCL needs the rank table when several ranks train; say so before any graph."""
+    if rank_size > 1 and not environ.get("RANK_TABLE_FILE"):
+        raise UserError("RANK_SIZE=%d on npu needs RANK_TABLE_FILE (the HCCL rank table); "
+                        "start with scripts/run_8p.sh, which sets it per process" % rank_size)
+    if environ.get("TF_CONFIG"):
+        raise UserError("TF_CONFIG is set but npu training uses HCCL rank tables, not "
+                        "TF_CONFIG; unset TF_CONFIG")
