@@ -5,6 +5,7 @@ Lines look like
 and go to stdout and to <train_dir>/train_log.log (appended, so resumed runs keep history).
 """
 import datetime
+import hashlib
 import logging
 import os
 import sys
@@ -112,6 +113,16 @@ class TrainLoggerHook(tf.train.SessionRunHook):
 
     def begin(self):
         self._global_step = tf.train.get_global_step()
+        self._weights = sorted(tf.trainable_variables(), key=lambda v: v.op.name)
+
+    def end(self, session):
+        """Data-parallel replicas must end bit-identical: each rank logs a digest of its
+        weights, so diverged ranks show at a glance (compare the lines of two logs)."""
+        digest = hashlib.sha1()
+        for value in session.run(self._weights):
+            digest.update(value.tobytes())
+        self._logger.info("step:%d weights_sha1:%s" % (session.run(self._global_step),
+                                                       digest.hexdigest()[:16]))
 
     def after_create_session(self, session, coord):
         self._step = self._step_at_read = session.run(self._global_step)
