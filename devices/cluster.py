@@ -62,12 +62,14 @@ class TfDevice(Device):
 
     def build_estimator(self, model_fn):
         env = self.env
+        # Summaries from the chief only. (TF makes other workers checkpoint into
+        # <train_dir>/tmp_worker_<k>; the chief's train_dir holds the real ones.)
         run_config = tf.estimator.RunConfig(
             model_dir=self.model_dir, tf_random_seed=env.seed,
-            save_summary_steps=env.log_every_n_steps,
+            save_summary_steps=env.log_every_n_steps if env.is_chief else 0,
             save_checkpoints_steps=env.save_checkpoints_steps,
             keep_checkpoint_max=env.keep_checkpoint_max,
-            log_step_count_steps=env.log_every_n_steps,
+            log_step_count_steps=env.log_every_n_steps if env.is_chief else None,
             session_config=self.session_config(), train_distribute=self.strategy)
         return tf.estimator.Estimator(model_fn=model_fn, config=run_config)
 

@@ -104,10 +104,14 @@ class NpuDevice(Device):
 
 
 def check_npu_environment(environ, rank_size):
-    """HCCL needs the rank table when several ranks train; say so before any graph."""
-    if rank_size > 1 and not environ.get("RANK_TABLE_FILE"):
+    """HCCL needs a rank table that matches RANK_SIZE; say so before any graph."""
+    table_file = environ.get("RANK_TABLE_FILE")
+    if rank_size > 1 and not table_file:
         raise UserError("RANK_SIZE=%d on npu needs RANK_TABLE_FILE (the HCCL rank table); "
                         "start with scripts/run_8p.sh, which sets it per process" % rank_size)
+    if table_file:
+        from rank_tables import table as rank_table
+        rank_table.check_rank_size(rank_table.load(table_file), rank_size)
     if environ.get("TF_CONFIG"):
         raise UserError("TF_CONFIG is set but npu training uses HCCL rank tables, not "
                         "TF_CONFIG; unset TF_CONFIG")

@@ -63,6 +63,7 @@ def main(model_dir, batch, steps):
 
     env = types.SimpleNamespace(
         device="cpu", rank_id=ranks.rank_id, rank_size=ranks.rank_size, local_replicas=1,
+        is_chief=ranks.rank_id == 0,
         mixed_precision=False, loss_scale=None, train_dir=model_dir, seed=1,
         log_every_n_steps=1, save_checkpoints_steps=steps, keep_checkpoint_max=1,
         optimizer_name="momentum", momentum=0.9)
