@@ -62,14 +62,16 @@ class TfDevice(Device):
 
     def build_estimator(self, model_fn):
         env = self.env
-        # Summaries from the chief only. (TF makes other workers checkpoint into
-        # <train_dir>/tmp_worker_<k>; the chief's train_dir holds the real ones.)
+        # Every worker keeps the same summary and step-count schedule: their fetches
+        # reduce across workers, and a collective only some workers run never returns.
+        # TF sends the other workers' summaries and checkpoints to
+        # <train_dir>/tmp_worker_<k>; train_dir itself holds the chief's.
         run_config = tf.estimator.RunConfig(
             model_dir=self.model_dir, tf_random_seed=env.seed,
-            save_summary_steps=env.log_every_n_steps if env.is_chief else 0,
+            save_summary_steps=env.log_every_n_steps,
             save_checkpoints_steps=env.save_checkpoints_steps,
             keep_checkpoint_max=env.keep_checkpoint_max,
-            log_step_count_steps=env.log_every_n_steps if env.is_chief else None,
+            log_step_count_steps=env.log_every_n_steps,
             session_config=self.session_config(), train_distribute=self.strategy)
         return tf.estimator.Estimator(model_fn=model_fn, config=run_config)
 

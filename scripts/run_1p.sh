@@ -5,16 +5,9 @@
 #   go to result/1p/ unless RESULT_DIR is set.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-data_dir="${DATA_DIR:-}"
-if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then data_dir="$1"; shift; fi
-if [ -z "$data_dir" ]; then
-  echo "error: no dataset; usage: bash scripts/run_1p.sh DATA_DIR [flags...] (or set DATA_DIR)" >&2
-  exit 2
-fi
-if [ ! -d "$data_dir" ]; then
-  echo "error: dataset dir $data_dir does not exist; pass the folder of TFRecord shards" >&2
-  exit 2
-fi
+source "$root/scripts/dataset_arg.sh"
+take_dataset_dir run_1p.sh "$@"
+shift "$data_args_used"
 result_dir="${RESULT_DIR:-$root/result/1p}"
 mkdir -p "$result_dir"
 bash "$root/scripts/setup_env.sh"
