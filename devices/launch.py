@@ -38,7 +38,7 @@ TAIL_LINES = 10
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 # One started rank: its plan (rank_id, device_id), its Popen and its log file.
-Rank = collections.namedtuple("Rank", "rank_id device_id process log")
+Rank = collections.namedtuple("Rank", "rank_id device_id process log log_start")
 
 
 def parse_args(argv):
@@ -218,14 +218,16 @@ def start(plan, command, result_dir, stopping):
         log = os.path.join(result_dir, str(rank_id), "train.log")
         try:
             os.makedirs(os.path.dirname(log), exist_ok=True)
-            with open(log, "wb") as out:
+            # Appended: a resumed run keeps the earlier runs' logs.
+            log_start = os.path.getsize(log) if os.path.exists(log) else 0
+            with open(log, "ab") as out:
                 process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
                                            stdout=out, stderr=subprocess.STDOUT,
                                            start_new_session=True, preexec_fn=preexec)
         except OSError as err:
             stop(ranks, 0)
             raise UserError("cannot start rank %d (%s): %s" % (rank_id, " ".join(command), err))
-        ranks.append(Rank(rank_id, device_id, process, log))
+        ranks.append(Rank(rank_id, device_id, process, log, log_start))
         print("rank %d: device %s, pid %d, log %s" % (rank_id, device_id, process.pid, log),
               flush=True)
     return ranks
@@ -296,6 +298,7 @@ def _report(rank):
     how = ("exited with code %d" % code if code > 0
            else "was killed by signal %d" % -code)
     with open(rank.log, "rb") as handle:
+        handle.seek(rank.log_start)
         tail = handle.read().decode("utf-8", "replace").splitlines()[-TAIL_LINES:]
     sys.stderr.write("error: rank %d (device %s) %s; its log: %s\n"
                      % (rank.rank_id, rank.device_id, how, rank.log))
@@ -306,8 +309,9 @@ def _report(rank):
 class _Echo(object):
     """Copies what a log file gained since the last call to this process's stdout."""
 
-    def __init__(self, path):
+    def __init__(self, path, start):
         self.handle = open(path, "rb")
+        self.handle.seek(start)
 
     def __call__(self):
         data = self.handle.read()
@@ -341,7 +345,7 @@ def main(argv=None):
     if not ranks:  # a signal came before the first start
         return 128 + stopping()
     try:
-        return supervise(ranks, args.grace_s, stopping, _Echo(ranks[0].log))
+        return supervise(ranks, args.grace_s, stopping, _Echo(ranks[0].log, ranks[0].log_start))
     finally:
         stop(ranks, args.grace_s)  # also when the launcher itself fails
 

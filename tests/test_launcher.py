@@ -145,6 +145,12 @@ def test_three_cpu_ranks_run_with_their_own_environment(tmp_path, fake):
                 env["CUDA_VISIBLE_DEVICES"]) == (str(rank), "3", str(rank), "")
         assert json.loads(env["TF_CONFIG"]) == {"cluster": {"worker": workers},
                                                 "task": {"type": "worker", "index": rank}}
+    # A second launch into the same result_dir (a resumed run) appends to the logs, and
+    # echoes only its own output.
+    again = run_launcher("--device=cpu", "--rank_size=3", "--result_dir=" + str(result),
+                         "--", *fake)
+    assert again.returncode == 0 and again.stdout.count("fake rank 0 says hello") == 1
+    assert (result / "0" / "train.log").read_text().count("fake rank 0 says hello") == 2
 
 
 def test_a_failing_rank_stops_the_others(tmp_path, fake):
