@@ -121,8 +121,8 @@ class TrainLoggerHook(tf.train.SessionRunHook):
         digest = hashlib.sha1()
         for value in session.run(self._weights):
             digest.update(value.tobytes())
-        self._logger.info("step:%d weights_sha1:%s" % (session.run(self._global_step),
-                                                       digest.hexdigest()[:16]))
+        self._logger.info("weights_sha1:%s at step %d" % (digest.hexdigest()[:16],
+                                                           session.run(self._global_step)))
 
     def after_create_session(self, session, coord):
         self._step = self._step_at_read = session.run(self._global_step)
