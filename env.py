@@ -52,7 +52,9 @@ def define_eval_flags():
     """Flags of how to evaluate, shared by the evaluator and train.py's periodic eval."""
     if "eval_image_size" in flags.FLAGS:
         return
-    flags.DEFINE_integer("eval_image_size", None, "Eval resolution (default: the model's).")
+    flags.DEFINE_integer("eval_image_size", None,
+                         "Eval resolution (default: the model's eval size, e.g. 384 for "
+                         "efficientnet_v2_s; in training, --train_image_size when given).")
     flags.DEFINE_float("central_fraction", 0.875, "Central crop kept before resizing (eval).")
 
 
@@ -98,6 +100,13 @@ def define_train_flags():
     flags.DEFINE_float("bn_decay", 0.997,
                        "Batch-norm moving-average decay. Short runs need a small one (0.9).")
     flags.DEFINE_float("dropout_keep_prob", 0.8, "Dropout keep probability before the head.")
+    flags.DEFINE_float("drop_path_rate", None,
+                       "Stochastic depth while training: residual block k of n is dropped "
+                       "with probability rate * k / n (default: the model's, 0.2 for "
+                       "EfficientNetV2, 0 for MobileNet / MnasNet).")
+    flags.DEFINE_float("clip_gradient_norm", None,
+                       "Clip gradients to this global norm before applying them (default: "
+                       "no clipping).")
     flags.DEFINE_float("min_crop_area", 0.05,
                        "Smallest area fraction of the random training crop.")
     flags.DEFINE_boolean("random_flip", True, "Random horizontal flips when training.")
@@ -212,6 +221,9 @@ class Env(object):
             raise UserError("--min_crop_area=%s must be in (0, 1]" % f.min_crop_area)
         if not 0.0 < f.dropout_keep_prob <= 1.0:
             raise UserError("--dropout_keep_prob=%s must be in (0, 1]" % f.dropout_keep_prob)
+        if f.drop_path_rate is not None and not 0.0 <= f.drop_path_rate < 1.0:
+            raise UserError("--drop_path_rate=%s must be in [0, 1)" % f.drop_path_rate)
+        _require_positive("clip_gradient_norm", f.clip_gradient_norm)
         if f.warmup_epochs < 0:
             raise UserError("--warmup_epochs=%s must be >= 0" % f.warmup_epochs)
         if not f.dataset_dir:
@@ -243,7 +255,9 @@ class Env(object):
             max_train_steps = f.max_train_steps
         else:
             max_train_steps = f.max_epoch * steps_per_epoch
-        eval_image_size = f.eval_image_size or image_size
+        # A size given for training is the one to evaluate at too, unless told otherwise.
+        eval_image_size = (f.eval_image_size or f.train_image_size
+                           or model.default_eval_image_size)
         nets_factory.check_image_size(f.model_name, eval_image_size)
         eval_every_steps = None
         if f.eval_every_n_epochs is not None:
@@ -290,6 +304,9 @@ class Env(object):
             opt_epsilon=f.opt_epsilon, weight_decay=f.weight_decay,
             label_smoothing=f.label_smoothing, moving_average_decay=f.moving_average_decay,
             bn_decay=f.bn_decay, dropout_keep_prob=f.dropout_keep_prob,
+            drop_path_rate=(model.default_drop_path_rate if f.drop_path_rate is None
+                            else f.drop_path_rate),
+            clip_gradient_norm=f.clip_gradient_norm,
             save_checkpoints_steps=f.save_checkpoints_steps or steps_per_epoch,
             keep_checkpoint_max=f.keep_checkpoint_max,
             log_every_n_steps=f.log_every_n_steps, seed=f.seed,
@@ -306,7 +323,8 @@ class Env(object):
 
     def eval_config(self):
         """How train.py --eval_every_n_epochs evaluates: the validation split at
-        --eval_image_size (default: the training size), results in <train_dir>/eval."""
+        --eval_image_size (default: --train_image_size when given, else the model's eval
+        size), results in <train_dir>/eval."""
         import evaluation
         return evaluation.EvalConfig(
             dataset=self.dataset, split="validation", model_name=self.model_name,

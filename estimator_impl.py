@@ -26,7 +26,8 @@ class EstimatorImpl(object):
         env = self.env
         return nets_factory.get_network_fn(
             env.model_name, env.num_classes, is_training, weight_decay=env.weight_decay,
-            bn_decay=env.bn_decay, dropout_keep_prob=env.dropout_keep_prob)
+            bn_decay=env.bn_decay, dropout_keep_prob=env.dropout_keep_prob,
+            drop_path_rate=env.drop_path_rate)
 
     def estimator_model_fn(self):
         """model_fn for tf.estimator, kept away from autograph (see do_not_convert);
@@ -64,9 +65,9 @@ class EstimatorImpl(object):
         optimizer = self.device.wrap_optimizer(optimization.build_optimizer(env, lr))
         # Batch-norm moving statistics update with every step (frozen scopes excepted).
         with tf.control_dependencies(finetune.update_ops(env.trainable_scopes)):
-            train_op = optimizer.minimize(
-                total_loss, global_step=global_step,
-                var_list=finetune.trainable_variables(env.trainable_scopes))
+            train_op = optimization.minimize(
+                optimizer, total_loss, global_step,
+                finetune.trainable_variables(env.trainable_scopes), env.clip_gradient_norm)
         if env.moving_average_decay:
             ema = tf.train.ExponentialMovingAverage(env.moving_average_decay, global_step)
             with tf.control_dependencies([train_op]):

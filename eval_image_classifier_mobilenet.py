@@ -83,7 +83,7 @@ def config_from_flags(f):
     if f.split not in dataset.splits:
         raise UserError("--split=%s: the dataset has %s" % (f.split, ", ".join(dataset.splits)))
     dataset.list_files(f.split)  # no shards: one clear line now, not a TF error later
-    image_size = f.eval_image_size or model.default_image_size
+    image_size = f.eval_image_size or model.default_eval_image_size
     nets_factory.check_image_size(f.model_name, image_size)
     eval_dir = f.eval_dir or os.path.join(checkpoint_dir(f.checkpoint_path, f.watch), "eval")
     return evaluation.EvalConfig(

@@ -48,6 +48,26 @@ def build_optimizer(env, lr):
     raise ValueError("unknown optimizer %r" % name)
 
 
+def minimize(optimizer, loss, global_step, var_list, clip_norm=None):
+    """``optimizer.minimize``; with ``clip_norm``, its own compute_gradients -> clip to
+    that global norm -> its own apply_gradients.
+
+    Calling the (possibly wrapped, see devices) optimizer's two halves keeps what the
+    wrappers do there: loss scaling unscales before the clip and checks for overflow
+    after it (an inf/NaN norm turns every clipped gradient into NaN, so the step is
+    skipped as without clipping); NPUDistributedOptimizer all-reduces inside
+    compute_gradients, so the clip sees the global gradient, while tf.distribute
+    replicas each clip their own before apply_gradients all-reduces.
+    """
+    if not clip_norm:
+        return optimizer.minimize(loss, global_step=global_step, var_list=var_list)
+    grads_and_vars = [(g, v) for g, v in optimizer.compute_gradients(loss, var_list=var_list)
+                      if g is not None]
+    gradients, variables = zip(*grads_and_vars)
+    clipped, _ = tf.clip_by_global_norm(gradients, clip_norm, name="clip_gradient_norm")
+    return optimizer.apply_gradients(list(zip(clipped, variables)), global_step=global_step)
+
+
 def classification_loss(env, logits, labels):
     """Softmax cross-entropy with label smoothing (added to tf.GraphKeys.LOSSES)."""
     one_hot = tf.one_hot(labels, env.num_classes, dtype=tf.float32)

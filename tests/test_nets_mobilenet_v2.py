@@ -231,14 +231,15 @@ def test_bad_image_sizes(size):
 
 
 def test_registry_facts():
-    assert nets_factory.model_names() == ALL_NAMES
+    assert set(ALL_NAMES) <= set(nets_factory.model_names())
     for name in ALL_NAMES:
         info = nets_factory.get_model_info(name)
         assert info == nets_factory.ModelInfo(
             name=name, scope="MobilenetV2", default_image_size=224,
             head_scopes=("MobilenetV2/Logits",),
             default_restore_exclude="MobilenetV2/Logits/",
-            preprocessing_name="inception", min_image_size=32, size_multiple=32)
+            preprocessing_name="inception", min_image_size=32, size_multiple=32,
+            default_eval_image_size=224, default_drop_path_rate=0.0)
         for size in (32, 64, 96, 224, 256):
             assert nets_factory.check_image_size(name, size) == size
         assert nets_factory.get_network_fn(name, 10).default_image_size == 224

@@ -12,7 +12,11 @@ restore without renaming and ``end_points`` carry the same keys:
   ``expanded_conv_1``, ...; tensors ``input``, ``expansion_output``,
   ``depthwise_output`` and ``output`` made with ``tf.identity``.
 * ``squeeze_excite``: the optional gate between depthwise and projection, used by
-  MobileNetV3 / EfficientNet-style nets through ``expanded_conv(expansion_transform=)``.
+  MobileNetV3 / MnasNet / EfficientNet through ``expanded_conv(expansion_transform=)``.
+* ``expanded_conv(fused=True)``: the fused inverted residual (EfficientNetV2's
+  Fused-MBConv), ``expanded_conv(drop_path_rate=)``: stochastic depth on the residual.
+* activations the tables name: ``hard_swish``, ``hard_sigmoid`` (MobileNetV3),
+  ``swish`` (EfficientNet); ``pool_to_1x1``, MobileNetV3's pooling row.
 """
 from utils.tf_compat import tf, slim
 
@@ -55,6 +59,39 @@ def _depth(tensor):
     return tensor.get_shape().as_list()[3]
 
 
+def hard_sigmoid(x, name="hard_sigmoid"):
+    """relu6(x + 3) / 6: MobileNetV3's cheap sigmoid (its squeeze-excite gate)."""
+    with tf.name_scope(name):
+        return tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
+
+
+def hard_swish(x, name="hard_swish"):
+    """x * relu6(x + 3) / 6: MobileNetV3's cheap swish."""
+    with tf.name_scope(name):
+        return x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
+
+
+def swish(x, name="swish"):
+    """x * sigmoid(x) (SiLU), written out: tf.nn.silu is missing from TF 1.15."""
+    with tf.name_scope(name):
+        return x * tf.sigmoid(x)
+
+
+@slim.add_arg_scope
+def drop_path(inputs, rate, is_training=False, scope=None):
+    """Stochastic depth: while training, drops a residual branch for a whole example
+    with probability ``rate`` and scales the kept ones by 1 / (1 - rate), so the
+    expectation is unchanged and evaluation (identity) needs no rescaling.
+    ``is_training`` comes from the builder's arg_scope."""
+    if not is_training or not rate:
+        return inputs
+    with tf.name_scope(scope, "drop_path", [inputs]):
+        keep = 1.0 - rate
+        shape = [tf.shape(inputs)[0], 1, 1, 1]
+        mask = tf.floor(keep + tf.random_uniform(shape, dtype=inputs.dtype))
+        return inputs * (mask / keep)
+
+
 @slim.add_arg_scope
 def conv_bn_act(input_tensor, num_outputs, kernel_size=(3, 3), stride=1, rate=1,
                 normalizer_fn=slim.batch_norm, padding="SAME",
@@ -77,18 +114,21 @@ def conv_bn_act(input_tensor, num_outputs, kernel_size=(3, 3), stride=1, rate=1,
 @slim.add_arg_scope
 def squeeze_excite(input_tensor, divisible_by=8, squeeze_factor=3,
                    inner_activation_fn=tf.nn.relu, gating_fn=tf.sigmoid,
-                   squeeze_input_tensor=None, scope="squeeze_excite"):
+                   squeeze_input_tensor=None, squeeze_channels=None,
+                   scope="squeeze_excite"):
     """Squeeze-and-excite gate: ``input * gate(fc(act(fc(avgpool(x)))))``.
 
-    The squeeze width is ``make_divisible(channels / squeeze_factor, divisible_by)``;
+    The squeeze width is ``squeeze_channels`` when given, else
+    ``make_divisible(channels / squeeze_factor, divisible_by)`` (MobileNetV3's rule);
     the two 1x1 convs live in ``<scope>/Conv`` and ``<scope>/Conv_1`` with biases and
     no normalizer (TF-Slim's MobileNetV3 layout).
     """
     with tf.variable_scope(scope):
         if squeeze_input_tensor is None:
             squeeze_input_tensor = input_tensor
-        squeeze_channels = make_divisible(_depth(squeeze_input_tensor) / float(squeeze_factor),
-                                          divisible_by)
+        if squeeze_channels is None:
+            squeeze_channels = make_divisible(
+                _depth(squeeze_input_tensor) / float(squeeze_factor), divisible_by)
         pooled = global_average(squeeze_input_tensor)
         squeezed = slim.conv2d(pooled, squeeze_channels, [1, 1], normalizer_fn=None,
                                activation_fn=inner_activation_fn)
@@ -97,12 +137,20 @@ def squeeze_excite(input_tensor, divisible_by=8, squeeze_factor=3,
         return input_tensor * gate
 
 
-def squeeze_excite_transform(**se_kwargs):
+def squeeze_excite_transform(input_ratio=None, **se_kwargs):
     """Wraps ``squeeze_excite`` as an ``expanded_conv(expansion_transform=...)`` hook:
-    it gates the depthwise output before the projection."""
+    it gates the depthwise output before the projection.
+
+    ``input_ratio``: squeeze to ``int(block input depth * input_ratio)`` channels, the
+    rule of MnasNet and EfficientNet (``se0.25``), instead of MobileNetV3's
+    expanded depth / ``squeeze_factor``.  Other arguments come from the arg_scope
+    on ``squeeze_excite`` unless given here.
+    """
     def transform(expansion_tensor, input_tensor):
-        del input_tensor
-        return squeeze_excite(expansion_tensor, **se_kwargs)
+        kwargs = dict(se_kwargs)
+        if input_ratio is not None:
+            kwargs["squeeze_channels"] = max(1, int(_depth(input_tensor) * input_ratio))
+        return squeeze_excite(expansion_tensor, **kwargs)
     return transform
 
 
@@ -116,6 +164,14 @@ def global_average(input_tensor, name="AvgPool"):
                           strides=[1, 1, 1, 1], padding="VALID", name=name)
 
 
+def pool_to_1x1(input_tensor, use_explicit_padding=False, scope="AvgPool2D"):
+    """A spec row that averages to [B, 1, 1, C] (MobileNetV3 pools before its last
+    1x1 conv).  No variables; accepts the builder's ``use_explicit_padding``."""
+    del use_explicit_padding
+    with tf.name_scope(scope):
+        return global_average(input_tensor)
+
+
 @slim.add_arg_scope
 def expanded_conv(input_tensor, num_outputs,
                   expansion_size=expand_input_by_factor(6),
@@ -125,6 +181,7 @@ def expanded_conv(input_tensor, num_outputs,
                   depthwise_channel_multiplier=1,
                   inner_activation_fn=None, depthwise_activation_fn=None,
                   project_activation_fn=tf.identity,
+                  fused=False, drop_path_rate=0.0,
                   use_explicit_padding=False, padding="SAME",
                   endpoints=None, scope=None):
     """Inverted residual: expand 1x1 -> depthwise kxk -> [transform] -> project 1x1.
@@ -134,17 +191,23 @@ def expanded_conv(input_tensor, num_outputs,
       num_outputs: depth of the block's output.
       expansion_size: an int, or a callable ``f(num_inputs=C)`` giving the inner depth.
         No ``expand`` layer is built when it would not exceed ``C``.
-      stride, rate, kernel_size: of the depthwise convolution.
+      stride, rate, kernel_size: of the depthwise convolution (of the fused one when
+        ``fused``).
       residual: add the input when stride is 1 and depths match; a callable
         ``f(input_tensor=, output_tensor=)`` replaces that rule.
-      normalizer_fn: used by all three convolutions.
+      normalizer_fn: used by all convolutions.
       expansion_transform: optional ``f(expansion_tensor=, input_tensor=)`` applied to
         the depthwise output before projecting (squeeze-excite goes here).
       inner_activation_fn: activation of expand and depthwise (default: from the
         arg_scope on slim.conv2d / slim.separable_conv2d).
       depthwise_activation_fn: overrides inner_activation_fn for the depthwise conv.
       project_activation_fn: the projection's activation (linear by default).
-      use_explicit_padding: pad explicitly and run the depthwise conv VALID.
+      fused: EfficientNetV2's Fused-MBConv: ``expand`` is the kxk strided conv and
+        there is no depthwise conv; without expansion, ``project`` is that kxk conv,
+        with the inner activation (as in google/automl's FusedMBConvBlock).
+      drop_path_rate: stochastic depth on the residual branch (``drop_path``; only
+        while training, only when the residual is added).
+      use_explicit_padding: pad explicitly and run the kxk conv VALID.
       endpoints: optional dict that receives 'expansion_output', 'depthwise_output',
         'projection_output'.
       scope: variable scope; default ``expanded_conv``, ``expanded_conv_1``, ...
@@ -163,6 +226,10 @@ def expanded_conv(input_tensor, num_outputs,
             raise ValueError("use_explicit_padding needs padding='SAME', got %r" % padding)
         padding = "VALID"
 
+    def spatial(net):
+        """Padding for the block's one kxk convolution."""
+        return fixed_padding(net, kernel_size, rate) if use_explicit_padding else net
+
     with tf.variable_scope(scope, default_name="expanded_conv") as var_scope, \
             tf.name_scope(var_scope.original_name_scope), \
             slim.arg_scope([slim.conv2d], **conv_defaults), \
@@ -175,40 +242,51 @@ def expanded_conv(input_tensor, num_outputs,
             inner_size = expansion_size(num_inputs=input_depth)
         else:
             inner_size = expansion_size
-        if inner_size > input_depth:
-            net = slim.conv2d(net, inner_size, [1, 1], stride=1,
-                              normalizer_fn=normalizer_fn, scope="expand")
+        expands = inner_size > input_depth
+        if expands:
+            if fused:
+                net = slim.conv2d(spatial(net), inner_size, kernel_size, stride=stride,
+                                  rate=rate, normalizer_fn=normalizer_fn, padding=padding,
+                                  scope="expand")
+            else:
+                net = slim.conv2d(net, inner_size, [1, 1], stride=1,
+                                  normalizer_fn=normalizer_fn, scope="expand")
             net = tf.identity(net, name="expansion_output")
             if endpoints is not None:
                 endpoints["expansion_output"] = net
 
-        if use_explicit_padding:
-            net = fixed_padding(net, kernel_size, rate)
-        net = slim.separable_conv2d(net, None, kernel_size,
-                                    depth_multiplier=depthwise_channel_multiplier,
-                                    stride=stride, rate=rate,
-                                    normalizer_fn=normalizer_fn, padding=padding,
-                                    scope="depthwise")
-        net = tf.identity(net, name="depthwise_output")
-        if endpoints is not None:
-            endpoints["depthwise_output"] = net
+        if not fused:
+            net = slim.separable_conv2d(spatial(net), None, kernel_size,
+                                        depth_multiplier=depthwise_channel_multiplier,
+                                        stride=stride, rate=rate,
+                                        normalizer_fn=normalizer_fn, padding=padding,
+                                        scope="depthwise")
+            net = tf.identity(net, name="depthwise_output")
+            if endpoints is not None:
+                endpoints["depthwise_output"] = net
 
         if expansion_transform is not None:
             net = expansion_transform(expansion_tensor=net, input_tensor=input_tensor)
 
-        net = slim.conv2d(net, num_outputs, [1, 1], stride=1,
-                          normalizer_fn=normalizer_fn,
-                          activation_fn=project_activation_fn, scope="project")
+        if fused and not expands:
+            # The projection is the block's only (kxk, strided, activated) conv.
+            net = slim.conv2d(spatial(net), num_outputs, kernel_size, stride=stride,
+                              rate=rate, normalizer_fn=normalizer_fn, padding=padding,
+                              scope="project")
+        else:
+            net = slim.conv2d(net, num_outputs, [1, 1], stride=1,
+                              normalizer_fn=normalizer_fn,
+                              activation_fn=project_activation_fn, scope="project")
         if endpoints is not None:
             endpoints["projection_output"] = net
 
         if callable(residual):
             net = residual(input_tensor=input_tensor, output_tensor=net)
         elif residual and stride == 1 and _depth(net) == input_depth:
-            net = net + input_tensor
+            net = drop_path(net, drop_path_rate) + input_tensor
         return tf.identity(net, name="output")
 
 
 __all__ = ["make_divisible", "expand_input_by_factor", "fixed_padding", "conv_bn_act",
-           "squeeze_excite", "squeeze_excite_transform", "global_average",
-           "expanded_conv"]
+           "hard_sigmoid", "hard_swish", "swish", "drop_path", "squeeze_excite",
+           "squeeze_excite_transform", "global_average", "pool_to_1x1", "expanded_conv"]

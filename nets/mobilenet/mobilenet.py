@@ -15,6 +15,9 @@ multiplier has rewritten ``num_outputs``.  The builder names the output of row `
 ends in ``output`` as ``layer_<i+1>/<name>`` (``expansion_output``,
 ``depthwise_output``, ``output``).
 
+``block_rows`` turns the block strings of MnasNet / EfficientNet's sources
+(``r3_k5_s2_e3_o40_se0.25``) into such rows, so those tables read like their papers.
+
 ``mobilenet`` adds TF-Slim's classification head: ``Logits/`` global average pool,
 dropout, a 1x1 conv ``Conv2d_1c_1x1`` with biases and neither batch norm nor
 activation, squeezed to [B, num_classes].
@@ -22,6 +25,7 @@ activation, squeezed to [B, num_classes].
 import collections
 import contextlib
 import copy
+import re
 
 from utils.tf_compat import do_not_convert, tf, slim
 from nets.mobilenet import conv_blocks
@@ -74,6 +78,55 @@ def with_row(defs, index, **new_params):
     return defs
 
 
+def keep_last_depth(defs):
+    """A copy of ``defs`` whose last row ignores the depth multiplier: TF-Slim's
+    ``finegrain_classification_mode`` (the embedding stays wide in small variants)."""
+    defs = copy.copy(defs)
+    spec = list(defs["spec"])
+    spec[-1] = spec[-1]._replace(multiplier_func=fixed_depth)
+    defs["spec"] = spec
+    return defs
+
+
+_BLOCK_KEYS = {"r": "repeats", "k": "kernel", "s": "stride", "e": "expand",
+               "i": "input", "o": "outputs", "se": "se_ratio", "c": "conv_type",
+               "noskip": "noskip"}
+
+
+def block_rows(block_strings):
+    """``expanded_conv`` rows for the block strings of MnasNet / EfficientNet's code.
+
+    Each string ``r<repeats>_k<kernel>_s<stride>_e<expansion>_i<in>_o<out>
+    [_se<ratio>][_c1][_noskip]`` gives ``repeats`` rows, the first with the stride
+    (``s22`` and ``s2`` both mean 2), the rest stride 1; expansion ``in * e`` (no
+    ``expand`` conv when e = 1); squeeze-excite to ``in * ratio`` channels; ``c1`` the
+    fused block; ``noskip`` no residual.  ``i`` is informative only: a row's input is
+    the previous row's output.  Activations come from the table's defaults.
+    """
+    rows = []
+    for block_string in block_strings:
+        fields = {}
+        for part in block_string.split("_"):
+            key, value = re.match(r"([a-z]+)(.*)$", part).groups()
+            if key not in _BLOCK_KEYS:
+                raise ValueError("unknown field %r in block string %r"
+                                 % (part, block_string))
+            fields[_BLOCK_KEYS[key]] = value
+        kernel = int(fields["kernel"])
+        params = dict(
+            num_outputs=int(fields["outputs"]), kernel_size=(kernel, kernel),
+            expansion_size=conv_blocks.expand_input_by_factor(float(fields["expand"]),
+                                                              divisible_by=1),
+            fused=fields.get("conv_type", "0") == "1", residual="noskip" not in fields)
+        if "se_ratio" in fields:
+            params["expansion_transform"] = conv_blocks.squeeze_excite_transform(
+                input_ratio=float(fields["se_ratio"]))
+        stride = int(fields["stride"][0])
+        rows.extend(op(conv_blocks.expanded_conv, stride=stride if i == 0 else 1, **params)
+                    for i in range(int(fields["repeats"])))
+    return rows
+
+
 def with_overrides(defs, ops, **kwargs):
     """A copy of ``defs`` with ``kwargs`` forced on the functions ``ops``."""
     defs = copy.copy(defs)
@@ -105,16 +158,26 @@ def _dirname(name):
     return name.rsplit("/", 1)[0] if "/" in name else ""
 
 
+def _drop_path_rates(spec, drop_path_rate):
+    """{row index: rate} over the inverted-residual rows: block k of n gets
+    ``drop_path_rate * k / n`` (EfficientNet's linear stochastic-depth rule)."""
+    if not drop_path_rate:
+        return {}
+    blocks = [i for i, row in enumerate(spec) if row.op is conv_blocks.expanded_conv]
+    return dict((i, drop_path_rate * k / float(len(blocks))) for k, i in enumerate(blocks))
+
+
 @do_not_convert  # no data-dependent control flow; autograph would only slow building
 def _build_stack(inputs, defs, depth_multiplier, min_depth, divisible_by,
-                 final_endpoint, use_explicit_padding, is_training):
+                 final_endpoint, use_explicit_padding, is_training, drop_path_rate=0.0):
     """Runs the spec rows in the current variable/name scope."""
     graph = inputs.graph
     first_op = len(graph.get_operations())
     end_points = {}
     layer_of_scope = {}
     net = inputs
-    with slim.arg_scope([slim.batch_norm], is_training=is_training), \
+    drop_rates = _drop_path_rates(defs["spec"], drop_path_rate)
+    with slim.arg_scope([slim.batch_norm, conv_blocks.drop_path], is_training=is_training), \
             _arg_scopes(defs.get("defaults")), \
             _arg_scopes(defs.get("overrides")):
         for i, row in enumerate(defs["spec"]):
@@ -122,6 +185,8 @@ def _build_stack(inputs, defs, depth_multiplier, min_depth, divisible_by,
                                          divisible_by=divisible_by, min_depth=min_depth)
             if use_explicit_padding:
                 params["use_explicit_padding"] = True
+            if i in drop_rates:
+                params["drop_path_rate"] = drop_rates[i]
             end_point = "layer_%d" % (i + 1)
             try:
                 net = row.op(net, **params)
@@ -142,15 +207,17 @@ def _build_stack(inputs, defs, depth_multiplier, min_depth, divisible_by,
     return net, end_points
 
 
-def _check_multiplier(depth_multiplier):
+def _check_multiplier(depth_multiplier, drop_path_rate=0.0):
     if depth_multiplier <= 0:
         raise ValueError("depth_multiplier must be > 0, got %r" % (depth_multiplier,))
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise ValueError("drop_path_rate must be in [0, 1), got %r" % (drop_path_rate,))
 
 
 @slim.add_arg_scope
 def mobilenet_base(inputs, conv_defs, depth_multiplier=1.0, min_depth=8, divisible_by=8,
                    final_endpoint=None, use_explicit_padding=False, scope=None,
-                   is_training=False):
+                   is_training=False, drop_path_rate=0.0):
     """The convolutional stack described by ``conv_defs``, no pooling, no logits.
 
     Args:
@@ -162,22 +229,28 @@ def mobilenet_base(inputs, conv_defs, depth_multiplier=1.0, min_depth=8, divisib
       use_explicit_padding: pad explicitly and convolve VALID (rows' ops must accept
         ``use_explicit_padding``, as ``conv_bn_act`` and ``expanded_conv`` do).
       scope: variable scope (default ``Mobilenet``).
-      is_training: batch norm mode (batch statistics + moving-average updates).
+      is_training: batch norm and stochastic depth mode (batch statistics +
+        moving-average updates; dropped residual branches).
+      drop_path_rate: stochastic depth: inverted-residual block k of n (from 0) drops
+        its residual branch with probability ``drop_path_rate * k / n``; only while
+        training.
     Returns:
       (net, end_points).
     """
-    _check_multiplier(depth_multiplier)
+    _check_multiplier(depth_multiplier, drop_path_rate)
     with tf.variable_scope(scope, default_name="Mobilenet") as var_scope, \
             tf.name_scope(var_scope.original_name_scope):
         return _build_stack(inputs, conv_defs, depth_multiplier, min_depth, divisible_by,
-                            final_endpoint, use_explicit_padding, is_training)
+                            final_endpoint, use_explicit_padding, is_training,
+                            drop_path_rate)
 
 
 @slim.add_arg_scope
 def mobilenet(inputs, num_classes=1001, conv_defs=None, scope="Mobilenet",
               is_training=False, dropout_keep_prob=None, depth_multiplier=1.0,
               min_depth=8, divisible_by=8, prediction_fn=slim.softmax, reuse=None,
-              base_only=False, final_endpoint=None, use_explicit_padding=False):
+              base_only=False, final_endpoint=None, use_explicit_padding=False,
+              finegrain_classification_mode=False, drop_path_rate=0.0):
     """A classifier: ``mobilenet_base`` + TF-Slim's head.
 
     Args:
@@ -185,13 +258,17 @@ def mobilenet(inputs, num_classes=1001, conv_defs=None, scope="Mobilenet",
         (end_point ``global_pool``) instead of logits, as TF-Slim does.
       dropout_keep_prob: None takes slim.dropout's arg_scope (``training_scope``).
       base_only: return the stack's output without pooling.
+      finegrain_classification_mode: with depth_multiplier < 1, keep the last row
+        at its full depth (``keep_last_depth``).
       Others as in ``mobilenet_base``.
     Returns:
       (logits [B, num_classes], end_points).
     """
     if conv_defs is None:
         raise ValueError("mobilenet() needs conv_defs")
-    _check_multiplier(depth_multiplier)
+    _check_multiplier(depth_multiplier, drop_path_rate)
+    if finegrain_classification_mode and depth_multiplier < 1:
+        conv_defs = keep_last_depth(conv_defs)
     rank = inputs.get_shape().ndims
     if rank != 4:
         raise ValueError("expected [batch, height, width, channels] input, got rank %s"
@@ -200,7 +277,7 @@ def mobilenet(inputs, num_classes=1001, conv_defs=None, scope="Mobilenet",
         inputs = tf.identity(inputs, name="input")
         net, end_points = _build_stack(inputs, conv_defs, depth_multiplier, min_depth,
                                        divisible_by, final_endpoint, use_explicit_padding,
-                                       is_training)
+                                       is_training, drop_path_rate)
         if base_only:
             return net, end_points
         net = tf.identity(net, name="embedding")
@@ -258,5 +335,6 @@ def training_scope(is_training=True, weight_decay=0.00004, stddev=0.09,
         return scope
 
 
-__all__ = ["Op", "op", "conv_defs", "with_row", "with_overrides", "depth_multiplier",
-           "fixed_depth", "mobilenet_base", "mobilenet", "training_scope"]
+__all__ = ["Op", "op", "conv_defs", "with_row", "with_overrides", "keep_last_depth",
+           "block_rows", "depth_multiplier", "fixed_depth", "mobilenet_base", "mobilenet",
+           "training_scope"]

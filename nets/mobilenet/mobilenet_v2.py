@@ -68,23 +68,22 @@ def mobilenet(input_tensor, num_classes=1001, depth_multiplier=1.0, scope=SCOPE,
         when depth_multiplier < 1, as the published 0.75/0.5/0.35 checkpoints do.
       activation_fn: replaces relu6 everywhere (the projections stay linear).
       **kwargs: passed to ``mobilenet.mobilenet`` (is_training, dropout_keep_prob,
-        reuse, base_only, final_endpoint, prediction_fn, use_explicit_padding).
+        reuse, base_only, final_endpoint, prediction_fn, use_explicit_padding,
+        drop_path_rate).
     Returns:
       (logits, end_points).
     """
     if conv_defs is None:
         conv_defs = V2_DEF
-    if finegrain_classification_mode and depth_multiplier < 1:
-        last = conv_defs["spec"][-1]
-        conv_defs = lib.with_row(conv_defs, len(conv_defs["spec"]) - 1,
-                                 num_outputs=last.params["num_outputs"] / depth_multiplier)
     if activation_fn is not None:
         conv_defs = lib.with_overrides(
             conv_defs, (slim.conv2d, slim.fully_connected, slim.separable_conv2d),
             activation_fn=activation_fn)
     return lib.mobilenet(input_tensor, num_classes=num_classes, conv_defs=conv_defs,
                          scope=scope, depth_multiplier=depth_multiplier,
-                         min_depth=min_depth, divisible_by=divisible_by, **kwargs)
+                         min_depth=min_depth, divisible_by=divisible_by,
+                         finegrain_classification_mode=finegrain_classification_mode,
+                         **kwargs)
 
 
 mobilenet.default_image_size = DEFAULT_IMAGE_SIZE

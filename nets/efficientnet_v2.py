@@ -1,0 +1,53 @@
+"""EfficientNetV2-S and -B0 (https://arxiv.org/abs/2104.00298) as tables.
+
+The block strings are google/automl efficientnetv2/effnetv2_configs.py's
+(``c1`` = Fused-MBConv), read by ``mobilenet.block_rows``: swish (SiLU) everywhere,
+squeeze-excite to a quarter of the block's input depth (swish inside, sigmoid gate),
+a 3x3 stride-2 stem as wide as the first block's input, a 1x1 head conv of 1280 and
+stochastic depth (hparams.py: survival_prob 0.8, i.e. drop_path_rate 0.2, falling
+linearly to 0 at the first block).  Sizes (effnetv2_configs.py): S trains at 300 and
+evaluates at 384, B0 trains at 192 and evaluates at 224.  The source's batch norm
+uses momentum 0.9 (at batch 4096) and epsilon 1e-3; dropout 0.2; 1000 classes.
+No TF-Slim checkpoints exist; names are our builder's under ``EfficientNetV2/``.
+"""
+from utils.tf_compat import tf, slim
+from nets.mobilenet import conv_blocks as ops
+from nets.mobilenet import mobilenet as lib
+
+SCOPE = "EfficientNetV2"
+DEFAULT_DROP_PATH_RATE = 0.2
+
+DEFAULTS = {
+    (slim.batch_norm,): {"center": True, "scale": True},
+    (slim.conv2d, slim.fully_connected, slim.separable_conv2d): {
+        "normalizer_fn": slim.batch_norm, "activation_fn": ops.swish},
+    (ops.conv_bn_act,): {"normalizer_fn": slim.batch_norm, "padding": "SAME"},
+    (ops.expanded_conv,): {"normalizer_fn": slim.batch_norm, "padding": "SAME"},
+    (ops.squeeze_excite,): {"inner_activation_fn": ops.swish, "gating_fn": tf.sigmoid},
+}
+HEAD = lib.op(ops.conv_bn_act, kernel_size=[1, 1], num_outputs=1280)
+
+
+def stem(depth):
+    return lib.op(ops.conv_bn_act, stride=2, num_outputs=depth, kernel_size=[3, 3])
+
+
+EFFICIENTNET_V2_S = lib.conv_defs(defaults=DEFAULTS, spec=[stem(24)] + lib.block_rows([
+    "r2_k3_s1_e1_i24_o24_c1",
+    "r4_k3_s2_e4_i24_o48_c1",
+    "r4_k3_s2_e4_i48_o64_c1",
+    "r6_k3_s2_e4_i64_o128_se0.25",
+    "r9_k3_s1_e6_i128_o160_se0.25",
+    "r15_k3_s2_e6_i160_o256_se0.25",
+]) + [HEAD])
+
+EFFICIENTNET_V2_B0 = lib.conv_defs(defaults=DEFAULTS, spec=[stem(32)] + lib.block_rows([
+    "r1_k3_s1_e1_i32_o16_c1",
+    "r2_k3_s2_e4_i16_o32_c1",
+    "r2_k3_s2_e4_i32_o48_c1",
+    "r3_k3_s2_e4_i48_o96_se0.25",
+    "r5_k3_s1_e6_i96_o112_se0.25",
+    "r8_k3_s2_e6_i112_o192_se0.25",
+]) + [HEAD])
+
+__all__ = ["SCOPE", "DEFAULT_DROP_PATH_RATE", "EFFICIENTNET_V2_S", "EFFICIENTNET_V2_B0"]

@@ -1,0 +1,476 @@
+"""MobileNetV3, MnasNet and EfficientNetV2: built by the one block library and builder,
+TF-Slim's V3 names, published sizes, stochastic depth, and each family through
+training, checkpoint, evaluation and fine-tuning in this process.
+
+The expected V3 variable table is written from TF-Slim's V3_LARGE spec
+(research/slim/nets/mobilenet/mobilenet_v3.py), not from nets/.
+"""
+import collections
+import functools
+
+import numpy as np
+import pytest
+
+import env as env_lib
+import evaluation
+import finetune
+import logger as logger_lib
+import optimization
+from estimator_impl import EstimatorImpl
+from nets import efficientnet_v2, nets_factory, summary
+from nets.mobilenet import conv_blocks
+from nets.mobilenet import mobilenet as mobilenet_lib
+from tests.test_env_schedules import flag_values
+from tests.test_nets_mobilenet_v2 import ALL_NAMES as V2_NAMES, shapes
+from utils.errors import UserError
+from utils.tf_compat import do_not_convert, tf, slim
+
+NEW_NAMES = [n for n in nets_factory.model_names() if n not in V2_NAMES]
+
+# MobileNetV3-Large, from TF-Slim's V3_LARGE rows: (input, expanded or None, output,
+# kernel, squeeze width or None) of expanded_conv, expanded_conv_1 .. expanded_conv_14.
+# Squeeze widths follow TF-Slim's make_divisible(expanded / 4, 8).
+V3_LARGE_BLOCKS = [
+    (16, None, 16, 3, None), (16, 64, 24, 3, None), (24, 72, 24, 3, None),
+    (24, 72, 40, 5, 24), (40, 120, 40, 5, 32), (40, 120, 40, 5, 32),
+    (40, 240, 80, 3, None), (80, 200, 80, 3, None), (80, 184, 80, 3, None),
+    (80, 184, 80, 3, None), (80, 480, 112, 3, 120), (112, 672, 112, 3, 168),
+    (112, 672, 160, 5, 168), (160, 960, 160, 5, 240), (160, 960, 160, 5, 240),
+]
+
+# Measured multiply-adds outside 1% of the published figure, and why.
+MAC_GAPS = {
+    # 43.4M against the paper's and TF-Slim's 44M (their rounding or counting of
+    # elementwise ops; squeeze-excite gating alone would add 0.24M).
+    "mobilenet_v3_small_075": 0.015,
+}
+
+
+def expected_v3_large_variables(num_classes=1001):
+    table = {}
+
+    def conv_bn(scope, shape):
+        name = "depthwise_weights" if scope.endswith("depthwise") else "weights"
+        table[scope + "/" + name] = shape
+        depth = shape[2] if scope.endswith("depthwise") else shape[3]
+        for stat in ("gamma", "beta", "moving_mean", "moving_variance"):
+            table[scope + "/BatchNorm/" + stat] = [depth]
+
+    def conv_bias(scope, shape):
+        table[scope + "/weights"] = shape
+        table[scope + "/biases"] = [shape[3]]
+
+    conv_bn("MobilenetV3/Conv", [3, 3, 3, 16])
+    for i, (c_in, c_mid, c_out, kernel, squeeze) in enumerate(V3_LARGE_BLOCKS):
+        block = "MobilenetV3/expanded_conv" + ("_%d" % i if i else "")
+        if c_mid is None:
+            c_mid = c_in
+        else:
+            conv_bn(block + "/expand", [1, 1, c_in, c_mid])
+        conv_bn(block + "/depthwise", [kernel, kernel, c_mid, 1])
+        if squeeze:
+            conv_bias(block + "/squeeze_excite/Conv", [1, 1, c_mid, squeeze])
+            conv_bias(block + "/squeeze_excite/Conv_1", [1, 1, squeeze, c_mid])
+        conv_bn(block + "/project", [1, 1, c_mid, c_out])
+    conv_bn("MobilenetV3/Conv_1", [1, 1, 160, 960])
+    conv_bias("MobilenetV3/Conv_2", [1, 1, 960, 1280])
+    conv_bias("MobilenetV3/Logits/Conv2d_1c_1x1", [1, 1, 1280, num_classes])
+    return table
+
+
+Facts = collections.namedtuple(
+    "Facts", "params params_without_bn macs shapes end_points free_outputs")
+
+
+@functools.lru_cache(maxsize=None)
+def facts(name):
+    """Builds ``name`` once with free sizes and its published class count; runs it at
+    the published size (one image: end_point shapes, multiply-adds from the measured
+    shapes) and on two images at 32 and 64 px.  Cached, and one build per model:
+    graph building dominates this file's time."""
+    published = summary.PUBLISHED[name]
+    size = published.image_size
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.placeholder(tf.float32, [None, None, None, 3])
+        logits, end_points = nets_factory.get_network_fn(name, published.num_classes)(images)
+        mac_outputs = [op.outputs[0] for op in graph.get_operations()
+                       if op.type in summary.MAC_OPS]
+        measured = [tf.shape(t) for t in mac_outputs + list(end_points.values())]
+        rng = np.random.RandomState(0)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            values = sess.run(measured, {images: np.zeros([1, size, size, 3])})
+            outputs = [sess.run(logits, {images: rng.rand(2, side, side, 3)})
+                       for side in (32, 64)]
+        macs = summary.count_macs(graph, dict(
+            (t.name, list(v)) for t, v in zip(mac_outputs, values)))
+        return Facts(
+            params=summary.count_trainable_params(graph),
+            params_without_bn=summary.count_trainable_params(graph, False),
+            macs=sum(macs.values()), shapes=shapes(tf.global_variables()),
+            end_points=dict((k, list(v)) for k, v in zip(end_points,
+                                                         values[len(mac_outputs):])),
+            free_outputs=outputs)
+
+
+# ----------------------------------------------------------------------- every model
+
+@pytest.mark.parametrize("name", NEW_NAMES)
+def test_builds_at_two_sizes(name):
+    """Run at the published size, then at 32 and 64 px (one graph, free sizes)."""
+    info = nets_factory.get_model_info(name)
+    got = facts(name)
+    classes = summary.PUBLISHED[name].num_classes
+    assert got.end_points["Logits"] == got.end_points["Predictions"] == [1, classes]
+    outputs = got.free_outputs
+    assert all(o.shape == (2, classes) and np.all(np.isfinite(o)) for o in outputs)
+    assert not np.allclose(outputs[0], outputs[1], rtol=1e-3, atol=0)  # tiny at init
+    assert all(n.startswith(info.scope + "/") for n in got.shapes)
+    assert info.head_scopes == (info.scope + "/Logits",)
+    assert info.default_restore_exclude == info.scope + "/Logits/"
+    assert sorted(n for n in got.shapes if n.startswith(info.scope + "/Logits/")) == [
+        info.scope + "/Logits/Conv2d_1c_1x1/biases",
+        info.scope + "/Logits/Conv2d_1c_1x1/weights"]
+
+
+@pytest.mark.parametrize("name", NEW_NAMES)
+def test_size_matches_published(name):
+    """Parameters and multiply-adds at the published resolution and class count,
+    counted with or without batch-norm gamma/beta as the source does (nets/README.md)."""
+    published = summary.PUBLISHED[name]
+    got = facts(name)
+    params = got.params if published.with_batch_norm else got.params_without_bn
+    assert abs(params - published.params) <= 0.01 * published.params, params
+    if published.macs is not None:
+        gap = abs(got.macs - published.macs) / published.macs
+        assert gap <= MAC_GAPS.get(name, 0.01), got.macs
+
+
+def test_summary_command_prints_measured_and_published(capsys):
+    assert summary.main(["--model_name=mobilenet_v3_small_minimalistic"]) == 0
+    out = capsys.readouterr().out
+    assert "trainable parameters: 2044736" in out
+    assert "published: parameters 2.04M (measured +0.2%)" in out
+    assert "multiply-adds n/a" in out
+    assert summary.main(["--model_name=resnet"]) == 2
+
+
+def test_registry_sizes_and_defaults():
+    scopes = {"mobilenet_v3": "MobilenetV3", "mnasnet": "MnasNet",
+              "efficientnet_v2": "EfficientNetV2"}
+    for name in NEW_NAMES:
+        info = nets_factory.get_model_info(name)
+        family = [f for f in scopes if name.startswith(f)][0]
+        assert (info.scope, info.preprocessing_name) == (scopes[family], family)
+        assert info.default_drop_path_rate == (0.2 if family == "efficientnet_v2" else 0.0)
+        if family != "efficientnet_v2":
+            assert info.default_image_size == info.default_eval_image_size == 224
+            assert info.size_multiple == 32
+    sizes = dict((n, nets_factory.get_model_info(n)) for n in ("efficientnet_v2_s",
+                                                               "efficientnet_v2_b0"))
+    assert [(i.default_image_size, i.default_eval_image_size) for i in sizes.values()] == [
+        (300, 384), (192, 224)]
+    assert nets_factory.check_image_size("efficientnet_v2_s", 300) == 300
+    with pytest.raises(UserError, match="use at least 32"):
+        nets_factory.check_image_size("efficientnet_v2_s", 16)
+
+
+def test_depth_multiplier_rules():
+    """MnasNet's head stays at 1280 (its source does not scale it); EfficientNetV2's
+    and V3's rows scale; V3's finegrain keeps only the last row."""
+    from nets import mnasnet
+    from nets.mobilenet import mobilenet_v3
+
+    def scaled(row):
+        return row.multiplier_func(row.params, 0.5, divisible_by=8,
+                                   min_depth=8)["num_outputs"]
+    assert scaled(mnasnet.MNASNET_A1["spec"][-1]) == 1280
+    assert scaled(efficientnet_v2.EFFICIENTNET_V2_B0["spec"][-1]) == 640
+    fine = mobilenet_lib.keep_last_depth(mobilenet_v3.V3_LARGE)["spec"]
+    assert (scaled(fine[-1]), scaled(fine[-3])) == (1280, 480)
+
+
+# ----------------------------------------------------------------------- MobileNetV3
+
+def test_mobilenet_v3_large_matches_tf_slim_checkpoint():
+    """Built at 1000 classes (the published parameter count's); TF-Slim's checkpoints
+    have 1001, which changes only the Logits shapes."""
+    got = facts("mobilenet_v3_large")
+    assert got.shapes == expected_v3_large_variables(num_classes=1000)
+    assert len(got.shapes) == 266
+    # Spot checks a reader can hold against TF-Slim's checkpoint listing.
+    shape = got.shapes.get
+    assert shape("MobilenetV3/expanded_conv_3/squeeze_excite/Conv/weights") == [1, 1, 72, 24]
+    assert shape("MobilenetV3/expanded_conv_3/squeeze_excite/Conv_1/biases") == [72]
+    assert shape("MobilenetV3/expanded_conv/depthwise/depthwise_weights") == [3, 3, 16, 1]
+    assert shape("MobilenetV3/expanded_conv/expand/weights") is None
+    assert shape("MobilenetV3/Conv_2/biases") == [1280]
+    assert shape("MobilenetV3/Conv_2/BatchNorm/gamma") is None
+    assert got.end_points["layer_17"] == [1, 7, 7, 960]
+    assert got.end_points["layer_19"] == [1, 1, 1, 1280]
+
+
+@pytest.mark.parametrize("name, total, head, last_layer", [
+    ("mobilenet_v3_small", 210, [1, 1, 576, 1024], "layer_15"),
+    ("mobilenet_v3_large_075", 266, [1, 1, 720, 1280], "layer_19"),
+    ("mobilenet_v3_large_minimalistic", 234, [1, 1, 960, 1280], "layer_19"),
+])
+def test_mobilenet_v3_variants(name, total, head, last_layer):
+    """Small (TF-Slim's layer_15), 0.75 keeps Conv_2 at 1280, minimalistic loses the
+    squeeze-excite variables and the 5x5 kernels but keeps every other name."""
+    got = facts(name)
+    assert len(got.shapes) == total
+    assert got.shapes["MobilenetV3/Conv_2/weights"] == head
+    assert got.end_points[last_layer] == [1, 1, 1, head[3]]
+    if name.endswith("minimalistic"):
+        names = set(got.shapes)
+        assert not [n for n in names if "squeeze_excite" in n]
+        assert set(tuple(s[:2]) for n, s in got.shapes.items()
+                   if n.endswith("depthwise_weights")) == {(3, 3)}
+        assert names == set(n for n in expected_v3_large_variables()
+                            if "squeeze_excite" not in n)
+
+
+# ----------------------------------------------------------------------- blocks
+
+def test_block_strings_read_like_the_sources():
+    rows = mobilenet_lib.block_rows(["r2_k5_s22_e6_i16_o24_se0.25",
+                                     "r1_k3_s1_e1_i24_o24_c1_noskip"])
+    assert [r.op for r in rows] == [conv_blocks.expanded_conv] * 3
+    assert [r.params["stride"] for r in rows] == [2, 1, 1]
+    first = rows[0].params
+    assert (first["num_outputs"], first["kernel_size"], first["fused"],
+            first["residual"]) == (24, (5, 5), False, True)
+    assert first["expansion_size"](num_inputs=16) == 96
+    assert rows[2].params["fused"] and not rows[2].params["residual"]
+    assert "expansion_transform" not in rows[2].params
+    with pytest.raises(ValueError):
+        mobilenet_lib.block_rows(["r1_k3_s1_e1_o24_x7"])
+
+
+def test_fused_and_squeeze_from_input_blocks():
+    """Fused-MBConv: kxk strided expand, no depthwise; without expansion the kxk conv
+    is the projection.  se0.25 squeezes to a quarter of the block's input depth."""
+    with tf.Graph().as_default():
+        x = tf.zeros([2, 16, 16, 24])
+        block = do_not_convert(conv_blocks.expanded_conv)
+        with slim.arg_scope([slim.conv2d, slim.separable_conv2d],
+                            normalizer_fn=slim.batch_norm, activation_fn=conv_blocks.swish):
+            fused = block(x, 48, expansion_size=96, stride=2, fused=True, scope="fused")
+            single = block(x, 24, expansion_size=24, fused=True, scope="single")
+            se = block(x, 32, expansion_size=144, scope="se",
+                       expansion_transform=conv_blocks.squeeze_excite_transform(
+                           input_ratio=0.25))
+        got = shapes(tf.trainable_variables())
+    assert fused.get_shape().as_list() == [2, 8, 8, 48]
+    assert single.get_shape().as_list() == [2, 16, 16, 24]
+    assert got["fused/expand/weights"] == [3, 3, 24, 96]
+    assert got["fused/project/weights"] == [1, 1, 96, 48]
+    assert got["single/project/weights"] == [3, 3, 24, 24]
+    assert not [n for n in got if n.startswith(("fused/depthwise", "single/expand"))]
+    assert got["se/squeeze_excite/Conv/weights"] == [1, 1, 144, 6]
+    assert se.get_shape().as_list() == [2, 16, 16, 32]
+
+
+def test_activations():
+    x = np.array([-4.0, -3.0, -1.0, 0.0, 1.0, 3.0, 5.0], np.float32)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        got = sess.run([conv_blocks.hard_sigmoid(x), conv_blocks.hard_swish(x),
+                        conv_blocks.swish(x)])
+    np.testing.assert_allclose(got[0], np.clip(x + 3, 0, 6) / 6, rtol=1e-6)
+    np.testing.assert_allclose(got[1], x * np.clip(x + 3, 0, 6) / 6, rtol=1e-6)
+    np.testing.assert_allclose(got[2], x / (1 + np.exp(-x)), rtol=1e-5)
+
+
+# ----------------------------------------------------------------------- stochastic depth
+
+def test_drop_path_rates_rise_linearly_over_blocks():
+    rates = mobilenet_lib._drop_path_rates(efficientnet_v2.EFFICIENTNET_V2_B0["spec"], 0.2)
+    blocks = sorted(rates)
+    assert len(blocks) == 21 and blocks[0] == 1  # row 0 is the stem
+    assert rates[blocks[0]] == 0.0
+    np.testing.assert_allclose([rates[i] for i in blocks], 0.2 * np.arange(21) / 21.0)
+    assert mobilenet_lib._drop_path_rates(efficientnet_v2.EFFICIENTNET_V2_B0["spec"], 0) == {}
+
+
+# A small table read by the same builder: a fused stage with residuals, an SE stage.
+TINY = mobilenet_lib.conv_defs(
+    defaults={(slim.conv2d, slim.separable_conv2d): {"activation_fn": conv_blocks.swish}},
+    spec=[mobilenet_lib.op(conv_blocks.conv_bn_act, stride=2, num_outputs=8)]
+    + mobilenet_lib.block_rows(["r3_k3_s1_e2_i8_o8_c1", "r2_k3_s2_e4_i8_o16_se0.25"]))
+
+
+def _two_runs(is_training, drop_path_rate):
+    batch = np.random.RandomState(2).rand(4, 32, 32, 3).astype(np.float32)
+    with tf.Graph().as_default():
+        tf.set_random_seed(1)
+        images = tf.placeholder(tf.float32, [4, 32, 32, 3])
+        with slim.arg_scope(mobilenet_lib.training_scope(is_training=is_training,
+                                                         dropout_keep_prob=1.0)):
+            logits, _ = do_not_convert(mobilenet_lib.mobilenet)(
+                images, num_classes=5, conv_defs=TINY, scope="Tiny",
+                drop_path_rate=drop_path_rate)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            return [sess.run(logits, {images: batch}) for _ in range(2)]
+
+
+def test_drop_path_only_while_training():
+    first, second = _two_runs(is_training=True, drop_path_rate=0.5)
+    assert not np.allclose(first, second)
+    first, second = _two_runs(is_training=True, drop_path_rate=0.0)
+    np.testing.assert_array_equal(first, second)
+    first, second = _two_runs(is_training=False, drop_path_rate=0.5)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_drop_path_keeps_the_expectation():
+    with tf.Graph().as_default(), tf.Session() as sess:
+        x = tf.ones([20000, 1, 1, 2])
+        with slim.arg_scope([conv_blocks.drop_path], is_training=True):
+            kept = conv_blocks.drop_path(x, 0.3)
+        out = sess.run(kept)
+        assert conv_blocks.drop_path(x, 0.3) is x  # eval: identity, no ops
+    np.testing.assert_allclose(np.unique(out), [0.0, 1 / 0.7], rtol=1e-6)
+    assert np.all(out[:, :, :, 0] == out[:, :, :, 1])  # one draw per example
+    assert abs(out.mean() - 1.0) < 0.03
+
+
+# ----------------------------------------------------------------------- gradient clipping
+
+class _RecordingOptimizer(object):
+    """Stands for a device wrapper (loss scaling, all-reduce): records which halves
+    of it model_fn calls."""
+
+    def __init__(self, optimizer):
+        self.optimizer, self.calls = optimizer, []
+
+    def compute_gradients(self, *args, **kwargs):
+        self.calls.append("compute_gradients")
+        return self.optimizer.compute_gradients(*args, **kwargs)
+
+    def apply_gradients(self, *args, **kwargs):
+        self.calls.append("apply_gradients")
+        return self.optimizer.apply_gradients(*args, **kwargs)
+
+    def minimize(self, *args, **kwargs):
+        self.calls.append("minimize")
+        return self.optimizer.minimize(*args, **kwargs)
+
+
+@pytest.mark.parametrize("clip_norm, expected", [(None, [30.0, 40.0]), (5.0, [3.0, 4.0])])
+def test_clip_gradient_norm_through_the_wrapper(clip_norm, expected):
+    with tf.Graph().as_default():
+        weights = tf.Variable([0.0, 0.0])
+        unused = tf.Variable(1.0)
+        loss = tf.reduce_sum(weights * tf.constant([-30.0, -40.0])) + 0 * tf.stop_gradient(unused)
+        step = tf.train.get_or_create_global_step()
+        wrapper = _RecordingOptimizer(tf.train.GradientDescentOptimizer(1.0))
+        train_op = optimization.minimize(wrapper, loss, step, [weights, unused], clip_norm)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            sess.run(train_op)
+            np.testing.assert_allclose(sess.run(weights), expected, rtol=1e-5)
+            assert sess.run(step) == 1
+    assert wrapper.calls == (["minimize"] if clip_norm is None
+                             else ["compute_gradients", "apply_gradients"])
+
+
+# ----------------------------------------------------------------------- the pipeline
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    from tests.ds_helpers import write_tiny_dataset
+    return write_tiny_dataset(str(tmp_path_factory.mktemp("family_ds")), num_classes=3,
+                              per_class=4, size=32)
+
+
+def train_env(dataset_dir, train_dir, **overrides):
+    values = dict(dataset_dir=dataset_dir, train_dir=str(train_dir), train_image_size=32,
+                  batch_size=4, max_train_steps=2, learning_rate=0.01, bn_decay=0.9,
+                  log_every_n_steps=1, seed=4, data_threads=1, device="cpu")
+    values.update(overrides)
+    return env_lib.Env.from_flags(flag_values(**values), environ={})
+
+
+def test_env_defaults_follow_the_model(tiny_dataset, tmp_path):
+    env = train_env(tiny_dataset, tmp_path, model_name="efficientnet_v2_s",
+                    train_image_size=None)
+    assert (env.image_size, env.eval_image_size, env.drop_path_rate) == (300, 384, 0.2)
+    assert env.restore_exclude == ("EfficientNetV2/Logits/",)
+    assert env.clip_gradient_norm is None
+    env = train_env(tiny_dataset, tmp_path, model_name="efficientnet_v2_b0",
+                    drop_path_rate=0.1, clip_gradient_norm=5.0, freeze_backbone=True)
+    assert (env.image_size, env.eval_image_size) == (32, 32)
+    assert (env.drop_path_rate, env.clip_gradient_norm) == (0.1, 5.0)
+    assert env.trainable_scopes == ("EfficientNetV2/Logits",)
+    env = train_env(tiny_dataset, tmp_path, model_name="mobilenet_v3_small",
+                    train_image_size=None)
+    assert (env.image_size, env.eval_image_size, env.drop_path_rate) == (224, 224, 0.0)
+    assert env.restore_exclude == ("MobilenetV3/Logits/",)
+    assert env.preprocessing_name == "mobilenet_v3"
+
+
+def test_estimator_builds_the_network_with_the_env_drop_path(tiny_dataset, tmp_path,
+                                                             monkeypatch):
+    env = train_env(tiny_dataset, tmp_path, model_name="efficientnet_v2_b0")
+    seen = {}
+    monkeypatch.setattr(nets_factory, "get_network_fn",
+                        lambda *args, **kwargs: seen.update(kwargs))
+    EstimatorImpl(env, logger_lib.get_logger()).network_fn(True)
+    assert seen["drop_path_rate"] == 0.2
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (dict(drop_path_rate=1.0), "--drop_path_rate=1.0 must be in [0, 1)"),
+    (dict(drop_path_rate=-0.1), "--drop_path_rate"),
+    (dict(clip_gradient_norm=0.0), "--clip_gradient_norm=0.0 must be positive"),
+    (dict(model_name="mnasnet_a1", train_image_size=48), "multiple of 32"),
+])
+def test_bad_new_flags(tiny_dataset, tmp_path, overrides, fragment):
+    with pytest.raises(UserError) as err:
+        train_env(tiny_dataset, tmp_path, **overrides)
+    assert fragment in str(err.value)
+
+
+def test_evaluator_defaults_to_the_model_eval_size(tiny_dataset, tmp_path):
+    import eval_image_classifier_mobilenet as evaluator_main
+    from absl import flags
+    values = dict((name, flags.FLAGS[name].default) for name in flags.FLAGS)
+    values.update(checkpoint_path=str(tmp_path), dataset_dir=tiny_dataset,
+                  model_name="efficientnet_v2_s")
+    config = evaluator_main.config_from_flags(type("Flags", (), values))
+    assert config.image_size == 384 and config.preprocessing_name == "efficientnet_v2"
+
+
+@pytest.mark.parametrize("model_name, extra", [
+    ("mobilenet_v3_small", {}),
+    ("mnasnet_a1", {}),
+    ("efficientnet_v2_b0", dict(clip_gradient_norm=5.0)),  # the V2 fine-tune recipe's
+])
+def test_family_trains_evaluates_and_fine_tunes(model_name, extra, tiny_dataset, tmp_path):
+    """2 steps at 32 px -> checkpoint -> the evaluator restores it -> fine-tuning it to
+    5 classes restores everything but the head, by the model's default
+    --restore_exclude (the restore plan train.py applies; test_finetune.py runs it)."""
+    log = logger_lib.get_logger()
+    env = train_env(tiny_dataset, tmp_path / "train", model_name=model_name, **extra)
+    checkpoint = EstimatorImpl(env, log).train()
+    assert checkpoint.endswith("model.ckpt-2")
+
+    result = evaluation.Evaluator(env.eval_config(), log).evaluate(checkpoint)
+    assert result["images"] == env.dataset.num_samples("validation")
+    assert 0.0 <= result["top1"] <= 1.0 and np.isfinite(result["loss"])
+
+    tuned = train_env(tiny_dataset, tmp_path / "tuned", model_name=model_name,
+                      num_classes=5, restore_path=str(tmp_path / "train"), **extra)
+    scope = tuned.model.scope
+    with tf.Graph().as_default():
+        nets_factory.get_network_fn(model_name, 5)(tf.zeros([1, 32, 32, 3]))
+        variables = tf.global_variables(scope=scope)
+        plan = finetune.plan_restore(tuned.restore_checkpoint, variables,
+                                     tuned.restore_exclude, tuned.ignore_missing_vars)
+    assert tuned.restore_checkpoint == checkpoint
+    assert sorted(plan.excluded) == [scope + "/Logits/Conv2d_1c_1x1/biases",
+                                     scope + "/Logits/Conv2d_1c_1x1/weights"]
+    assert len(plan.restored) == len(variables) - 2 and not plan.missing
