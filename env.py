@@ -345,9 +345,11 @@ class Env(object):
         steps_needed = int(math.ceil(math.log(0.01) / math.log(self.bn_decay)))
         if self.max_train_steps >= steps_needed:
             return None
+        advice = ("train longer or lower --bn_decay" if self.bn_decay <= 0.9
+                  else "for short runs pass --bn_decay=0.9 or lower")
         return ("--bn_decay=%g needs about %d steps for batch-norm statistics to settle but "
-                "this run has %d; evaluation may score near chance. For short runs pass "
-                "--bn_decay=0.9 or lower." % (self.bn_decay, steps_needed, self.max_train_steps))
+                "this run has %d; evaluation may score near chance: %s."
+                % (self.bn_decay, steps_needed, self.max_train_steps, advice))
 
     def describe(self):
         return ("model=%s classes=%d image=%d batch=%d x %d devices = %d, %d images/epoch, "

@@ -141,6 +141,8 @@ def test_bn_decay_warning_only_for_short_runs():
     assert "--bn_decay=0.9" in short.bn_decay_warning()
     assert long_run.bn_decay_warning() is None
     assert env_lib.Env(bn_decay=0.9, max_train_steps=100).bn_decay_warning() is None
+    already_low = env_lib.Env(bn_decay=0.9, max_train_steps=10).bn_decay_warning()
+    assert "train longer or lower --bn_decay" in already_low and "0.9 or lower" not in already_low
 
 
 def schedule_env(kind, warmup_steps=0, **extra):
