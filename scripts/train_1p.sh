@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One device: the MobileNetV2 recipe of train_recipe.sh on one device (global batch 256,
-# peak LR 0.1), as rank 0 of 1 (one GPU even when the host has more: see run_8p.sh).
+# One device: the recipe of train_recipe.sh (RECIPE, default MobileNetV2: batch 256, peak
+# LR 0.1) as rank 0 of 1 (one GPU even when the host has more: see run_8p.sh).
 # Usage: bash scripts/train_1p.sh DATA_DIR TRAIN_DIR [extra train.py flags...]
 #   Checkpoints, summaries and train_log.log go to TRAIN_DIR. Extra flags override the
 #   recipe (the last value of a flag wins).
@@ -11,4 +11,4 @@ train_dir="${2:?usage: train_1p.sh DATA_DIR TRAIN_DIR [flags...]}"
 shift 2
 export RANK_SIZE=1 RANK_ID=0 DEVICE_ID="${DEVICE_ID:-0}"
 source "$scripts/train_recipe.sh"
-train_recipe "$data_dir" "$train_dir" 0.1 --num_gpus=1 "$@"
+train_recipe "$data_dir" "$train_dir" --num_gpus=1 "$@"

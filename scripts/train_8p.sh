@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One rank of an 8-device run: the MobileNetV2 recipe of train_recipe.sh with batch 256 per
-# device (global 2048 on 8 devices) and peak LR 0.8 (0.1 x 8, linear scaling; pass
-# --learning_rate for another device count).
+# One rank of an 8-device run: the recipe of train_recipe.sh (RECIPE, default MobileNetV2:
+# batch 256 per device, global 2048 on 8 devices, peak LR 0.8 = 0.1 x 8, linear scaling
+# with RANK_SIZE).
 # Usage: bash scripts/train_8p.sh DATA_DIR TRAIN_DIR [extra train.py flags...]
 #   Started once per device by `python -m devices.launch` (see run_8p.sh), which sets
 #   RANK_ID / RANK_SIZE / DEVICE_ID (and RANK_TABLE_FILE or TF_CONFIG); this script sets
@@ -14,4 +14,4 @@ data_dir="${1:?usage: train_8p.sh DATA_DIR TRAIN_DIR [flags...]}"
 train_dir="${2:?usage: train_8p.sh DATA_DIR TRAIN_DIR [flags...]}"
 shift 2
 source "$scripts/train_recipe.sh"
-train_recipe "$data_dir" "$train_dir" 0.8 "$@"
+train_recipe "$data_dir" "$train_dir" "$@"

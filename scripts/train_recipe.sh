@@ -1,27 +1,70 @@
-# The MobileNetV2 training recipe, written once for train_1p.sh and train_8p.sh (which
-# source this file): batch 256 per device, momentum 0.9, cosine LR after 5 warmup epochs,
-# weight decay 4e-5, label smoothing 0.1, EMA 0.9999, 300 epochs. Only the peak LR
-# differs with the number of devices (linear scaling: 0.1 per 256 images of global batch).
+# Published training recipes, written once for train_1p.sh and train_8p.sh (which source
+# this file). RECIPE picks one (default mobilenet_v2):
 #
-# train_recipe DATA_DIR TRAIN_DIR LEARNING_RATE [extra train.py flags...]
-#   replaces the shell with train.py. The caller's flags come last, so they override the
-#   recipe (the last value of a flag wins); a caller's --max_train_steps or --max_epoch
-#   replaces the default --max_epoch=300 (train.py takes only one of the two).
+#   RECIPE                      per-device batch, peak LR per 256 images, expected top-1
+#   mobilenet_v2                256, 0.1,   72.0 (1.0, TF-Slim) - momentum, cosine, 300 epochs
+#   mnasnet_a1, mnasnet_b1      128, 0.016, 75.2 / 74.0 (paper) - RMSProp eps 1e-3, 350 epochs
+#   mobilenet_v3_large, _small  128, 0.00625, 75.2 / 67.4 (paper) - RMSProp, exp. decay
+#   efficientnet_v2_s_finetune  64,  0.0005, 83.9 (automl, ImageNet-1k) - from --restore_path
+#
+# The peak LR scales linearly with the global batch (batch x RANK_SIZE devices).
+#
+# train_recipe DATA_DIR TRAIN_DIR [extra train.py flags...] replaces the shell with
+#   train.py. The caller's flags come last, so they override the recipe (the last value
+#   of a flag wins); a caller's --max_train_steps or --max_epoch replaces the recipe's
+#   --max_epoch (train.py takes only one of the two). RECIPE_DRY_RUN=1 prints the command
+#   instead of running it.
 train_recipe() {
-  local data_dir="$1" train_dir="$2" learning_rate="$3" arg
-  shift 3
-  local length=(--max_epoch=300)
+  local data_dir="$1" train_dir="$2" arg
+  shift 2
+  local recipe="${RECIPE:-mobilenet_v2}" batch lr_per_256 epochs flags
+  case "$recipe" in
+    mobilenet_v2)
+      batch=256 lr_per_256=0.1 epochs=300
+      flags=(--model_name=mobilenet_v2 --optimizer=momentum --momentum=0.9
+             --learning_rate_decay_type=cosine --warmup_epochs=5 --weight_decay=0.00004
+             --label_smoothing=0.1 --moving_average_decay=0.9999) ;;
+    mnasnet_a1|mnasnet_b1)
+      batch=128 lr_per_256=0.016 epochs=350
+      flags=(--model_name="$recipe" --optimizer=rmsprop --rmsprop_decay=0.9 --momentum=0.9
+             --opt_epsilon=0.001 --warmup_epochs=5 --learning_rate_decay_type=exponential
+             --learning_rate_decay_factor=0.97 --num_epochs_per_decay=2.4
+             --weight_decay=0.00001 --label_smoothing=0.1 --moving_average_decay=0.9999
+             --bn_decay=0.99 --dropout_keep_prob=0.8) ;;
+    mobilenet_v3_large|mobilenet_v3_small)
+      batch=128 lr_per_256=0.00625 epochs=350
+      flags=(--model_name="$recipe" --optimizer=rmsprop --rmsprop_decay=0.9 --momentum=0.9
+             --opt_epsilon=0.001 --learning_rate_decay_type=exponential
+             --learning_rate_decay_factor=0.99 --num_epochs_per_decay=3
+             --weight_decay=0.00001 --dropout_keep_prob=0.8 --moving_average_decay=0.9999
+             --bn_decay=0.99) ;;
+    efficientnet_v2_s_finetune)
+      batch=64 lr_per_256=0.0005 epochs=15
+      flags=(--model_name=efficientnet_v2_s --train_image_size=384 --optimizer=rmsprop
+             --rmsprop_decay=0.9 --momentum=0.9 --opt_epsilon=0.001
+             --learning_rate_decay_type=fixed --warmup_epochs=1 --weight_decay=0.00001
+             --label_smoothing=0.1 --moving_average_decay=0.9996 --drop_path_rate=0.2
+             --dropout_keep_prob=1.0 --bn_decay=0.9 --clip_gradient_norm=5) ;;
+    *)
+      echo "error: RECIPE=$recipe is not a recipe; choose mobilenet_v2, mnasnet_a1, mnasnet_b1, mobilenet_v3_large, mobilenet_v3_small or efficientnet_v2_s_finetune" >&2
+      exit 2 ;;
+  esac
+  local length=(--max_epoch="$epochs")
   for arg in "$@"; do
     case "$arg" in --max_train_steps=*|--max_epoch=*) length=() ;; esac
   done
+  local learning_rate
+  learning_rate="$(awk -v r="$lr_per_256" -v b="$batch" -v n="${RANK_SIZE:-1}" \
+                   'BEGIN { printf "%.6g", r * b * n / 256 }')"
   local root
   root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-  exec "$root/.venv/bin/python" "$root/train.py" \
-    --dataset_dir="$data_dir" --train_dir="$train_dir" \
-    --model_name=mobilenet_v2 --device=auto \
-    --batch_size=256 "${length[@]}" --optimizer=momentum --momentum=0.9 \
-    --learning_rate_decay_type=cosine --learning_rate="$learning_rate" --warmup_epochs=5 \
-    --weight_decay=0.00004 --label_smoothing=0.1 --moving_average_decay=0.9999 \
-    --iterations_per_loop=10 \
-    "$@"
+  local command=("$root/.venv/bin/python" "$root/train.py"
+    --dataset_dir="$data_dir" --train_dir="$train_dir" --device=auto
+    --batch_size="$batch" "${length[@]}" --learning_rate="$learning_rate"
+    --iterations_per_loop=10 "${flags[@]}" "$@")
+  if [ -n "${RECIPE_DRY_RUN:-}" ]; then
+    echo "${command[@]}"
+    return 0
+  fi
+  exec "${command[@]}"
 }

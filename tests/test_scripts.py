@@ -1,6 +1,8 @@
 """The launchers users run: bash scripts/run_1p.sh DATA [flags], run_finetune.sh."""
 import os
 
+import pytest
+
 from tests.cli_helpers import run_bash as bash
 
 
@@ -31,3 +33,36 @@ def test_run_finetune_needs_train_and_validation_folders(tmp_path):
     out = bash("run_finetune.sh", str(tmp_path), str(tmp_path / "ckpt"))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.startswith("error: %s/train is missing" % tmp_path)
+
+
+@pytest.mark.parametrize("script, recipe, ranks, expected", [
+    ("train_1p.sh", "", "1", ["--model_name=mobilenet_v2", "--batch_size=256",
+                              "--learning_rate=0.1", "--max_epoch=300", "--num_gpus=1"]),
+    ("train_8p.sh", "", "8", ["--batch_size=256", "--learning_rate=0.8",
+                              "--moving_average_decay=0.9999"]),
+    ("train_8p.sh", "mnasnet_a1", "8", ["--model_name=mnasnet_a1", "--batch_size=128",
+                                        "--learning_rate=0.064", "--opt_epsilon=0.001",
+                                        "--weight_decay=0.00001", "--max_epoch=350"]),
+    ("train_8p.sh", "mobilenet_v3_large", "8", ["--model_name=mobilenet_v3_large",
+                                                "--learning_rate=0.025"]),
+    ("train_1p.sh", "efficientnet_v2_s_finetune", "1", [
+        "--model_name=efficientnet_v2_s", "--train_image_size=384", "--batch_size=64",
+        "--learning_rate=0.000125", "--drop_path_rate=0.2", "--clip_gradient_norm=5",
+        "--max_epoch=15"]),
+])
+def test_recipes_scale_the_learning_rate_with_the_global_batch(script, recipe, ranks,
+                                                               expected):
+    out = bash(script, "DATA", "TRAIN", "--seed=1",
+               RECIPE=recipe, RANK_SIZE=ranks, RECIPE_DRY_RUN="1")
+    assert out.returncode == 0, out.stderr
+    words = out.stdout.split()
+    assert words[-1] == "--seed=1" and "--dataset_dir=DATA" in words
+    for flag in expected:
+        assert flag in words, (flag, words)
+
+
+def test_recipe_run_length_and_unknown_recipe():
+    out = bash("train_1p.sh", "DATA", "TRAIN", "--max_train_steps=5", RECIPE_DRY_RUN="1")
+    assert "--max_train_steps=5" in out.stdout and "--max_epoch" not in out.stdout
+    out = bash("train_1p.sh", "DATA", "TRAIN", RECIPE="resnet50")
+    assert out.returncode == 2 and out.stderr.startswith("error: RECIPE=resnet50")
