@@ -334,6 +334,16 @@ class Env(object):
             max_num_batches=None, use_ema="auto", log_every_n_batches=50,
             eval_dir=os.path.join(self.train_dir, "eval"), data_threads=self.data_threads)
 
+    def model_spec(self):
+        """What the checkpoints of this run hold, for the exporter and predict.py
+        (written to <train_dir>/model_spec.json)."""
+        return {"model_name": self.model_name, "num_classes": self.num_classes,
+                "labels_offset": self.labels_offset, "image_size": self.eval_image_size,
+                "train_image_size": self.image_size,
+                "preprocessing_name": self.preprocessing_name,
+                "central_fraction": self.central_fraction,
+                "dataset_dir": os.path.abspath(self.dataset.dataset_dir)}
+
     def bn_decay_warning(self):
         """A line for runs too short for the batch-norm decay, else None.
 

@@ -9,7 +9,7 @@ import logger as logger_lib
 import optimization
 from dataloader import data_provider
 from nets import nets_factory
-from utils.checkpoints import checkpoint_global_step
+from utils.checkpoints import MODEL_SPEC_FILE, checkpoint_global_step
 from utils.files import ensure_writable_dir, write_json
 from utils.tf_compat import tf, do_not_convert
 
@@ -109,6 +109,8 @@ class EstimatorImpl(object):
         train_dir; returns the path of the last checkpoint."""
         env = self.env
         ensure_writable_dir(env.train_dir)
+        if env.is_chief:
+            write_json(os.path.join(env.train_dir, MODEL_SPEC_FILE), env.model_spec())
         start_step = self._prepare_start()
         if start_step >= env.max_train_steps:
             self.logger.info("train_dir already holds step %d >= %d requested steps; "

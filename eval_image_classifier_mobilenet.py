@@ -10,6 +10,9 @@ checkpoint; --eval_all_checkpoints evaluates every checkpoint in it, oldest firs
 began) or --watch_timeout seconds pass with none. Checkpoints come from the directory's
 state file, which training updates only once a checkpoint is complete.
 
+--model_file instead evaluates a model written by export_model.py (SavedModel, .pb,
+.tflite, .onnx) in its own runtime, to see what export and quantization cost in top-1.
+
 Every image of the split counts exactly once, the last partial batch included. Moving
 averages of the weights are used when the checkpoint has them (--use_ema=auto). Each
 checkpoint ends with one line
@@ -28,6 +31,7 @@ import env as env_lib
 import evaluation
 import logger as logger_lib
 from datasets import dataset_factory
+from export import models
 from nets import nets_factory
 from utils.checkpoints import list_checkpoints, resolve_checkpoint
 from utils.errors import UserError, exit_on_user_error, run_reporting_tf_errors
@@ -39,6 +43,9 @@ def define_eval_flags():
     env_lib.define_data_flags()
     env_lib.define_eval_flags()
     flags.DEFINE_string("checkpoint_path", None, "Checkpoint prefix, or a directory (latest).")
+    flags.DEFINE_string("model_file", None,
+                        "Evaluate an exported model instead (SavedModel dir, .pb, .tflite, "
+                        ".onnx; see export_model.py), in its own runtime.")
     flags.DEFINE_string("eval_dir", None,
                         "Where eval_results.json and summaries go (default: "
                         "<checkpoint dir>/eval).")
@@ -58,9 +65,15 @@ def define_eval_flags():
                          "(training's --max_train_steps).")
 
 
-def config_from_flags(f):
-    if not f.checkpoint_path:
-        raise UserError("--checkpoint_path is required (a checkpoint prefix or directory)")
+def config_from_flags(f, model=None):
+    """The EvalConfig; ``model`` (an exported model loaded from --model_file) fixes the
+    network, its classes, input size and label offset."""
+    if bool(f.checkpoint_path) == bool(f.model_file):
+        raise UserError("give --checkpoint_path (a checkpoint prefix or directory) or "
+                        "--model_file (an exported model), one of them")
+    if f.model_file and (f.watch or f.eval_all_checkpoints):
+        raise UserError("--watch and --eval_all_checkpoints read checkpoints; drop them with "
+                        "--model_file")
     if not f.dataset_dir:
         raise UserError("--dataset_dir is required (a folder of TFRecord shards)")
     for name in ("batch_size", "max_num_batches", "log_every_n_batches", "eval_image_size",
@@ -78,22 +91,48 @@ def config_from_flags(f):
                         "not exist yet), got the file %s" % f.checkpoint_path)
     if not 0.0 < f.central_fraction <= 1.0:
         raise UserError("--central_fraction=%s must be in (0, 1]" % f.central_fraction)
-    model = nets_factory.get_model_info(f.model_name)
     dataset = dataset_factory.get_dataset(f.dataset_name, f.dataset_dir)
     if f.split not in dataset.splits:
         raise UserError("--split=%s: the dataset has %s" % (f.split, ", ".join(dataset.splits)))
     dataset.list_files(f.split)  # no shards: one clear line now, not a TF error later
-    image_size = f.eval_image_size or model.default_eval_image_size
+    if model is not None:
+        return _exported_model_config(f, model, dataset)
+    info = nets_factory.get_model_info(f.model_name)
+    image_size = f.eval_image_size or info.default_eval_image_size
     nets_factory.check_image_size(f.model_name, image_size)
     eval_dir = f.eval_dir or os.path.join(checkpoint_dir(f.checkpoint_path, f.watch), "eval")
     return evaluation.EvalConfig(
         dataset=dataset, split=f.split, model_name=f.model_name,
         num_classes=f.num_classes or dataset.num_classes - f.labels_offset,
         labels_offset=f.labels_offset, image_size=image_size,
-        preprocessing_name=f.preprocessing_name or model.preprocessing_name,
+        preprocessing_name=f.preprocessing_name or info.preprocessing_name,
         central_fraction=f.central_fraction, batch_size=f.batch_size,
         max_num_batches=f.max_num_batches, use_ema=f.use_ema,
         log_every_n_batches=f.log_every_n_batches, eval_dir=eval_dir,
+        data_threads=f.data_threads)
+
+
+def _exported_model_config(f, model, dataset):
+    """EvalConfig for an exported model: sizes and label offset are the model's own;
+    flags that disagree with it are refused rather than silently ignored."""
+    if f.eval_image_size and f.eval_image_size != model.image_size:
+        raise UserError("--eval_image_size=%d but %s takes %d px images; drop the flag"
+                        % (f.eval_image_size, model.path, model.image_size))
+    if f.num_classes and f.num_classes != model.num_classes:
+        raise UserError("--num_classes=%d but %s has %d classes; drop the flag"
+                        % (f.num_classes, model.path, model.num_classes))
+    labels_offset = f.labels_offset if f["labels_offset"].present else model.labels_offset
+    central_fraction = (f.central_fraction if f["central_fraction"].present
+                        else model.central_fraction)
+    return evaluation.EvalConfig(
+        dataset=dataset, split=f.split, model_name=model.meta.get("model_name"),
+        num_classes=model.num_classes, labels_offset=labels_offset,
+        image_size=model.image_size,
+        preprocessing_name=f.preprocessing_name or model.preprocessing_name,
+        central_fraction=central_fraction, batch_size=f.batch_size,
+        max_num_batches=f.max_num_batches, use_ema=f.use_ema,
+        log_every_n_batches=f.log_every_n_batches,
+        eval_dir=f.eval_dir or os.path.join(checkpoint_dir(f.model_file), "eval"),
         data_threads=f.data_threads)
 
 
@@ -168,7 +207,8 @@ def main(argv):
                         % " ".join(argv[1:]))
     f = flags.FLAGS
     logger_lib.quiet_tensorflow(f.verbose)
-    config = config_from_flags(f)
+    model = models.load_model(f.model_file) if f.model_file else None
+    config = config_from_flags(f, model)
     ensure_writable_dir(config.eval_dir, "eval_dir")
     evaluation.load_results(config.eval_dir)  # an unreadable results file fails now, not after
     log = logger_lib.get_logger(os.path.join(config.eval_dir, "eval_log.log"))
@@ -176,7 +216,9 @@ def main(argv):
     log.info("evaluating on %d %s images of %s at %d px"
              % (evaluator.num_images(), config.split, config.dataset.dataset_dir,
                 config.image_size))
-    if f.watch:
+    if model is not None:
+        run_reporting_tf_errors(evaluator.evaluate_model_and_record, model)
+    elif f.watch:
         watch(evaluator, f.checkpoint_path, f, log)
     elif f.eval_all_checkpoints:
         for checkpoint in all_checkpoints(f.checkpoint_path):

@@ -6,6 +6,8 @@ import json
 import os
 import time
 
+import numpy as np
+
 import logger as logger_lib
 from dataloader import data_provider
 from nets import nets_factory
@@ -61,8 +63,8 @@ class Evaluator(object):
             total = min(total, self.config.max_num_batches * self.config.batch_size)
         return total
 
-    def build_logits(self):
-        """(logits float32 [B, classes], labels int32 [B]) over the split, one pass."""
+    def build_inputs(self):
+        """(images float32 [B, S, S, 3], labels int32 [B]) over the split, one pass."""
         c = self.config
         input_fn = data_provider.make_input_fn(
             c.dataset, c.split, is_training=False, batch_size=c.batch_size,
@@ -70,7 +72,12 @@ class Evaluator(object):
             preprocessing_options={"central_fraction": c.central_fraction},
             labels_offset=c.labels_offset, num_classes=c.num_classes,
             num_threads=c.data_threads)
-        images, labels = tf.data.make_one_shot_iterator(input_fn()).get_next()
+        return tf.data.make_one_shot_iterator(input_fn()).get_next()
+
+    def build_logits(self):
+        """(logits float32 [B, classes], labels int32 [B]) over the split, one pass."""
+        c = self.config
+        images, labels = self.build_inputs()
         network_fn = nets_factory.get_network_fn(c.model_name, c.num_classes,
                                                  is_training=False)
         logits, _ = network_fn(images)
@@ -97,15 +104,34 @@ class Evaluator(object):
             with tf.Session() as sess:
                 used_ema = self.restore(sess, checkpoint)
                 started = time.time()
-                totals = self._run_batches(sess, batch)
+                totals = self._run_batches(lambda: sess.run(batch))
                 seconds = time.time() - started
-        images = max(totals["images"], 1)
-        return collections.OrderedDict([
-            ("checkpoint", checkpoint), ("global_step", checkpoint_global_step(checkpoint)),
-            ("top1", totals["top1"] / images), ("top5", totals["top5"] / images),
-            ("images", totals["images"]), ("loss", totals["loss"] / images),
-            ("ema", used_ema), ("images_per_sec", round(totals["images"] / max(seconds, 1e-9), 1)),
-            ("time", time.strftime("%Y-%m-%dT%H:%M:%S"))])
+        return _result([("checkpoint", checkpoint),
+                        ("global_step", checkpoint_global_step(checkpoint))],
+                       totals, seconds, used_ema)
+
+    def evaluate_model(self, model):
+        """Evaluates an exported model (export.models.LoadedModel) in its own runtime
+        (TFLite, onnxruntime, ...) on the same images; returns its result record."""
+        with tf.Graph().as_default():
+            images, labels = self.build_inputs()
+            with tf.Session() as sess:
+                def run_batch():
+                    batch_images, batch_labels = sess.run([images, labels])
+                    return batch_totals(model.logits(batch_images), batch_labels)
+                started = time.time()
+                totals = self._run_batches(run_batch)
+                seconds = time.time() - started
+        return _result([("checkpoint", model.path), ("model_format", model.meta.get("format", model.kind)),
+                        ("global_step", model.meta.get("global_step") or 0)],
+                       totals, seconds, model.meta.get("ema"))
+
+    def evaluate_model_and_record(self, model):
+        """evaluate_model(), then recorded as evaluate_and_record() does."""
+        result = self.evaluate_model(model)
+        record_result(self.config.eval_dir, result)
+        self.logger.info(result_line(result))
+        return result
 
     def evaluate_and_record(self, checkpoint):
         """evaluate(), then the result into eval_results.json, TensorBoard and the log."""
@@ -114,7 +140,8 @@ class Evaluator(object):
         self.logger.info(result_line(result))
         return result
 
-    def _run_batches(self, sess, batch):
+    def _run_batches(self, run_batch):
+        """Sums run_batch()'s top1 / top5 / loss / images over the split, with progress."""
         c = self.config
         totals = {"top1": 0.0, "top5": 0.0, "loss": 0.0, "images": 0}
         expected = self.num_images()
@@ -123,12 +150,12 @@ class Evaluator(object):
         batches = 0
         while c.max_num_batches is None or batches < c.max_num_batches:
             try:
-                values = sess.run(batch)
+                values = run_batch()
             except tf.errors.OutOfRangeError:
                 break
             batches += 1
             for key in totals:
-                totals[key] += values[key].item()  # numpy scalar -> Python number
+                totals[key] += np.asarray(values[key]).item()  # -> Python number
             if batches % c.log_every_n_batches == 0:
                 ips, eta = meter.update(totals["images"])
                 n = float(totals["images"])
@@ -139,10 +166,35 @@ class Evaluator(object):
         return totals
 
 
+def _result(source, totals, seconds, used_ema):
+    images = max(totals["images"], 1)
+    return collections.OrderedDict(source + [
+        ("top1", totals["top1"] / images), ("top5", totals["top5"] / images),
+        ("images", int(totals["images"])), ("loss", totals["loss"] / images),
+        ("ema", used_ema), ("images_per_sec", round(totals["images"] / max(seconds, 1e-9), 1)),
+        ("time", time.strftime("%Y-%m-%dT%H:%M:%S"))])
+
+
+def batch_totals(logits, labels):
+    """Summed top-1 / top-5 hits and cross-entropy of a numpy batch, as the graph
+    metrics count them (a label tied with the k-th largest logit counts as a hit)."""
+    logits = np.asarray(logits, np.float64)
+    labels = np.asarray(labels)
+    own = logits[np.arange(len(labels)), labels]
+    k = min(5, logits.shape[1])
+    kth = -np.sort(-logits, axis=1)[:, k - 1]
+    peak = logits.max(axis=1)
+    log_sum = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
+    return {"top1": np.sum(own >= peak), "top5": np.sum(own >= kth),
+            "loss": np.sum(log_sum - own), "images": len(labels)}
+
+
 def result_line(result):
-    return ("eval result: checkpoint=%s global_step=%d top1=%.4f top5=%.4f images=%d "
-            "loss=%.4f" % (result["checkpoint"], result["global_step"], result["top1"],
-                           result["top5"], result["images"], result["loss"]))
+    source = ("model_file=%s format=%s" % (result["checkpoint"], result["model_format"])
+              if "model_format" in result else "checkpoint=%s" % result["checkpoint"])
+    return ("eval result: %s global_step=%d top1=%.4f top5=%.4f images=%d loss=%.4f"
+            % (source, result["global_step"], result["top1"], result["top5"],
+               result["images"], result["loss"]))
 
 
 def top_k_hits(logits, labels, k):

@@ -124,6 +124,24 @@ def _synthetic_dataset(batch_size, image_size, num_classes, seed):
     return tf.data.Dataset.range(1).map(make).cache().repeat()
 
 
+def sample_eval_images(dataset_spec, split, count, image_size, preprocessing_name="inception",
+                       central_fraction=0.875, seed=0):
+    """Up to ``count`` images of ``split`` drawn from all its shards (shuffled with
+    ``seed``), preprocessed as for evaluation: float32 [n, S, S, 3]. Quantization
+    calibrates on these."""
+    preprocess_fn = preprocessing.get_preprocessing(
+        preprocessing_name, {"central_fraction": central_fraction})
+    files = dataset_spec.list_files(split)
+    parse = _parse_fn(preprocess_fn, image_size, False, 0, None)
+    buffer = max(1, min(MAX_SHUFFLE_BUFFER, dataset_spec.num_samples(split)))
+    with tf.Graph().as_default():
+        records = _training_records(files, False, 0, 1, seed, default_num_threads())
+        images = records.shuffle(buffer, seed=seed).take(count).map(
+            lambda record: parse(record)[0]).batch(count)
+        with tf.Session() as sess:
+            return sess.run(tf.data.make_one_shot_iterator(images).get_next())
+
+
 def make_input_fn(dataset_spec, split, is_training, batch_size, image_size,
                   preprocessing_name="inception", preprocessing_options=None, labels_offset=0,
                   num_classes=None, rank=0, rank_size=1, shuffle_buffer=None, seed=None,

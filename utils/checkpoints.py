@@ -1,5 +1,6 @@
 """Finding checkpoints and reading what they hold, without building a model."""
 import glob
+import json
 import os
 import re
 
@@ -7,6 +8,8 @@ from utils.errors import UserError
 from utils.tf_compat import tf
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
+# Written by training beside its checkpoints: model name, classes, sizes, dataset.
+MODEL_SPEC_FILE = "model_spec.json"
 
 
 def resolve_checkpoint(path, flag_name="checkpoint_path"):
@@ -52,3 +55,16 @@ def list_checkpoints(directory):
         prefixes = [p[:-len(".index")] for p in glob.glob(os.path.join(directory, "*.index"))]
     existing = [p for p in prefixes if tf.io.gfile.exists(p + ".index")]
     return sorted(set(existing), key=lambda p: (_step_in_name(p), p))
+
+
+def read_model_spec(directory):
+    """The model_spec.json training wrote in ``directory``, or {} when there is none."""
+    path = os.path.join(directory, MODEL_SPEC_FILE)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except ValueError as err:
+        raise UserError("%s is not valid JSON (%s); pass --model_name, --num_classes and "
+                        "--image_size instead" % (path, err))

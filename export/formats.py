@@ -1,0 +1,186 @@
+"""Writes one checkpoint as SavedModel, frozen graph, TFLite (float or full-integer int8)
+or ONNX. Every format is cut from export/inference_graph.py's graph, with its names.
+
+Outputs are written under ``<output>.partial`` and renamed into place when complete, so
+a crash never leaves something that looks like a finished model; an existing output is
+replaced only when the caller allows it.
+"""
+import collections
+import logging
+import os
+import shutil
+
+from export import inference_graph as graph_lib
+from export import metadata
+from utils.checkpoints import checkpoint_global_step
+from utils import native_output
+from utils.errors import UserError
+from utils.tf_compat import tf
+
+FORMATS = ("saved_model", "frozen_pb", "tflite", "tflite_int8", "onnx")
+# The SavedModel's signatures: float images, and encoded JPEG/PNG bytes.
+IMAGES_SIGNATURE = "serving_default"
+BYTES_SIGNATURE = "serving_bytes"
+MIN_ONNX_OPSET = 13
+
+# How to write: calibration images (float32 [N, S, S, 3], tflite_int8), the ONNX opset,
+# and whether the converters' own console output shows.
+WriteOptions = collections.namedtuple("WriteOptions", "calibration opset verbose")
+
+
+def check_output(output, overwrite):
+    """UserError when ``output`` exists and may not be replaced, or cannot be written."""
+    if os.path.lexists(output) and not overwrite:
+        raise UserError("%s already exists; pass --overwrite to replace it or choose another "
+                        "--output" % output)
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise UserError("the folder of --output does not exist: %s" % folder)
+    if not os.access(folder, os.W_OK):
+        raise UserError("cannot write to %s; choose another --output" % folder)
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def _publish(staged, output):
+    """Moves the finished ``staged`` into ``output``, replacing what was there."""
+    old = output + ".old"
+    _remove(old)
+    if os.path.lexists(output):
+        os.rename(output, old)
+    os.rename(staged, output)
+    _remove(old)
+
+
+# ----------------------------------------------------------------------------- writers
+
+def _write_bytes(path, payload):
+    with open(path, "wb") as handle:
+        handle.write(payload)
+
+
+def _saved_model(sess, model, path, spec, options):
+    del options
+    bytes_model = graph_lib.build_bytes_model(spec)
+    outputs = {graph_lib.LOGITS: model.logits, graph_lib.PROBABILITIES: model.probabilities}
+    bytes_outputs = {graph_lib.LOGITS: bytes_model.logits,
+                     graph_lib.PROBABILITIES: bytes_model.probabilities}
+    builder = tf.saved_model.Builder(path)
+    builder.add_meta_graph_and_variables(
+        sess, [tf.saved_model.tag_constants.SERVING], strip_default_attrs=True,
+        signature_def_map={
+            IMAGES_SIGNATURE: tf.saved_model.predict_signature_def(
+                {graph_lib.INPUT: model.input}, outputs),
+            BYTES_SIGNATURE: tf.saved_model.predict_signature_def(
+                {graph_lib.IMAGE_BYTES: bytes_model.input}, bytes_outputs)})
+    builder.save()
+
+
+def _frozen_pb(sess, model, path, spec, options):
+    del model, spec, options
+    _write_bytes(path, graph_lib.freeze(sess).SerializeToString())
+
+
+def _tflite_converter(sess, model):
+    return tf.lite.TFLiteConverter.from_session(sess, [model.input],
+                                                [model.logits, model.probabilities])
+
+
+def _convert(converter, options):
+    with native_output.silenced(enabled=not options.verbose):
+        return converter.convert()
+
+
+def _tflite(sess, model, path, spec, options):
+    del spec
+    _write_bytes(path, _convert(_tflite_converter(sess, model), options))
+
+
+def _tflite_int8(sess, model, path, spec, options):
+    """Full-integer post-training quantization: int8 weights, activations, input and
+    output; activation ranges calibrated on options.calibration (float32 [N, S, S, 3])."""
+    del spec
+    converter = _tflite_converter(sess, model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: (
+        [image[None]] for image in options.calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    _write_bytes(path, _convert(converter, options))
+
+
+def _onnx(sess, model, path, spec, options):
+    del model, spec
+    import onnx
+    import tf2onnx
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    frozen = graph_lib.freeze(sess)
+    onnx_model, _ = tf2onnx.convert.from_graph_def(
+        frozen, input_names=[graph_lib.INPUT + ":0"],
+        output_names=[name + ":0" for name in graph_lib.OUTPUTS], opset=options.opset)
+    _strip_tensor_suffixes(onnx_model.graph)
+    onnx.checker.check_model(onnx_model)
+    onnx.save(onnx_model, path)
+
+
+def _strip_tensor_suffixes(graph):
+    """TensorFlow's "input:0" becomes "input", so every format shares the names."""
+    renames = dict((name + ":0", name) for name in (graph_lib.INPUT,) + graph_lib.OUTPUTS)
+    for value in list(graph.input) + list(graph.output):
+        value.name = renames.get(value.name, value.name)
+    for node in graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+        node.output[:] = [renames.get(name, name) for name in node.output]
+
+
+_WRITERS = {"saved_model": _saved_model, "frozen_pb": _frozen_pb, "tflite": _tflite,
+            "tflite_int8": _tflite_int8, "onnx": _onnx}
+
+
+# ----------------------------------------------------------------------------- public
+
+def export_checkpoint(spec, checkpoint, fmt, output, use_ema="auto", calibration=None,
+                      opset=MIN_ONNX_OPSET, class_names=None, overwrite=False,
+                      verbose=False):
+    """Writes ``checkpoint`` as ``fmt`` at ``output`` plus its metadata; returns the
+    metadata. ``calibration``: float32 images for tflite_int8."""
+    if fmt not in _WRITERS:
+        raise UserError("unknown export format %r; known: %s" % (fmt, ", ".join(FORMATS)))
+    if fmt == "tflite_int8" and (calibration is None or len(calibration) == 0):
+        raise UserError("tflite_int8 needs calibration images: pass "
+                        "--calibration_dataset_dir (a folder of TFRecord shards)")
+    if opset < MIN_ONNX_OPSET:
+        raise UserError("--opset=%d is too old; use %d or newer" % (opset, MIN_ONNX_OPSET))
+    check_output(output, overwrite)
+    staged = output + ".partial"
+    _remove(staged)
+    with tf.Graph().as_default():
+        model = graph_lib.build_image_model(spec)
+        with tf.Session() as sess:
+            used_ema = graph_lib.restore(sess, checkpoint, use_ema)
+            _WRITERS[fmt](sess, model, staged, spec,
+                          WriteOptions(calibration, opset, verbose))
+    meta = dict(spec._asdict())
+    meta.update({
+        "format": fmt, "checkpoint": os.path.abspath(checkpoint),
+        "global_step": checkpoint_global_step(checkpoint), "ema": used_ema,
+        "input": graph_lib.INPUT, "outputs": list(graph_lib.OUTPUTS),
+        "class_names": class_names})
+    if fmt == "saved_model":
+        meta["signatures"] = {IMAGES_SIGNATURE: graph_lib.INPUT,
+                              BYTES_SIGNATURE: graph_lib.IMAGE_BYTES}
+    if fmt == "tflite_int8":
+        meta["num_calibration_images"] = len(calibration)
+    if os.path.isdir(staged):
+        metadata.write_meta(staged, meta)
+        _publish(staged, output)
+    else:
+        _publish(staged, output)
+        metadata.write_meta(output, meta)
+    return meta

@@ -1,0 +1,53 @@
+"""What an exported model is, beside it in JSON: the network, its input size, the class
+names of its outputs and where it came from. Prediction and evaluation read it back.
+
+  <saved_model dir>/export_meta.json    for SavedModels (a directory)
+  <file>.meta.json                      for model.pb / model.tflite / model.onnx
+"""
+import json
+import os
+
+from datasets import layout
+from utils.errors import UserError
+from utils.files import write_json
+
+META_FILENAME = "export_meta.json"
+
+
+def meta_path(model_path):
+    if os.path.isdir(model_path):
+        return os.path.join(model_path, META_FILENAME)
+    return model_path + ".meta.json"
+
+
+def write_meta(model_path, meta):
+    write_json(meta_path(model_path), meta)
+
+
+def read_meta(model_path):
+    """The metadata written beside ``model_path``, or {} when there is none."""
+    path = meta_path(model_path)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except ValueError as err:
+        raise UserError("%s is not valid JSON (%s); re-export the model or remove it" %
+                        (path, err))
+
+
+def class_names(labels_file, num_classes, labels_offset):
+    """Names of the network's outputs from a TF-Slim labels.txt ("index:name" lines,
+    indexed by dataset label): output k is label k + labels_offset."""
+    try:
+        names = layout.read_labels_file(labels_file)
+    except (IOError, OSError) as err:
+        raise UserError("cannot read the labels file %s (%s)" % (labels_file,
+                                                                 err.strerror or err))
+    except ValueError as err:
+        raise UserError("%s is not a labels file (%s); expected 'index:name' lines"
+                        % (labels_file, err))
+    picked = names[labels_offset:labels_offset + num_classes]
+    picked += [None] * (num_classes - len(picked))
+    return [name if name is not None else str(k) for k, name in enumerate(picked)]
