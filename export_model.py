@@ -26,6 +26,7 @@ from datasets import dataset_factory
 from export import checkpoint_spec, formats
 from utils.checkpoints import read_model_spec, resolve_checkpoint
 from utils.errors import UserError, exit_on_user_error, run_reporting_tf_errors
+from utils.files import path_size
 
 flags.DEFINE_string("checkpoint_path", None, "Checkpoint prefix, or a directory (latest).")
 flags.DEFINE_enum("format", "saved_model", formats.FORMATS, "What to write.")
@@ -70,13 +71,6 @@ def calibration_images(f, spec, checkpoint):
         spec.central_fraction)
 
 
-def file_size(path):
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(folder, name))
-               for folder, _, names in os.walk(path) for name in names)
-
-
 @exit_on_user_error
 def main(argv):
     if len(argv) > 1:
@@ -107,9 +101,14 @@ def main(argv):
     print("exported %s %s (step %d, %s) to %s: %.2f MB in %.1f s"
           % (spec.model_name, f.format, meta["global_step"],
              "moving averages" if meta["ema"] else "raw weights", f.output,
-             file_size(f.output) / 1e6, time.time() - started))
-    print("input 'input' float32 [batch, %d, %d, 3] in [-1, 1]; outputs 'logits', "
-          "'probabilities' [batch, %d]" % (spec.image_size, spec.image_size, spec.num_classes))
+             path_size(f.output) / 1e6, time.time() - started))
+    quantization = meta.get("input_quantization")
+    print("input 'input' %s [batch, %d, %d, 3]%s; outputs 'logits', 'probabilities' "
+          "[batch, %d]" % ("int8" if quantization else "float32", spec.image_size,
+                           spec.image_size,
+                           " quantized from [-1, 1] (scale %.6g, zero point %d)"
+                           % (quantization["scale"], quantization["zero_point"])
+                           if quantization else " in [-1, 1]", spec.num_classes))
     return 0
 
 

@@ -115,6 +115,13 @@ def _tflite_int8(sess, model, path, spec, options):
     _write_bytes(path, _convert(converter, options))
 
 
+def _tflite_input_quantization(path):
+    """{"scale", "zero_point"}: int8 = round(float / scale) + zero_point."""
+    interpreter = tf.lite.Interpreter(model_path=path)
+    scale, zero_point = interpreter.get_input_details()[0]["quantization"]
+    return {"scale": float(scale), "zero_point": int(zero_point)}
+
+
 def _onnx(sess, model, path, spec, options):
     del model, spec
     import onnx
@@ -177,6 +184,7 @@ def export_checkpoint(spec, checkpoint, fmt, output, use_ema="auto", calibration
                               BYTES_SIGNATURE: graph_lib.IMAGE_BYTES}
     if fmt == "tflite_int8":
         meta["num_calibration_images"] = len(calibration)
+        meta["input_quantization"] = _tflite_input_quantization(staged)
     if os.path.isdir(staged):
         metadata.write_meta(staged, meta)
         _publish(staged, output)
