@@ -260,3 +260,10 @@ def test_class_names_follow_the_labels_offset(tmp_path):
     labels.write_text("0:background\n1:cat\n2:dog\n")
     assert metadata.class_names(str(labels), 2, 1) == ["cat", "dog"]
     assert metadata.class_names(str(labels), 4, 0) == ["background", "cat", "dog", "3"]
+
+
+def test_protobuf_runs_its_c_implementation():
+    """tf2onnx's protobuf~=3.20 pin must not win: 3.20 has no C extension for Python
+    3.11, and the pure-Python one makes every checkpoint and graph write ~4x slower."""
+    from google.protobuf.internal import api_implementation
+    assert api_implementation.Type() != "python"
