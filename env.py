@@ -112,6 +112,13 @@ def define_train_flags():
     flags.DEFINE_boolean("random_flip", True, "Random horizontal flips when training.")
     flags.DEFINE_integer("save_checkpoints_steps", None,
                          "Steps between checkpoints (default: one epoch).")
+    flags.DEFINE_integer("save_checkpoints_secs", None,
+                         "Seconds between checkpoints instead of steps (exclusive with "
+                         "--save_checkpoints_steps; one process per run only).")
+    flags.DEFINE_boolean("skip_corrupt_records", False,
+                         "Train past records that do not parse, decode or have a label "
+                         "outside [0, num_classes), and truncated shards, logging and "
+                         "counting each (default: stop with an error naming the record).")
     flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept.")
     flags.DEFINE_integer("log_every_n_steps", 10, "Steps between progress lines and summaries.")
     flags.DEFINE_integer("seed", None, "Graph-level random seed.")
@@ -210,9 +217,15 @@ class Env(object):
         if (f.max_epoch is None) == (f.max_train_steps is None):
             raise UserError("give exactly one of --max_epoch and --max_train_steps")
         for name in ("max_epoch", "max_train_steps", "batch_size", "learning_rate",
-                     "save_checkpoints_steps", "keep_checkpoint_max", "log_every_n_steps",
-                     "iterations_per_loop", "data_threads"):
+                     "save_checkpoints_steps", "save_checkpoints_secs", "keep_checkpoint_max",
+                     "log_every_n_steps", "iterations_per_loop", "data_threads",
+                     "train_image_size", "num_classes"):
             _require_positive(name, getattr(f, name))
+        if f.save_checkpoints_steps is not None and f.save_checkpoints_secs is not None:
+            raise UserError("give --save_checkpoints_steps or --save_checkpoints_secs, "
+                            "not both")
+        if f.labels_offset < 0:
+            raise UserError("--labels_offset=%d must be >= 0" % f.labels_offset)
         for name in ("bn_decay", "moving_average_decay", "label_smoothing"):
             value = getattr(f, name)
             if value is not None and not 0.0 <= value < 1.0:
@@ -243,6 +256,11 @@ class Env(object):
         if f.mixed_precision and device != "gpu":
             raise UserError("--mixed_precision is for GPUs (this run uses %s); on Ascend "
                             "use --precision_mode, on CPU train in float32" % device)
+        if f.save_checkpoints_secs is not None and ranks.rank_size > 1 and device != "npu":
+            raise UserError("--save_checkpoints_secs with %d worker processes: their "
+                            "collective saves must fall on the same step (TensorFlow "
+                            "would switch to every 1000 steps); use "
+                            "--save_checkpoints_steps" % ranks.rank_size)
         num_replicas = ranks.rank_size * local_replicas
         num_samples = dataset.num_samples("train")
         global_batch = f.batch_size * num_replicas
@@ -307,7 +325,10 @@ class Env(object):
             drop_path_rate=(model.default_drop_path_rate if f.drop_path_rate is None
                             else f.drop_path_rate),
             clip_gradient_norm=f.clip_gradient_norm,
-            save_checkpoints_steps=f.save_checkpoints_steps or steps_per_epoch,
+            save_checkpoints_steps=(None if f.save_checkpoints_secs
+                                    else f.save_checkpoints_steps or steps_per_epoch),
+            save_checkpoints_secs=f.save_checkpoints_secs,
+            skip_corrupt_records=f.skip_corrupt_records,
             keep_checkpoint_max=f.keep_checkpoint_max,
             log_every_n_steps=f.log_every_n_steps, seed=f.seed,
             data_threads=f.data_threads, use_synthetic_data=f.use_synthetic_data,

@@ -7,20 +7,31 @@ import evaluation
 import finetune
 import logger as logger_lib
 import optimization
-from dataloader import data_provider
+import resilience
+from dataloader import data_provider, record_check
 from nets import nets_factory
-from utils.checkpoints import MODEL_SPEC_FILE, checkpoint_global_step
+from utils.checkpoints import MODEL_SPEC_FILE, checkpoint_global_step, repair_checkpoints
+from utils.errors import (CUT_SHORT, UserError, bad_record_in, describe_bad_record,
+                          tf_error_line)
 from utils.files import ensure_writable_dir, write_json
 from utils.tf_compat import tf, do_not_convert
 
+SKIP_HINT = "or pass --skip_corrupt_records to train past bad records"
+
 
 class EstimatorImpl(object):
-    def __init__(self, env, logger=None):
+    def __init__(self, env, logger=None, stop_signals=None):
         self.env = env
         self.logger = logger or logger_lib.get_logger()
         self.device = placement.create(env, self.logger)
         # Set by train(): the fine-tune checkpoint, only when train_dir has none.
         self.warm_start_checkpoint = None
+        # resilience.StopSignals of the process (train.py's), or None: not stoppable.
+        self.stop_signals = stop_signals
+        # Set by train() with --skip_corrupt_records: the count of records dropped.
+        self.skipped = None
+        # Set by model_fn in training: the loss tensor GuardHook checks.
+        self.train_loss = None
 
     def network_fn(self, is_training):
         env = self.env
@@ -53,6 +64,8 @@ class EstimatorImpl(object):
 
         loss = optimization.classification_loss(env, logits, labels)
         total_loss = tf.losses.get_total_loss(add_regularization_losses=True)
+        if mode == tf.estimator.ModeKeys.TRAIN:
+            self.train_loss = total_loss
         correct = tf.cast(tf.equal(classes, labels), tf.float32)
         if mode == tf.estimator.ModeKeys.EVAL:
             metrics = {"top1": tf.metrics.mean(correct),
@@ -102,7 +115,21 @@ class EstimatorImpl(object):
             image_size=env.image_size, preprocessing_name=env.preprocessing_name,
             preprocessing_options=env.preprocessing_options, labels_offset=env.labels_offset,
             num_classes=env.num_classes, rank=env.rank_id, rank_size=env.rank_size,
-            seed=env.seed, synthetic=env.use_synthetic_data, num_threads=env.data_threads)
+            seed=env.seed, synthetic=env.use_synthetic_data, num_threads=env.data_threads,
+            skipped=self.skipped)
+
+    def _train_files(self):
+        return data_provider.files_for_rank(self.env.dataset.list_files("train"),
+                                            self.env.rank_id, self.env.rank_size)[0]
+
+    def _count_cut_short_shards(self):
+        """--skip_corrupt_records: a shard cut short is read up to its last complete
+        record; say so once, at the start, and count the lost record."""
+        started = time.time()
+        for path, count, problem in record_check.cut_short_shards(self._train_files()):
+            self.skipped.add(path, count, CUT_SHORT)
+        self.logger.info("checked the record framing of the training shards in %.1f s"
+                         % (time.time() - started))
 
     def train(self):
         """Trains to env.max_train_steps, resuming from the newest checkpoint in
@@ -117,13 +144,28 @@ class EstimatorImpl(object):
                              "nothing to train" % (start_step, env.max_train_steps))
             return tf.train.latest_checkpoint(env.train_dir)
         estimator = self.device.build_estimator(self.estimator_model_fn())
+        if env.skip_corrupt_records and not env.use_synthetic_data:
+            self.skipped = data_provider.SkippedRecords(self.logger, env.labels_offset,
+                                                        env.num_classes)
+            self._count_cut_short_shards()
+        # Under loss scaling an overflowing step is skipped and the scale lowered: only
+        # the weights (checked before each save) must stay finite then.
+        loss_fn = None if self.device.skips_overflow_steps() else lambda: self.train_loss
+        run_state = resilience.GuardHook(self.stop_signals, self.device.steps_per_run,
+                                         loss_fn)
         started = time.time()
         for stop_step in self._train_stops(start_step):
-            self.device.train(estimator, self.train_input_fn(), stop_step)
+            self._stop_if_signalled(start_step)
+            self._train_to(estimator, stop_step, run_state)
             self.warm_start_checkpoint = None  # later calls resume from train_dir
+            self._stop_if_signalled(start_step)
             if env.is_chief and stop_step in self._eval_steps(start_step):
                 self._evaluate_latest()
         elapsed = time.time() - started
+        if self.skipped is not None and self.skipped.count:
+            self.logger.info("skipped %d bad records in all (%d different ones; "
+                             "--skip_corrupt_records)" % (self.skipped.count,
+                                                         self.skipped.distinct()))
         checkpoint = tf.train.latest_checkpoint(env.train_dir)
         images = (env.max_train_steps - start_step) * env.global_batch
         self.logger.info("training done: step %d in %.1f s (%.1f images/s, start-up included), "
@@ -137,8 +179,81 @@ class EstimatorImpl(object):
                 "start_step": start_step, "final_step": env.max_train_steps,
                 "seconds": round(elapsed, 3),
                 "images_per_sec": round(images / max(elapsed, 1e-9), 2),
-                "checkpoint": checkpoint})
+                "checkpoint": checkpoint,
+                "skipped_records": self.skipped.count if self.skipped is not None else 0})
         return checkpoint
+
+    def _stop_if_signalled(self, start_step):
+        """After a SIGTERM / SIGINT: TrainingStopped naming the checkpoint the
+        Estimator wrote when the stop hook ended estimator.train."""
+        signals = self.stop_signals
+        if signals is None or signals.received is None:
+            return
+        checkpoint = tf.train.latest_checkpoint(self.env.train_dir)
+        step = checkpoint_global_step(checkpoint) if checkpoint else start_step
+        raise resilience.TrainingStopped(signals.received, step, checkpoint)
+
+    def _train_to(self, estimator, stop_step, run_state):
+        """device.train to stop_step; divergence and data errors become UserErrors
+        that say where they happened and what to do."""
+        listeners = [resilience.FiniteWeightsListener()]
+        try:
+            self.device.train(estimator, self.train_input_fn(), stop_step,
+                              hooks=[run_state], saving_listeners=listeners)
+        except tf.train.NanLossDuringTrainingError:
+            raise UserError(self._diverged("loss became NaN" + (
+                " at step %d" % run_state.step if run_state.step is not None else "")))
+        except resilience.NonFiniteLoss as err:
+            raise UserError(self._diverged("loss became %s at step %d" % (err.loss, err.step)))
+        except resilience.NonFiniteWeights as err:
+            raise UserError(self._diverged(err.describe()))
+        except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
+            message = self._explain_data_error(err)
+            if message is None:
+                raise
+            raise UserError(message)
+
+    def _diverged(self, what):
+        env = self.env
+        checkpoint = tf.train.latest_checkpoint(env.train_dir)
+        kept = ("the newest checkpoint, %s (step %d), predates it and is intact"
+                % (checkpoint, checkpoint_global_step(checkpoint)) if checkpoint
+                else "no checkpoint was written")
+        return ("%s (training diverged); %s. Lower --learning_rate (now %g), warm up "
+                "longer (--warmup_epochs) or clip gradients (--clip_gradient_norm), then "
+                "run again: it resumes from that checkpoint"
+                % (what, kept, env.learning_rate))
+
+    def _explain_data_error(self, err):
+        """The line for a TensorFlow error from the training input (a bad record,
+        named by shard and index), or None for an error from elsewhere."""
+        bad = bad_record_in(err)
+        if bad is not None:
+            return "%s; fix or re-create that shard, %s" % (bad, SKIP_HINT)
+        if "IteratorGetNext" not in (err.message or ""):
+            return None
+        self.logger.info("the training input failed (%s); looking for the bad record "
+                         "(reads the training shards once)" % tf_error_line(err))
+        env = self.env
+        files = self._train_files()
+        found = [(path, count, CUT_SHORT, -1) for path, count, _ in
+                 record_check.cut_short_shards(files)]
+        if not found and isinstance(err, tf.errors.DataLossError):
+            for path in files:
+                unreadable = record_check.first_unreadable_record(path)
+                if unreadable is not None:
+                    found.append((path, unreadable[0], CUT_SHORT, -1))
+                    break
+        if not found:
+            bad = data_provider.find_bad_record(
+                files, env.image_size, env.preprocessing_name, env.labels_offset,
+                env.num_classes, env.data_threads)
+            found = [bad] if bad is not None else []
+        if not found:
+            return None
+        return "%s; fix or re-create that shard, %s" % (
+            describe_bad_record(*(tuple(found[0]) + (env.labels_offset, env.num_classes))),
+            SKIP_HINT)
 
     def _eval_steps(self, start_step):
         """Steps after which --eval_every_n_epochs evaluates (the last one included).
@@ -169,6 +284,9 @@ class EstimatorImpl(object):
         if env.trainable_scopes:
             self.logger.info("training only %s; everything else frozen, batch-norm "
                              "statistics included" % ", ".join(env.trainable_scopes))
+        if env.is_chief:
+            for line in repair_checkpoints(env.train_dir):
+                self.logger.info(line)
         checkpoint = tf.train.latest_checkpoint(env.train_dir)
         if checkpoint is None:
             self.warm_start_checkpoint = env.restore_checkpoint

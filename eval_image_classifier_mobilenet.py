@@ -25,7 +25,7 @@ import json
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 
 import env as env_lib
 import evaluation
@@ -34,7 +34,7 @@ from datasets import dataset_factory
 from export import models
 from nets import nets_factory
 from utils.checkpoints import list_checkpoints, resolve_checkpoint
-from utils.errors import UserError, exit_on_user_error, run_reporting_tf_errors
+from utils.errors import UserError, exit_on_user_error, run_main, run_reporting_tf_errors
 from utils.files import ensure_writable_dir
 from utils.tf_compat import tf
 
@@ -231,4 +231,4 @@ def main(argv):
 define_eval_flags()
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

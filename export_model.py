@@ -18,14 +18,14 @@ model_spec.json. The metadata (sizes, class names, source) goes beside the model
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 
 import logger as logger_lib
 from dataloader import data_provider
 from datasets import dataset_factory
 from export import checkpoint_spec, formats
 from utils.checkpoints import read_model_spec, resolve_checkpoint
-from utils.errors import UserError, exit_on_user_error, run_reporting_tf_errors
+from utils.errors import UserError, exit_on_user_error, run_main, run_reporting_tf_errors
 from utils.files import path_size
 
 flags.DEFINE_string("checkpoint_path", None, "Checkpoint prefix, or a directory (latest).")
@@ -113,4 +113,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

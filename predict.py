@@ -16,12 +16,12 @@ import json
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 import logger as logger_lib
 from dataloader import image_files
 from export import models
-from utils.errors import UserError, exit_on_user_error, run_reporting_tf_errors
+from utils.errors import UserError, exit_on_user_error, run_main, run_reporting_tf_errors
 from utils.files import write_json
 
 flags.DEFINE_string("model", None, "Checkpoint dir/prefix, SavedModel dir, .pb, .tflite "
@@ -110,4 +110,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.FLAGS.set_gnu_getopt(True)  # flags may follow the image names
-    app.run(main)
+    run_main(main)

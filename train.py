@@ -4,13 +4,15 @@
       --batch_size=256 --learning_rate=0.8 --warmup_epochs=5 --train_dir=result/1p
 """
 import os
+import sys
 
-from absl import app, flags
+from absl import flags
 
 import env as env_lib
 import logger as logger_lib
 from estimator_impl import EstimatorImpl
-from utils.errors import UserError, exit_on_user_error, run_reporting_tf_errors
+from resilience import StopSignals, TrainingStopped, quiet_nan_hook
+from utils.errors import UserError, exit_on_user_error, run_main, run_reporting_tf_errors
 from utils.files import ensure_writable_dir
 
 env_lib.define_train_flags()
@@ -22,14 +24,22 @@ def main(argv):
     if len(argv) > 1:
         raise UserError("unexpected arguments %s; flags look like --name=value"
                                 % " ".join(argv[1:]))
+    # SIGTERM / SIGINT from here on: finish the step, write a checkpoint, exit 128 + signal.
+    signals = StopSignals().install()
     logger_lib.quiet_tensorflow(FLAGS.verbose)
+    if not FLAGS.verbose:
+        quiet_nan_hook()
     env = env_lib.Env.from_flags(FLAGS)
     ensure_writable_dir(env.train_dir)
     log_name = "train_log.log" if env.is_chief else "train_log_rank%d.log" % env.rank_id
     log = logger_lib.get_logger(os.path.join(env.train_dir, log_name))
-    run_reporting_tf_errors(EstimatorImpl(env, log).train)
+    try:
+        run_reporting_tf_errors(EstimatorImpl(env, log, signals).train)
+    except TrainingStopped as stopped:
+        log.info(stopped.describe())
+        sys.exit(stopped.exit_code)
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

@@ -5,14 +5,17 @@ The only module that knows the records' keys. Shard files are listed when the in
 is made, so a missing dataset fails with one clear line before any graph is built.
 """
 import os
+import threading
 
 from absl import logging
 
 from dataloader import preprocessing
-from utils.errors import UserError
+from utils.errors import (BAD_LABEL, BAD_RECORD_TAG, NOT_AN_EXAMPLE, NOT_AN_IMAGE, RECORD_OK,
+                          UNDECODABLE, UserError, describe_bad_record)
 from utils.tf_compat import tf
 
 READ_BUFFER_BYTES = 8 * 1024 * 1024
+MAX_RECORDS_PER_SHARD = 2 ** 62  # the record index counter's bound (never reached)
 MAX_SHUFFLE_BUFFER = 10000
 MAX_INTERLEAVE_CYCLE = 8
 BBOX_KEYS = ("ymin", "xmin", "ymax", "xmax")  # sample_distorted_bounding_box's order
@@ -60,26 +63,165 @@ def _bbox(features):
     return tf.expand_dims(tf.stack(coords, axis=1), 0)
 
 
-def _label(features, labels_offset, num_classes):
-    label = tf.cast(features["image/class/label"], tf.int32) - labels_offset
-    if num_classes is None:
-        return label
-    message = ("label out of range: image/class/label - labels_offset (%d) must be in "
-               "[0, %d); check --labels_offset and --num_classes" % (labels_offset, num_classes))
-    checks = [tf.debugging.assert_greater_equal(label, 0, message=message),
-              tf.debugging.assert_less(label, num_classes, message=message)]
-    with tf.control_dependencies(checks):
-        return tf.identity(label)
+def _looks_like_image(encoded):
+    """True when the bytes start like a JPEG, PNG, GIF or BMP (what the decoders take)."""
+    def starts(prefix):
+        return tf.equal(tf.strings.substr(encoded, 0, len(prefix)), prefix)
+    return tf.reduce_any(tf.stack([tf.io.is_jpeg(encoded), starts(b"\x89PNG"),
+                                   starts(b"GIF8"), starts(b"BM")]))
 
 
-def _parse_fn(preprocess_fn, image_size, is_training, labels_offset, num_classes):
-    def parse(serialized):
+def _record_problem(encoded, raw_label, labels_offset, num_classes):
+    """int32 problem code (utils.errors: RECORD_OK, BAD_LABEL, NOT_AN_IMAGE) found
+    without raising, so the caller decides: fail naming the record, or skip it."""
+    label = raw_label - labels_offset
+    label_ok = tf.constant(True)
+    if num_classes is not None:
+        label_ok = tf.logical_and(label >= 0, label < num_classes)
+    image_problem = tf.where(_looks_like_image(encoded), RECORD_OK, NOT_AN_IMAGE)
+    return tf.where(label_ok, image_problem, BAD_LABEL)
+
+
+def _bad_record_assertion(problem, file_name, index, raw_label, labels_offset, num_classes):
+    """Fails the step when problem != RECORD_OK with the bad-record assertion
+    utils.errors reads back (shard file, record index, what is wrong)."""
+    return tf.debugging.Assert(
+        tf.equal(problem, RECORD_OK),
+        [BAD_RECORD_TAG, file_name, index, problem, raw_label,
+         tf.constant(labels_offset, tf.int64), tf.constant(num_classes or 0, tf.int64),
+         # For whoever reads TensorFlow's error without utils.errors.bad_record_in:
+         "a record's label (image/class/label - labels_offset %d) must be in [0, %d) and "
+         "its image/encoded a JPEG, PNG, GIF or BMP; check --labels_offset and "
+         "--num_classes" % (labels_offset, num_classes or 0)],
+        summarize=1)
+
+
+def _parse_fn(preprocess_fn, image_size, is_training, labels_offset, num_classes, files):
+    """parse(file_id, index, serialized) -> (image, label); a record with a label outside
+    [0, num_classes) or bytes that are no image fails the step naming its shard file
+    (files[file_id]) and index. Bytes that look like an image but do not decode fail
+    in the decoder, without a name (training's error handler looks for the record)."""
+    def parse(file_id, index, serialized):
+        names = tf.constant(files or [""])  # made in the dataset function's graph
         features = tf.io.parse_single_example(serialized, _FEATURES)
+        raw_label = features["image/class/label"]
+        encoded = features["image/encoded"]
+        problem = _record_problem(encoded, raw_label, labels_offset, num_classes)
+        check = _bad_record_assertion(problem, tf.gather(names, file_id), index, raw_label,
+                                      labels_offset, num_classes)
+        with tf.control_dependencies([check]):
+            encoded = tf.identity(encoded)
         bbox = _bbox(features) if is_training else None
-        image = preprocess_fn(features["image/encoded"], image_size, image_size, is_training,
-                              bbox=bbox)
-        return image, _label(features, labels_offset, num_classes)
+        image = preprocess_fn(encoded, image_size, image_size, is_training, bbox=bbox)
+        return image, tf.cast(raw_label - labels_offset, tf.int32)
     return parse
+
+
+def _single_or(dataset, fallback):
+    """The one element of ``dataset``, or ``fallback`` when making it raised an error:
+    a try/except inside a tf.data function (costs a small dataset per record)."""
+    recovered = _ignore_errors(dataset).concatenate(tf.data.Dataset.from_tensors(fallback))
+    return tf.data.experimental.get_single_element(recovered.take(1))
+
+
+def _skipping_parse_fn(preprocess_fn, image_size, is_training, labels_offset, num_classes):
+    """parse(file_id, index, serialized) -> (image, label, file_id, index, problem,
+    raw_label) that never raises: a bad record comes out with problem != RECORD_OK
+    (and a blank image) for the caller to count and drop."""
+    shape = [image_size, image_size, 3]
+
+    def parse_and_decode(serialized):
+        features = tf.io.parse_single_example(serialized, _FEATURES)
+        raw_label = features["image/class/label"]
+        encoded = features["image/encoded"]
+        problem = _record_problem(encoded, raw_label, labels_offset, num_classes)
+        bbox = _bbox(features) if is_training else None
+        image = tf.cond(tf.equal(problem, RECORD_OK),
+                        lambda: preprocess_fn(encoded, image_size, image_size, is_training,
+                                              bbox=bbox),
+                        lambda: tf.zeros(shape, tf.float32))
+        image.set_shape(shape)
+        return image, raw_label, problem
+
+    def parses(serialized):
+        return tf.io.parse_single_example(serialized, _FEATURES)["image/class/label"]
+
+    def parse(file_id, index, serialized):
+        one = tf.data.Dataset.from_tensors(serialized)
+        image, raw_label, problem = _single_or(
+            one.map(parse_and_decode),
+            (tf.zeros(shape, tf.float32), tf.constant(-1, tf.int64), tf.constant(UNDECODABLE)))
+        # Only for a record that raised: did it parse (so its image failed to decode)?
+        unparsed = tf.constant(tf.int64.min, tf.int64)
+        problem = tf.cond(
+            tf.equal(problem, UNDECODABLE),
+            lambda: tf.where(tf.equal(_single_or(one.map(parses), unparsed), unparsed),
+                             NOT_AN_EXAMPLE, UNDECODABLE),
+            lambda: problem)
+        label = tf.cast(raw_label - labels_offset, tf.int32)
+        return image, label, file_id, index, problem, raw_label
+    return parse
+
+
+def _ignore_errors(dataset):
+    method = getattr(dataset, "ignore_errors", None)  # TF 2.x; TF 1.15: experimental
+    return method() if method is not None else dataset.apply(
+        tf.data.experimental.ignore_errors())
+
+
+class SkippedRecords(object):
+    """--skip_corrupt_records' count: every bad record dropped (each epoch it comes
+    round again), the first MAX_NAMED distinct ones logged by name."""
+
+    MAX_NAMED = 20
+
+    def __init__(self, logger, labels_offset=0, num_classes=0):
+        self._logger = logger
+        self._labels_offset, self._num_classes = labels_offset, num_classes
+        self._lock = threading.Lock()
+        self._seen = set()
+        self.count = 0
+
+    def add(self, path, index, problem, label=-1):
+        """Counts one dropped record (index -1: a whole shard's tail); logs it the first
+        time it is seen."""
+        with self._lock:
+            self.count += 1
+            key = (path, index)
+            if key in self._seen:
+                return
+            self._seen.add(key)
+            named = len(self._seen)
+        if named <= self.MAX_NAMED:
+            self._logger.info("skipped %s (%d skipped so far)" % (
+                describe_bad_record(path, index, problem, label, self._labels_offset,
+                                    self._num_classes), self.count))
+        elif named == self.MAX_NAMED + 1:
+            self._logger.info("more bad records: counting them without naming each")
+
+    def distinct(self):
+        with self._lock:
+            return len(self._seen)
+
+    def keep_fn(self, files):
+        """filter() predicate over parse's output: True for good records; a bad one is
+        counted (a Python call, only for bad records) and dropped."""
+        def note(name, index, problem, label):
+            self.add(name.numpy().decode("utf-8", "replace"), int(index), int(problem),
+                     int(label))
+            return False
+
+        def keep(image, label, file_id, index, problem, raw_label):
+            del image, label
+            ok = tf.equal(problem, RECORD_OK)
+            names = tf.constant(files)
+
+            def drop():
+                kept = tf.py_function(note, [tf.gather(names, file_id), index, problem,
+                                             raw_label], tf.bool)
+                return tf.reshape(kept, [])
+            return tf.cond(ok, lambda: ok, drop)
+        return keep
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -93,24 +235,42 @@ def _thread_options(num_threads):
     return options
 
 
-def _training_records(files, shard_records, rank, rank_size, seed, num_threads):
+def _shard_records(file_id, path, skip_corrupt):
+    """One shard's records tagged (file_id, index in the shard, serialized record). With
+    skip_corrupt a record cut short or failing its checksum ends the shard there
+    instead of the run (what is lost is counted by the shards' header scan)."""
+    records = tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER_BYTES)
+    if skip_corrupt:
+        records = _ignore_errors(records)
+    return tf.data.Dataset.zip((tf.data.Dataset.from_tensors(file_id).repeat(),
+                                tf.data.Dataset.range(MAX_RECORDS_PER_SHARD), records))
+
+
+def _files_with_ids(files):
+    return tf.data.Dataset.from_tensor_slices((list(range(len(files))), files))
+
+
+def _training_records(files, shard_records, rank, rank_size, seed, num_threads,
+                      skip_corrupt=False):
+    def read(file_id, path):
+        return _shard_records(file_id, path, skip_corrupt)
     if shard_records:
         # Record sharding needs the same record order on every rank: read in file order.
-        records = tf.data.TFRecordDataset(files, buffer_size=READ_BUFFER_BYTES)
-        return records.shard(rank_size, rank)
-    names = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
+        return _files_with_ids(files).flat_map(read).shard(rank_size, rank)
+    names = _files_with_ids(files).shuffle(len(files), seed=seed)
     return names.interleave(
-        lambda name: tf.data.TFRecordDataset(name, buffer_size=READ_BUFFER_BYTES),
-        cycle_length=min(len(files), MAX_INTERLEAVE_CYCLE), block_length=1,
+        read, cycle_length=min(len(files), MAX_INTERLEAVE_CYCLE), block_length=1,
         num_parallel_calls=num_threads)
 
 
 def _records_dataset(files, shard_records, rank, rank_size, is_training, seed, num_threads,
-                     shuffle_buffer, num_epochs):
+                     shuffle_buffer, num_epochs, skip_corrupt=False):
     if not is_training:
-        records = tf.data.TFRecordDataset(files, buffer_size=READ_BUFFER_BYTES)
+        records = _files_with_ids(files).flat_map(
+            lambda file_id, path: _shard_records(file_id, path, skip_corrupt))
         return records.shard(rank_size, rank) if shard_records else records
-    records = _training_records(files, shard_records, rank, rank_size, seed, num_threads)
+    records = _training_records(files, shard_records, rank, rank_size, seed, num_threads,
+                                skip_corrupt)
     return records.shuffle(shuffle_buffer, seed=seed).repeat(num_epochs)
 
 
@@ -132,24 +292,52 @@ def sample_eval_images(dataset_spec, split, count, image_size, preprocessing_nam
     preprocess_fn = preprocessing.get_preprocessing(
         preprocessing_name, {"central_fraction": central_fraction})
     files = dataset_spec.list_files(split)
-    parse = _parse_fn(preprocess_fn, image_size, False, 0, None)
     buffer = max(1, min(MAX_SHUFFLE_BUFFER, dataset_spec.num_samples(split)))
     with tf.Graph().as_default():
+        parse = _parse_fn(preprocess_fn, image_size, False, 0, None, files)
         records = _training_records(files, False, 0, 1, seed, default_num_threads())
         images = records.shuffle(buffer, seed=seed).take(count).map(
-            lambda record: parse(record)[0]).batch(count)
+            lambda file_id, index, record: parse(file_id, index, record)[0]).batch(count)
         with tf.Session() as sess:
             return sess.run(tf.data.make_one_shot_iterator(images).get_next())
+
+
+def find_bad_record(files, image_size, preprocessing_name="inception", labels_offset=0,
+                    num_classes=None, num_threads=None):
+    """(path, index, problem, stored label) of the first record of ``files`` (in file
+    order) that does not parse, holds no decodable image or has a label outside
+    [0, num_classes); None when all are good. Decodes every record up to the bad one,
+    so it takes as long as reading that much of the data once."""
+    preprocess_fn = preprocessing.get_preprocessing(preprocessing_name)
+    parse = _skipping_parse_fn(preprocess_fn, image_size, False, labels_offset, num_classes)
+    num_threads = num_threads or default_num_threads()
+    with tf.Graph().as_default():
+        records = _records_dataset(files, False, 0, 1, False, None, num_threads, 1, 1,
+                                   skip_corrupt=True)
+        bad = records.map(parse, num_parallel_calls=num_threads).filter(
+            lambda image, label, file_id, index, problem, raw_label:
+            tf.not_equal(problem, RECORD_OK)).take(1)
+        found = tf.data.make_one_shot_iterator(bad).get_next()
+        with tf.Session() as sess:
+            try:
+                _, _, file_id, index, problem, raw_label = sess.run(found)
+            except tf.errors.OutOfRangeError:
+                return None
+    return files[int(file_id)], int(index), int(problem), int(raw_label)
 
 
 def make_input_fn(dataset_spec, split, is_training, batch_size, image_size,
                   preprocessing_name="inception", preprocessing_options=None, labels_offset=0,
                   num_classes=None, rank=0, rank_size=1, shuffle_buffer=None, seed=None,
-                  num_epochs=None, synthetic=False, num_threads=None):
+                  num_epochs=None, synthetic=False, num_threads=None, skipped=None):
     """Returns input_fn(params=None) -> Dataset of (float32 [B, S, S, 3], int32 [B]).
 
     Training: shuffled, repeated num_epochs times (None: forever), full batches only.
     Evaluation: every record of this rank's share once, in file order, last batch partial.
+    A bad record (label outside [0, num_classes), bytes that are no image) fails the run
+    naming its shard and index; with ``skipped`` (a SkippedRecords) bad records, and
+    records that do not parse or decode, are dropped and counted there instead, and a
+    shard cut short ends at its last complete record.
     """
     _check_args(batch_size, image_size, rank, rank_size, num_classes)
     num_threads = num_threads or default_num_threads()
@@ -171,13 +359,22 @@ def make_input_fn(dataset_spec, split, is_training, batch_size, image_size,
     files, shard_records = files_for_rank(dataset_spec.list_files(split), rank, rank_size)
     if shuffle_buffer is None:
         shuffle_buffer = max(1, min(MAX_SHUFFLE_BUFFER, dataset_spec.num_samples(split)))
-    parse = _parse_fn(preprocess_fn, image_size, is_training, labels_offset, num_classes)
+    if skipped is None:
+        parse = _parse_fn(preprocess_fn, image_size, is_training, labels_offset, num_classes,
+                          files)
+    else:
+        parse = _skipping_parse_fn(preprocess_fn, image_size, is_training, labels_offset,
+                                   num_classes)
 
     def input_fn(params=None):
         del params  # the batch size is fixed when the input_fn is made
         records = _records_dataset(files, shard_records, rank, rank_size, is_training, seed,
-                                   num_threads, shuffle_buffer, num_epochs)
-        batches = records.map(parse, num_parallel_calls=num_threads).batch(
-            batch_size, drop_remainder=is_training)
+                                   num_threads, shuffle_buffer, num_epochs,
+                                   skip_corrupt=skipped is not None)
+        examples = records.map(parse, num_parallel_calls=num_threads)
+        if skipped is not None:
+            examples = examples.filter(skipped.keep_fn(files)).map(
+                lambda image, label, file_id, index, problem, raw_label: (image, label))
+        batches = examples.batch(batch_size, drop_remainder=is_training)
         return batches.prefetch(tf.data.experimental.AUTOTUNE).with_options(options)
     return input_fn

@@ -5,10 +5,16 @@ ImageNet's flat validation folder plus a ground-truth file (--imagenet_val_label
 Output: <split>-NNNNN-of-NNNNN shards of tf.train.Example (slim keys, RGB JPEG bytes),
 labels.txt and dataset_meta.json (written last).
 
+Interrupted (killed, a full disk, a broken image), a conversion leaves only complete
+shards (each is written under a .tmp- name and renamed when done) and a .tmp-conversion.json
+saying what it was writing; readers refuse the folder until dataset_meta.json exists.
+Running the same command again keeps the complete shards and writes the rest.
+
   python -m datasets.build_tfrecords --train_directory=IMAGES/train \\
       --validation_directory=IMAGES/validation --output_directory=RECORDS
 """
 import collections
+import hashlib
 import io
 import json
 import os
@@ -18,11 +24,13 @@ import threading
 import time
 from concurrent import futures
 
-from absl import app, flags
+from absl import flags
 from PIL import Image
 
+from dataloader import record_check
 from datasets import layout
-from utils.errors import UserError, exit_on_user_error
+from utils.errors import UserError, exit_on_user_error, run_main
+from utils.files import ensure_writable_dir
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 JPEG_QUALITY = 95
@@ -207,10 +215,10 @@ def _example(item, jpeg, height, width):
 class Progress(object):
     """Thread-safe counter printing 'images done / total, images/sec' every few seconds."""
 
-    def __init__(self, split, total, stream=None):
+    def __init__(self, split, total, stream=None, done=0):
         self.split, self.total = split, total
         self.stream = stream or sys.stdout
-        self.done = 0
+        self.done = self.already = done  # already: written by an earlier, interrupted run
         self.start = self.last_print = time.time()
         self.lock = threading.Lock()
 
@@ -220,7 +228,7 @@ class Progress(object):
             now = time.time()
             if self.done == self.total or now - self.last_print >= PROGRESS_EVERY_S:
                 self.last_print = now
-                rate = self.done / max(now - self.start, 1e-6)
+                rate = (self.done - self.already) / max(now - self.start, 1e-6)
                 self.stream.write("[%s] %d/%d images, %.1f images/sec\n"
                                   % (self.split, self.done, self.total, rate))
                 self.stream.flush()
@@ -244,43 +252,99 @@ def _write_shard(path, items, progress, stop):
             os.remove(temp)
 
 
-def _write_split(split, items, num_shards, output_directory, num_threads):
-    """Writes the split's shards in parallel; returns the number of shards written."""
+def _shard_plan(split, items, num_shards):
+    """[(shard file name, its items)] of a split."""
     # No empty shards: a rank that reads only an empty shard would have nothing to train on.
     num_shards = min(num_shards, len(items))
     bounds = [len(items) * i // num_shards for i in range(num_shards + 1)]
+    return [(layout.shard_filename(split, i, num_shards), items[bounds[i]:bounds[i + 1]])
+            for i in range(num_shards)]
+
+
+def _write_split(split, shards, output_directory, num_threads, done=frozenset()):
+    """Writes the split's shards in parallel, but those named in ``done`` (already
+    complete: a resumed conversion)."""
     _tf()  # import before the clock starts, so images/sec is the conversion's speed
-    progress = Progress(split, len(items))
+    progress = Progress(split, sum(len(items) for _, items in shards),
+                        done=sum(len(items) for name, items in shards if name in done))
     stop = threading.Event()
     with futures.ThreadPoolExecutor(max_workers=num_threads) as pool:
-        jobs = [pool.submit(_write_shard,
-                            os.path.join(output_directory,
-                                         layout.shard_filename(split, i, num_shards)),
-                            items[bounds[i]:bounds[i + 1]], progress, stop)
-                for i in range(num_shards)]
+        jobs = [pool.submit(_write_shard, os.path.join(output_directory, name), items,
+                            progress, stop)
+                for name, items in shards if name not in done]
         try:
             for job in futures.as_completed(jobs):
                 job.result()
         except BaseException:
             stop.set()  # the other shards stop at their next image
             raise
-    return num_shards
 
 
-def _prepare_output(output_directory, overwrite):
-    """Creates the folder; refuses (or with overwrite, clears) earlier conversion files."""
-    if not os.path.isdir(output_directory):
-        os.makedirs(output_directory)
-        return
+def _plan_fingerprint(plan, class_names):
+    """What a conversion writes, as one hash: every shard's name and its images (path
+    and label, in order). Equal fingerprints mean equal shards, images unchanged."""
+    digest = hashlib.sha1(json.dumps([JPEG_QUALITY, class_names]).encode("utf-8"))
+    for name, items in plan:
+        digest.update(("\n%s\n" % name).encode("utf-8"))
+        for item in items:
+            digest.update(("%s\t%d\n" % (os.path.abspath(item.path), item.label))
+                          .encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def _resumable_shards(output_directory, existing, fingerprint, plan):
+    """The complete shards of an unfinished conversion of the same plan (a set of
+    names), or None when the folder holds something else."""
+    if layout.META_FILENAME in existing or layout.CONVERSION_MARKER not in existing:
+        return None
+    try:
+        with open(os.path.join(output_directory, layout.CONVERSION_MARKER)) as handle:
+            if json.load(handle).get("fingerprint") != fingerprint:
+                return None
+    except (IOError, OSError, ValueError, AttributeError):
+        return None
+    kept = set()
+    for name, items in plan:
+        path = os.path.join(output_directory, name)
+        # Renamed into place only once complete; its record count confirms it.
+        if name in existing and record_check.scan_shard(path) == (len(items), None):
+            kept.add(name)
+    return kept
+
+
+def _prepare_output(output_directory, overwrite, fingerprint=None, plan=()):
+    """Creates the folder; refuses (or with overwrite, clears) earlier conversion files.
+    An unfinished conversion of the same plan (same images, labels, shards) is resumed:
+    its complete shards stay and their names are returned; everything else goes."""
+    ensure_writable_dir(output_directory, "output_directory")
     existing = sorted(n for n in os.listdir(output_directory) if layout.is_output_file(n))
+    kept = set()
     if existing and not overwrite:
-        raise UserError("--output_directory=%s already holds a conversion (%s, %d files); "
-                        "pass --overwrite to replace it or choose another folder"
-                        % (output_directory, existing[0], len(existing)))
+        kept = _resumable_shards(output_directory, existing, fingerprint, plan)
+        if kept is None:
+            what = ("an unfinished conversion of other images, labels or shard counts"
+                    if layout.CONVERSION_MARKER in existing
+                    and layout.META_FILENAME not in existing
+                    else "a conversion (%s, %d files)" % (existing[0], len(existing)))
+            raise UserError("--output_directory=%s already holds %s; pass --overwrite to "
+                            "replace it or choose another folder"
+                            % (output_directory, what))
+        print("resuming the unfinished conversion in %s: %d of %d shards are complete and "
+              "kept, the other shards are written now"
+              % (output_directory, len(kept), len(plan)))
+        sys.stdout.flush()
     # The metadata goes first, so an interrupted rewrite never looks complete.
     existing.sort(key=lambda n: n != layout.META_FILENAME)
     for name in existing:
-        os.remove(os.path.join(output_directory, name))
+        if name not in kept:
+            os.remove(os.path.join(output_directory, name))
+    return kept
+
+
+def _complete_shards(output_directory):
+    return [n for n in os.listdir(output_directory)
+            if layout.is_output_file(n) and not n.startswith(layout.TEMP_PREFIX)
+            and n not in (layout.META_FILENAME, layout.LABELS_FILENAME)]
 
 
 def _check_counts(train_shards, validation_shards, num_threads):
@@ -316,14 +380,27 @@ def convert(train_directory=None, validation_directory=None, output_directory=No
     _check_counts(train_shards, validation_shards, num_threads)
     trees = _scan_inputs(train_directory, validation_directory, imagenet_val_labels)
     class_names = _class_names(trees, labels_file)
-    _prepare_output(output_directory, overwrite)
-
     requested = {"train": train_shards, "validation": validation_shards}
+    plans = collections.OrderedDict(
+        (split, _shard_plan(split, _shuffled_items(tree, class_names, shuffle_seed),
+                            requested[split]))
+        for split, tree in trees.items())
+    everything = [shard for shards in plans.values() for shard in shards]
+    fingerprint = _plan_fingerprint(everything, class_names)
+    done = _prepare_output(output_directory, overwrite, fingerprint, everything)
+    marker = os.path.join(output_directory, layout.CONVERSION_MARKER)
+    layout.atomic_write_text(marker, json.dumps({"fingerprint": fingerprint}) + "\n")
+
     splits = collections.OrderedDict()
-    for split, tree in trees.items():
-        items = _shuffled_items(tree, class_names, shuffle_seed)
-        shards = _write_split(split, items, requested[split], output_directory, num_threads)
-        splits[split] = {"num_samples": len(items), "num_shards": shards}
+    try:
+        for split, shards in plans.items():
+            _write_split(split, shards, output_directory, num_threads, done)
+            splits[split] = {"num_samples": sum(len(items) for _, items in shards),
+                             "num_shards": len(shards)}
+    except BaseException:
+        if not _complete_shards(output_directory):
+            os.remove(marker)  # nothing to resume: leave the folder as it was
+        raise
 
     metadata = collections.OrderedDict([
         ("format", layout.META_FORMAT), ("num_classes", len(class_names)),
@@ -333,6 +410,7 @@ def convert(train_directory=None, validation_directory=None, output_directory=No
                              class_names)
     layout.atomic_write_text(os.path.join(output_directory, layout.META_FILENAME),
                              json.dumps(metadata, indent=2) + "\n")
+    os.remove(marker)
     return metadata
 
 
@@ -354,7 +432,8 @@ def define_flags():
                         "Ground truth for a flat validation folder: 'filename synset' per "
                         "line, or one synset per line in ILSVRC2012_val_NNNNNNNN order.")
     flags.DEFINE_boolean("overwrite", False,
-                         "Replace an earlier conversion in --output_directory.")
+                         "Replace an earlier conversion in --output_directory. (An "
+                         "interrupted one of the same images is resumed without it.)")
     flags.DEFINE_integer("shuffle_seed", 12345, "Seed of the shuffle before sharding.")
 
 
@@ -375,4 +454,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(exit_on_user_error(main))
+    run_main(exit_on_user_error(main))

@@ -105,8 +105,13 @@ def get_dataset(name, dataset_dir):
     if name not in DATASET_NAMES:
         raise UserError("unknown dataset name %r; known: %s" % (name, ", ".join(DATASET_NAMES)))
     if not dataset_dir or not os.path.isdir(dataset_dir):
-        raise UserError("dataset dir %s does not exist; pass --dataset_dir=<folder of TFRecord "
-                        "shards>" % dataset_dir)
+        raise UserError("dataset dir %s %s; pass --dataset_dir=<folder of TFRecord shards>"
+                        % (dataset_dir, "is a file, not a folder"
+                           if dataset_dir and os.path.exists(dataset_dir) else "does not exist"))
+    if layout.unfinished_conversion(dataset_dir):
+        raise UserError("%s holds a conversion that did not finish (%s, no %s); run the same "
+                        "python -m datasets.build_tfrecords command again to finish it"
+                        % (dataset_dir, layout.CONVERSION_MARKER, layout.META_FILENAME))
     if name == "auto":
         has_meta = os.path.isfile(os.path.join(dataset_dir, layout.META_FILENAME))
         name = "folder" if has_meta else "imagenet"

@@ -14,6 +14,16 @@ META_FORMAT = "slim-tfrecord"
 # Shards are written under this prefix and renamed when complete; the prefix keeps
 # unfinished shards out of the "<split>-*-of-*" glob.
 TEMP_PREFIX = ".tmp-"
+# Present from the start of a conversion until dataset_meta.json is written: what the
+# conversion writes (a fingerprint of its plan), so that a rerun after an interruption
+# keeps the shards already complete; and a sign to readers that the folder is unfinished.
+CONVERSION_MARKER = TEMP_PREFIX + "conversion.json"
+
+
+def unfinished_conversion(directory):
+    """True when a conversion into ``directory`` started and has not finished."""
+    return (os.path.isfile(os.path.join(directory, CONVERSION_MARKER))
+            and not os.path.isfile(os.path.join(directory, META_FILENAME)))
 
 
 def shard_filename(split, index, num_shards):

@@ -9,6 +9,7 @@ import json
 
 from devices import precision
 from devices.placement import Device
+from resilience import ResumeSafeSaverHook
 from utils.errors import UserError
 from utils.tf_compat import tf
 
@@ -70,24 +71,35 @@ class TfDevice(Device):
             model_dir=self.model_dir, tf_random_seed=env.seed,
             save_summary_steps=env.log_every_n_steps,
             save_checkpoints_steps=env.save_checkpoints_steps,
+            save_checkpoints_secs=getattr(env, "save_checkpoints_secs", None),
             keep_checkpoint_max=env.keep_checkpoint_max,
             log_step_count_steps=env.log_every_n_steps,
             session_config=self.session_config(), train_distribute=self.strategy)
         return tf.estimator.Estimator(model_fn=model_fn, config=run_config)
 
     def wrap_optimizer(self, optimizer):
-        if self.env.mixed_precision and self.env.loss_scale is not None:
+        if self.skips_overflow_steps():
             return precision.loss_scale_optimizer(optimizer, self.env.loss_scale)
         return optimizer
 
-    def train(self, estimator, input_fn, max_steps):
+    def skips_overflow_steps(self):
+        return bool(self.env.mixed_precision and self.env.loss_scale is not None)
+
+    def train(self, estimator, input_fn, max_steps, hooks=(), saving_listeners=()):
         if not self.multi_worker:
-            estimator.train(input_fn, max_steps=max_steps)
+            # Our saver hook in place of the Estimator's (it sees one and adds none).
+            saver = ResumeSafeSaverHook(
+                self.model_dir, save_secs=getattr(self.env, "save_checkpoints_secs", None),
+                save_steps=self.env.save_checkpoints_steps)
+            estimator.train(input_fn, max_steps=max_steps, hooks=list(hooks) + [saver],
+                            saving_listeners=list(saving_listeners) or None)
             return
         # Only train_and_evaluate runs an Estimator multi-worker; with no "evaluator"
-        # task in TF_CONFIG the EvalSpec is never used.
+        # task in TF_CONFIG the EvalSpec is never used. Its MonitoredTrainingSession
+        # makes every worker's saver hook itself and takes no saving listeners.
         tf.estimator.train_and_evaluate(
-            estimator, tf.estimator.TrainSpec(input_fn, max_steps=max_steps),
+            estimator, tf.estimator.TrainSpec(input_fn, max_steps=max_steps,
+                                              hooks=list(hooks)),
             tf.estimator.EvalSpec(input_fn, steps=1))
 
     def describe(self):

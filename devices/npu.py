@@ -50,6 +50,7 @@ class NpuDevice(Device):
             precision_mode=env.precision_mode, hcom_parallel=True,
             iterations_per_loop=env.iterations_per_loop, enable_data_pre_proc=True,
             save_checkpoints_steps=env.save_checkpoints_steps,
+            save_checkpoints_secs=getattr(env, "save_checkpoints_secs", None),
             keep_checkpoint_max=env.keep_checkpoint_max if env.is_chief else 1,
             # Summaries and step-rate events from rank 0 only.
             save_summary_steps=env.log_every_n_steps if env.is_chief else 0,
@@ -97,6 +98,9 @@ class NpuDevice(Device):
         return ("npu (rank %d of %d, device %s), precision_mode %s, %s, %d steps per loop"
                 % (env.rank_id, env.rank_size, env.device_id, env.precision_mode, scale,
                    env.iterations_per_loop))
+
+    def skips_overflow_steps(self):
+        return self._loss_scale_needed()
 
     def _loss_scale_needed(self):
         return (self.env.loss_scale is not None

@@ -97,8 +97,16 @@ class Device(object):
     def training_hooks(self):
         return []
 
-    def train(self, estimator, input_fn, max_steps):
-        estimator.train(input_fn, max_steps=max_steps)
+    def skips_overflow_steps(self):
+        """True when loss scaling skips the steps whose float16 gradients overflow: a
+        non-finite value in a step is then expected now and then, not a divergence."""
+        return False
+
+    def train(self, estimator, input_fn, max_steps, hooks=(), saving_listeners=()):
+        """Trains to max_steps with extra run hooks (every rank) and checkpoint-saver
+        listeners (the chief's saver)."""
+        estimator.train(input_fn, max_steps=max_steps, hooks=list(hooks),
+                        saving_listeners=list(saving_listeners) or None)
 
     def describe(self):
         return self.env.device

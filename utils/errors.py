@@ -1,4 +1,5 @@
 """User mistakes end in one clear line and a non-zero exit, never a traceback."""
+import re
 import sys
 
 
@@ -23,13 +24,94 @@ def exit_on_user_error(main):
     return wrapped
 
 
+def _parse_flags_or_exit(argv):
+    """absl's flag parsing, but a mistake it finds (a value of the wrong type, an unknown
+    flag, a value outside an enum) is one "error:" line and exit 2, like every other
+    mistake, instead of absl's "FATAL Flags parsing error" and exit 1."""
+    from absl import flags
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as err:
+        sys.stderr.write("error: %s (--helpshort lists the flags)\n" % err)
+        sys.stderr.flush()
+        sys.exit(EXIT_USER_ERROR)
+
+
+def run_main(main):
+    """absl's app.run(main) with _parse_flags_or_exit (absl-py too old to take a flags
+    parser keeps its own message)."""
+    import inspect
+    from absl import app
+    if "flags_parser" in inspect.signature(app.run).parameters:
+        app.run(main, flags_parser=_parse_flags_or_exit)
+    else:
+        app.run(main)
+
+
 def run_reporting_tf_errors(func, *args, **kwargs):
     """Runs ``func``; a data error TensorFlow raises mid-run (corrupt record, label out
-    of range, unreadable file) becomes a UserError with its first line."""
+    of range, unreadable file) becomes a UserError with its telling line; a bad record
+    the input pipeline caught is named by shard file and record index."""
     from utils.tf_compat import tf
     try:
         return func(*args, **kwargs)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError,
             tf.errors.NotFoundError) as err:
-        message = (err.message or str(err)).strip().splitlines()
-        raise UserError("TensorFlow stopped: %s" % (message[0] if message else type(err).__name__))
+        bad = bad_record_in(err)
+        if bad is not None:
+            raise UserError("%s; fix or re-create that shard (python -m "
+                            "datasets.build_tfrecords)" % bad)
+        raise UserError("TensorFlow stopped: %s" % tf_error_line(err))
+
+
+# ----------------------------------------------------------------------------- bad records
+
+# The input pipeline's assertion for a bad record carries this tag, then the shard file,
+# the record's index in it, the problem code, the stored label, --labels_offset and the
+# number of classes (see dataloader/data_provider.py).
+BAD_RECORD_TAG = "bad-record"
+RECORD_OK, BAD_LABEL, NOT_AN_IMAGE, UNDECODABLE, NOT_AN_EXAMPLE, CUT_SHORT = range(6)
+_BAD_RECORD = re.compile(r"\[%s\] \[(.*?)\] \[(-?\d+)\] \[(-?\d+)\] \[(-?\d+)\] \[(-?\d+)\] "
+                         r"\[(-?\d+)\]" % BAD_RECORD_TAG)
+# Lines of TensorFlow's error text that say where, not what.
+_WHERE_LINES = re.compile(r"^(Graph execution error:|Detected at node|Node:|File \"|"
+                          r"\s|\[\[|Original stack trace|Traceback)")
+
+
+def describe_record_problem(problem, label=-1, labels_offset=0, num_classes=0):
+    """What is wrong with a record, in words, from its problem code."""
+    if problem == BAD_LABEL:
+        return ("label %d (image/class/label %d - --labels_offset %d) is outside [0, %d)"
+                % (label - labels_offset, label, labels_offset, num_classes))
+    return {NOT_AN_IMAGE: "image/encoded is not a JPEG, PNG, GIF or BMP image",
+            UNDECODABLE: "image/encoded does not decode as an image",
+            NOT_AN_EXAMPLE: "not a tf.train.Example with image/encoded and "
+                            "image/class/label",
+            CUT_SHORT: "the record is cut short or fails its checksum (truncated or "
+                       "damaged shard); the records after it in that shard are lost"
+            }.get(problem, "problem %d" % problem)
+
+
+def describe_bad_record(path, index, problem, label=-1, labels_offset=0, num_classes=0):
+    return "bad record in %s: record %d (counting from 0): %s" % (
+        path, index, describe_record_problem(problem, label, labels_offset, num_classes))
+
+
+def bad_record_in(err):
+    """describe_bad_record's line when ``err`` is the input pipeline's bad-record
+    assertion, else None."""
+    match = _BAD_RECORD.search(getattr(err, "message", None) or str(err))
+    if match is None:
+        return None
+    numbers = [int(x) for x in match.groups()[1:]]
+    return describe_bad_record(match.group(1), *numbers)
+
+
+def tf_error_line(err):
+    """The line of a TensorFlow error that says what went wrong (TF 2.x puts "Graph
+    execution error:" and the Python stack of the failing op first)."""
+    lines = [l.strip() for l in (getattr(err, "message", None) or str(err)).splitlines()]
+    telling = [l for l in lines if l and not _WHERE_LINES.match(l)]
+    if not telling:
+        return lines[0] if lines and lines[0] else type(err).__name__
+    return telling[0].rstrip("'")

@@ -1,0 +1,194 @@
+"""Training that survives being stopped: signals, safe checkpoints, divergence.
+
+SIGTERM / SIGINT   StopSignals records the signal; GuardHook ends estimator.train after
+                   the current step, so its CheckpointSaverHook writes a checkpoint at
+                   that step before the process exits (128 + signal number). A second
+                   signal stops at once (the default action).
+kill -9            nothing runs; the state file still names the last complete checkpoint
+                   (utils.checkpoints.repair_checkpoints tidies what the save left).
+resumed runs       ResumeSafeSaverHook does not write again the checkpoint the run
+                   resumed from: TensorFlow's saver hook does at session start, rewriting
+                   the newest listed checkpoint's index in place, so a kill at that moment
+                   would leave the one checkpoint to resume from unreadable.
+NaN / Inf          GuardHook stops after a step whose loss is not finite, before that
+                   step can be saved (not under loss scaling, where such steps are skipped
+                   and the scale lowered); FiniteWeightsListener refuses to save weights
+                   that are not finite; the Estimator's own NanTensorHook stops on a NaN
+                   loss. Training reports each as divergence, in one line.
+"""
+import logging
+import math
+import os
+import re
+import signal
+import threading
+
+from utils.tf_compat import tf
+
+SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+
+
+class TrainingStopped(Exception):
+    """estimator.train ended early on a signal; a checkpoint was written at ``step``."""
+
+    def __init__(self, signum, step, checkpoint):
+        super(TrainingStopped, self).__init__(signum, step, checkpoint)
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+
+    @property
+    def exit_code(self):
+        return 128 + self.signum
+
+    def describe(self):
+        return ("stopped by %s at step %d; checkpoint %s written; run the same command "
+                "again to resume" % (SIGNAL_NAMES.get(self.signum, self.signum), self.step,
+                                     self.checkpoint))
+
+
+class NonFiniteLoss(Exception):
+    """The loss of step ``step`` was NaN or Inf."""
+
+    def __init__(self, step, loss):
+        super(NonFiniteLoss, self).__init__(step, loss)
+        self.step, self.loss = step, loss
+
+
+class NonFiniteWeights(Exception):
+    """Raised before a checkpoint of NaN / Inf weights would be written."""
+
+    def __init__(self, step, names=()):
+        super(NonFiniteWeights, self).__init__(step, names)
+        self.step, self.names = step, list(names)
+
+    def describe(self):
+        which = ""
+        if self.names:
+            which = " (%s%s)" % (self.names[0], " and %d more" % (len(self.names) - 1)
+                                 if len(self.names) > 1 else "")
+        return "weights became NaN or Inf by step %d%s" % (self.step, which)
+
+
+class StopSignals(object):
+    """Records SIGTERM / SIGINT instead of dying, while installed (main thread only;
+    elsewhere installing does nothing). The handler only sets a flag: logging from a
+    signal handler can deadlock on the logging lock."""
+
+    def __init__(self):
+        self.received = None
+        self._previous = {}
+
+    def install(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for signum in SIGNAL_NAMES:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def uninstall(self):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        del frame
+        if self.received is not None:
+            # Second signal: the user means it. Die the default way, now.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.received = signum
+        os.write(2, ("\n%s: stopping after the current step and writing a checkpoint "
+                     "(send it again to stop at once)\n"
+                     % SIGNAL_NAMES.get(signum, signum)).encode())
+
+    def __enter__(self):
+        return self.install()
+
+    def __exit__(self, *exc_info):
+        self.uninstall()
+
+
+class GuardHook(tf.train.SessionRunHook):
+    """Every rank's watch over the training loop:
+
+    - ends it after the step during which a signal came in (given StopSignals);
+    - with ``loss_fn`` (returns the loss tensor once model_fn has run), raises NonFiniteLoss
+      after a step whose loss is NaN or Inf, before the saver hook (which comes later in
+      the hook list) can write that step;
+    - keeps count of the global step, so a failure can say where it was.
+    """
+
+    def __init__(self, signals=None, steps_per_run=1, loss_fn=None):
+        self._signals = signals
+        self._steps_per_run = steps_per_run
+        self._loss_fn = loss_fn
+        self._loss = None
+        self.step = None  # the global step after the last run, as far as this hook knows
+
+    def begin(self):
+        self._global_step = tf.train.get_global_step()
+        self._loss = self._loss_fn() if self._loss_fn is not None else None
+
+    def after_create_session(self, session, coord):
+        self.step = int(session.run(self._global_step))
+
+    def before_run(self, run_context):
+        return tf.train.SessionRunArgs(self._loss) if self._loss is not None else None
+
+    def after_run(self, run_context, run_values):
+        self.step += self._steps_per_run
+        if self._loss is not None and not math.isfinite(float(run_values.results)):
+            raise NonFiniteLoss(self.step, float(run_values.results))
+        if self._signals is not None and self._signals.received is not None:
+            run_context.request_stop()
+
+
+def _checkpoint_step(prefix):
+    match = re.search(r"-(\d+)$", prefix or "")
+    return int(match.group(1)) if match else None
+
+
+class ResumeSafeSaverHook(tf.train.CheckpointSaverHook):
+    """tf.train.CheckpointSaverHook that never rewrites the checkpoint of the step it
+    resumed from. TensorFlow's hook saves at session start; in a resumed run that step's
+    checkpoint exists already and is the newest listed one, and the Saver writes its
+    .index in place, so a process killed then would lose the checkpoint to resume from
+    (and an evaluator could read it half-written)."""
+
+    def _save(self, session, step):
+        latest = tf.train.latest_checkpoint(self._checkpoint_dir)
+        if latest is not None and _checkpoint_step(latest) == step:
+            return False
+        return super(ResumeSafeSaverHook, self)._save(session, step)
+
+
+class _DropDivergedLog(logging.Filter):
+    def filter(self, record):
+        return "Model diverged with loss" not in record.getMessage()
+
+
+def quiet_nan_hook():
+    """Drops NanTensorHook's "Model diverged with loss = NaN." log lines (printed twice,
+    by TensorFlow's handler and absl's): training reports divergence in its own line."""
+    logger = tf.get_logger()
+    if not any(isinstance(f, _DropDivergedLog) for f in logger.filters):
+        logger.addFilter(_DropDivergedLog())
+
+
+class FiniteWeightsListener(tf.train.CheckpointSaverListener):
+    """Checks every float variable is finite before each checkpoint; raises
+    NonFiniteWeights instead of saving NaN / Inf weights, so the newest checkpoint
+    stays the last good one. One pass over the weights per save, nothing per step."""
+
+    def begin(self):
+        weights = [v for v in tf.global_variables() if v.dtype.base_dtype.is_floating]
+        self._names = [v.op.name for v in weights]
+        self._checks = [tf.reduce_all(tf.math.is_finite(v)) for v in weights]
+        self._all_finite = (tf.reduce_all(tf.stack(self._checks)) if self._checks
+                            else tf.constant(True))
+
+    def before_save(self, session, global_step_value):
+        if not session.run(self._all_finite):
+            finite = session.run(self._checks)  # which ones, for the message
+            raise NonFiniteWeights(int(global_step_value),
+                                   [n for n, ok in zip(self._names, finite) if not ok])

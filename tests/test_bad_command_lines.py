@@ -1,0 +1,212 @@
+"""Hostile command lines for every program a user runs: wrong types, negative sizes,
+conflicting flags, missing paths, unknown names, unreadable rank tables. Each must end
+in one line saying what is wrong, a non-zero exit (2), and never a traceback. (A few more
+for train.py and the evaluator are in test_train_eval_e2e.py.)
+
+The processes run two at a time, all once per module (each Python start that imports
+TensorFlow costs seconds); every case is then one test on its recorded output."""
+import json
+import os
+import subprocess
+import sys
+from concurrent import futures
+
+import pytest
+
+from tests.cli_helpers import ROOT, TIMEOUT_S, _env
+
+MODEL = "--model_name=mobilenet_v2_035"
+
+
+def run_module(module, *args, **options):
+    """``python -m module args`` from the repository root, as run_python runs a script;
+    ``background=True`` returns the Popen."""
+    command = [sys.executable, "-m", module] + list(args)
+    kwargs = dict(cwd=ROOT, env=_env(options.get("env", {})), stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE, universal_newlines=True)
+    if options.get("background"):
+        return subprocess.Popen(command, **kwargs)
+    return subprocess.run(command, timeout=TIMEOUT_S, **kwargs)
+
+
+# (id, how to run: "script" | "module" | "bash", what, arguments, extra environment,
+#  a fragment the error line must hold). {name} in an argument is a path of `world`.
+CASES = [
+    # train.py
+    ("train_batch_not_a_number", "script", "train.py",
+     ["--dataset_dir={data}", "--max_epoch=1", "--batch_size=abc"], {}, "--batch_size=abc"),
+    ("train_negative_batch", "script", "train.py",
+     ["--dataset_dir={data}", "--max_epoch=1", "--batch_size=-4"], {}, "--batch_size=-4"),
+    ("train_dataset_is_a_file", "script", "train.py",
+     ["--dataset_dir={file}", "--max_epoch=1"], {}, "{file} is a file"),
+    ("train_unknown_device", "script", "train.py",
+     ["--dataset_dir={data}", "--max_epoch=1", "--device=tpu"], {}, "--device"),
+    ("train_unknown_flag", "script", "train.py",
+     ["--dataset_dir={data}", "--max_epoch=1", "--no_such_flag=1"], {}, "no_such_flag"),
+    ("train_stray_argument", "script", "train.py",
+     ["--dataset_dir={data}", "--max_epoch=1", "extra"], {}, "extra"),
+    ("train_both_checkpoint_schedules", "script", "train.py",
+     ["--dataset_dir={data}", "--max_epoch=1", "--save_checkpoints_steps=5",
+      "--save_checkpoints_secs=60"], {}, "not both"),
+    ("train_zero_checkpoint_secs", "script", "train.py",
+     ["--dataset_dir={data}", "--max_epoch=1", "--save_checkpoints_secs=0"], {},
+     "--save_checkpoints_secs=0 must be positive"),
+    ("train_negative_labels_offset", "script", "train.py",
+     ["--dataset_dir={data}", "--max_epoch=1", "--labels_offset=-1"], {}, "--labels_offset"),
+    ("train_zero_image_size", "script", "train.py",
+     ["--dataset_dir={data}", "--max_epoch=1", "--train_image_size=0", MODEL], {},
+     "--train_image_size=0"),
+    ("train_batch_above_dataset", "script", "train.py",
+     ["--dataset_dir={data}", "--max_epoch=1", "--batch_size=1000", MODEL], {}, "exceeds"),
+    ("train_bad_loss_scale", "script", "train.py",
+     ["--dataset_dir={data}", "--max_epoch=1", "--loss_scale=big"], {}, "--loss_scale"),
+    ("train_mixed_precision_on_cpu", "script", "train.py",
+     ["--dataset_dir={data}", "--max_epoch=1", "--mixed_precision", MODEL], {}, "GPU"),
+    ("train_missing_restore_path", "script", "train.py",
+     ["--dataset_dir={data}", "--max_epoch=1", "--restore_path={missing}", MODEL,
+      "--train_image_size=32", "--batch_size=4"], {}, "--restore_path"),
+    ("train_unreadable_dataset_meta", "script", "train.py",
+     ["--dataset_dir={bad_meta}", "--max_epoch=1"], {}, "dataset_meta.json"),
+    ("train_unfinished_conversion", "script", "train.py",
+     ["--dataset_dir={unfinished}", "--max_epoch=1"], {}, "did not finish"),
+    ("train_rank_size_not_a_number", "script", "train.py",
+     ["--dataset_dir={data}", "--max_epoch=1"], {"RANK_SIZE": "two"}, "RANK_SIZE"),
+    ("train_garbage_tf_config", "script", "train.py",
+     ["--dataset_dir={data}", "--max_epoch=1"], {"TF_CONFIG": "{not json"}, "TF_CONFIG"),
+    # eval_image_classifier_mobilenet.py
+    ("eval_nothing_to_evaluate", "script", "eval_image_classifier_mobilenet.py",
+     ["--dataset_dir={data}"], {}, "--checkpoint_path"),
+    ("eval_missing_checkpoint", "script", "eval_image_classifier_mobilenet.py",
+     ["--dataset_dir={data}", "--checkpoint_path={missing}"], {}, "{missing}"),
+    ("eval_watch_and_all", "script", "eval_image_classifier_mobilenet.py",
+     ["--dataset_dir={data}", "--checkpoint_path={empty}", "--watch",
+      "--eval_all_checkpoints"], {}, "--eval_all_checkpoints"),
+    ("eval_unknown_split", "script", "eval_image_classifier_mobilenet.py",
+     ["--dataset_dir={data}", "--checkpoint_path={empty}", "--split=test"], {},
+     "--split=test"),
+    ("eval_zero_batch", "script", "eval_image_classifier_mobilenet.py",
+     ["--dataset_dir={data}", "--checkpoint_path={empty}", "--batch_size=0"], {},
+     "--batch_size=0"),
+    ("eval_watch_interval_not_a_number", "script", "eval_image_classifier_mobilenet.py",
+     ["--dataset_dir={data}", "--checkpoint_path={empty}", "--watch",
+      "--watch_interval=soon"], {}, "--watch_interval"),
+    # python -m datasets.build_tfrecords
+    ("convert_no_input", "module", "datasets.build_tfrecords",
+     ["--output_directory={tmp}/out1"], {}, "--train_directory"),
+    ("convert_missing_images", "module", "datasets.build_tfrecords",
+     ["--train_directory={missing}", "--output_directory={tmp}/out2"], {}, "{missing}"),
+    ("convert_zero_shards", "module", "datasets.build_tfrecords",
+     ["--train_directory={images}", "--output_directory={tmp}/out3", "--train_shards=0"], {},
+     "--train_shards=0"),
+    ("convert_output_is_a_file", "module", "datasets.build_tfrecords",
+     ["--train_directory={images}", "--output_directory={file}"], {}, "--output_directory"),
+    ("convert_output_holds_a_conversion", "module", "datasets.build_tfrecords",
+     ["--train_directory={images}", "--output_directory={data}"], {}, "--overwrite"),
+    ("convert_threads_not_a_number", "module", "datasets.build_tfrecords",
+     ["--train_directory={images}", "--output_directory={tmp}/out4", "--num_threads=many"],
+     {}, "--num_threads"),
+    # export_model.py
+    ("export_no_checkpoint", "script", "export_model.py", ["--output={tmp}/m.tflite"], {},
+     "--checkpoint_path"),
+    ("export_unknown_format", "script", "export_model.py",
+     ["--checkpoint_path={empty}", "--output={tmp}/m.x", "--format=jpeg"], {}, "--format"),
+    ("export_missing_checkpoint", "script", "export_model.py",
+     ["--checkpoint_path={missing}", "--output={tmp}/m.tflite", "--format=tflite"], {},
+     "{missing}"),
+    ("export_output_exists", "script", "export_model.py",
+     ["--checkpoint_path={empty}", "--output={file}", "--format=tflite"], {}, "{file}"),
+    # python -m devices.launch, the shell launchers, python -m rank_tables.check
+    ("launch_no_command", "module", "devices.launch", ["--device=cpu"], {}, "no command"),
+    ("launch_unknown_device", "module", "devices.launch", ["--device=tpu", "--", "true"], {},
+     "--device"),
+    ("launch_zero_ranks", "module", "devices.launch",
+     ["--device=cpu", "--rank_size=0", "--", "true"], {}, "--rank_size=0"),
+    ("launch_ranks_not_a_number", "module", "devices.launch",
+     ["--device=cpu", "--rank_size=two", "--", "true"], {}, "--rank_size"),
+    ("launch_negative_grace", "module", "devices.launch",
+     ["--device=cpu", "--grace_s=-1", "--", "true"], {}, "--grace_s"),
+    ("launch_port_out_of_range", "module", "devices.launch",
+     ["--device=cpu", "--rank_size=2", "--base_port=70000", "--", "true"], {}, "70000"),
+    ("launch_npu_missing", "module", "devices.launch", ["--device=npu", "--", "true"], {},
+     "npu_bridge"),
+    ("launch_rank_size_env_not_a_number", "module", "devices.launch",
+     ["--device=cpu", "--", "true"], {"RANK_SIZE": "x"}, "RANK_SIZE=x"),
+    ("launch_unreadable_rank_table", "module", "devices.launch",
+     ["--device=npu", "--rank_table={garbage_table}", "--", "true"],
+     {"PYTHONPATH": os.path.join(ROOT, "tests", "npu_stub")}, "{garbage_table}"),
+    ("run_1p_missing_dataset", "bash", "run_1p.sh", ["{missing}"], {}, "{missing}"),
+    ("run_1p_no_dataset", "bash", "run_1p.sh", [], {"DATA_DIR": ""}, "no dataset"),
+    ("run_8p_missing_dataset", "bash", "run_8p.sh", ["{missing}"], {}, "{missing}"),
+    ("rank_table_missing", "module", "rank_tables.check", ["{missing}"], {}, "{missing}"),
+    ("rank_table_not_json", "module", "rank_tables.check", ["{garbage_table}"], {},
+     "{garbage_table}"),
+    ("rank_table_is_a_directory", "module", "rank_tables.check", ["{empty}"], {}, "{empty}"),
+    ("rank_table_wrong_rank_size", "module", "rank_tables.check",
+     [os.path.join(ROOT, "rank_tables", "8p.json"), "--rank_size=4"], {}, "4"),
+    ("rank_table_rank_size_not_a_number", "module", "rank_tables.check",
+     [os.path.join(ROOT, "rank_tables", "8p.json"), "--rank_size=four"], {}, "--rank_size"),
+]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The paths the cases name."""
+    from tests.ds_helpers import write_image_tree, write_tiny_dataset
+    tmp = tmp_path_factory.mktemp("bad_lines")
+    paths = {"tmp": str(tmp), "missing": str(tmp / "no" / "such" / "thing"),
+             "file": str(tmp / "a_file.txt"), "empty": str(tmp / "empty_dir"),
+             "images": str(tmp / "images"), "bad_meta": str(tmp / "bad_meta"),
+             "unfinished": str(tmp / "unfinished"),
+             "garbage_table": str(tmp / "table.json")}
+    paths["data"] = write_tiny_dataset(str(tmp / "ds"), num_classes=2, per_class=20, size=32)
+    with open(paths["file"], "w") as handle:
+        handle.write("not a dataset\n")
+    os.makedirs(paths["empty"])
+    write_image_tree(paths["images"], num_classes=2, per_class=2, size=16)
+    for name, meta in (("bad_meta", "{not json"), ("unfinished", None)):
+        os.makedirs(paths[name])
+        if meta is not None:
+            with open(os.path.join(paths[name], "dataset_meta.json"), "w") as handle:
+                handle.write(meta)
+    with open(os.path.join(paths["unfinished"], ".tmp-conversion.json"), "w") as handle:
+        json.dump({"fingerprint": "0"}, handle)
+    with open(paths["garbage_table"], "w") as handle:
+        handle.write('{"group_list": [')
+    return paths
+
+
+def _run(case, paths):
+    _, how, what, args, env, _ = case
+    args = [a.format(**paths) for a in args]
+    if how == "script":
+        command = [sys.executable, os.path.join(ROOT, what)] + args
+    elif how == "module":
+        command = [sys.executable, "-m", what] + args
+    else:
+        command = ["bash", os.path.join(ROOT, "scripts", what)] + args
+    environ = _env(env)
+    if how != "script" and "RANK_SIZE" not in env:
+        environ.pop("RANK_SIZE", None)  # the launchers read it
+    return subprocess.run(command, cwd=ROOT, env=environ, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, timeout=TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def outcomes(world):
+    with futures.ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = {case[0]: pool.submit(_run, case, world) for case in CASES}
+        return {name: job.result() for name, job in jobs.items()}
+
+
+def test_the_table_is_long_enough():
+    assert len(CASES) >= 30 and len(set(case[0] for case in CASES)) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
+def test_one_line_saying_what_is_wrong(case, outcomes, world):
+    out = outcomes[case[0]]
+    everything = out.stdout + out.stderr
+    assert "Traceback" not in everything, everything[-3000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 2 and len(errors) == 1, (out.returncode, everything[-3000:])
+    assert case[5].format(**world) in errors[0], errors[0]
