@@ -34,7 +34,8 @@ from datasets import dataset_factory
 from export import models
 from nets import nets_factory
 from utils.checkpoints import list_checkpoints, resolve_checkpoint
-from utils.errors import UserError, exit_on_user_error, run_main, run_reporting_tf_errors
+from utils.errors import (UserError, exit_on_user_error, reject_positional_args, run_main,
+                          run_reporting_tf_errors)
 from utils.files import ensure_writable_dir
 from utils.tf_compat import tf
 
@@ -202,9 +203,7 @@ def watch(evaluator, directory, f, log):
 
 @exit_on_user_error
 def main(argv):
-    if len(argv) > 1:
-        raise UserError("unexpected arguments %s; flags look like --name=value"
-                        % " ".join(argv[1:]))
+    reject_positional_args(argv)
     f = flags.FLAGS
     logger_lib.quiet_tensorflow(f.verbose)
     model = models.load_model(f.model_file) if f.model_file else None

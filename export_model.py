@@ -25,7 +25,8 @@ from dataloader import data_provider
 from datasets import dataset_factory
 from export import checkpoint_spec, formats
 from utils.checkpoints import read_model_spec, resolve_checkpoint
-from utils.errors import UserError, exit_on_user_error, run_main, run_reporting_tf_errors
+from utils.errors import (UserError, exit_on_user_error, reject_positional_args, run_main,
+                          run_reporting_tf_errors)
 from utils.files import path_size
 
 flags.DEFINE_string("checkpoint_path", None, "Checkpoint prefix, or a directory (latest).")
@@ -73,9 +74,7 @@ def calibration_images(f, spec, checkpoint):
 
 @exit_on_user_error
 def main(argv):
-    if len(argv) > 1:
-        raise UserError("unexpected arguments %s; flags look like --name=value"
-                        % " ".join(argv[1:]))
+    reject_positional_args(argv)
     f = flags.FLAGS
     logger_lib.quiet_tensorflow(f.verbose)
     if not f.checkpoint_path:

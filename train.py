@@ -12,7 +12,8 @@ import env as env_lib
 import logger as logger_lib
 from estimator_impl import EstimatorImpl
 from resilience import StopSignals, TrainingStopped, quiet_nan_hook
-from utils.errors import UserError, exit_on_user_error, run_main, run_reporting_tf_errors
+from utils.errors import (exit_on_user_error, reject_positional_args, run_main,
+                          run_reporting_tf_errors)
 from utils.files import ensure_writable_dir
 
 env_lib.define_train_flags()
@@ -21,9 +22,7 @@ FLAGS = flags.FLAGS
 
 @exit_on_user_error
 def main(argv):
-    if len(argv) > 1:
-        raise UserError("unexpected arguments %s; flags look like --name=value"
-                                % " ".join(argv[1:]))
+    reject_positional_args(argv)
     # SIGTERM / SIGINT from here on: finish the step, write a checkpoint, exit 128 + signal.
     signals = StopSignals().install()
     logger_lib.quiet_tensorflow(FLAGS.verbose)

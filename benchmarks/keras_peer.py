@@ -8,8 +8,6 @@ step; windows and warm-up are cut as for ours (benchmarks.measure).
 
   .venv/bin/python -m benchmarks.keras_peer --warmup=10 --steps=40 --window=5
 """
-import argparse
-import os
 import platform
 import time
 
@@ -17,14 +15,7 @@ from benchmarks import measure
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--num_classes", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--window", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser = measure.peer_argument_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
 
     import logger as logger_lib

@@ -6,7 +6,9 @@ Our train.py prints one progress line per window (``step:N ... ips:X``); the pee
 the bare-session loop record a timestamp per step and cut the same windows here, so all
 figures are compared on the same footing.
 """
+import argparse
 import json
+import os
 import re
 
 RESULT_PREFIX = "BENCH_RESULT "
@@ -95,3 +97,17 @@ def parse_result(lines):
         if line.startswith(RESULT_PREFIX):
             found = json.loads(line[len(RESULT_PREFIX):])
     return found
+
+
+def peer_argument_parser(description):
+    """The arguments every peer benchmark (Keras, PyTorch) takes, so both run the same
+    batch, resolution, classes, step counts and thread count."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--num_classes", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--window", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    return parser

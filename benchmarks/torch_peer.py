@@ -10,7 +10,6 @@ Same batch, resolution, float32 and SGD momentum 0.9 (weight decay 4e-5) as ours
 
   .venv-bench/bin/python -m benchmarks.torch_peer --warmup=10 --steps=40 --window=5
 """
-import argparse
 import os
 import platform
 import time
@@ -19,14 +18,7 @@ from benchmarks import measure
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--num_classes", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--window", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser = measure.peer_argument_parser(__doc__.splitlines()[0])
     parser.add_argument("--no_channels_last", action="store_true")
     args = parser.parse_args(argv)
 

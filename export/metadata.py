@@ -4,12 +4,11 @@ names of its outputs and where it came from. Prediction and evaluation read it b
   <saved_model dir>/export_meta.json    for SavedModels (a directory)
   <file>.meta.json                      for model.pb / model.tflite / model.onnx
 """
-import json
 import os
 
 from datasets import layout
 from utils.errors import UserError
-from utils.files import write_json
+from utils.files import read_json_if_present, write_json
 
 META_FILENAME = "export_meta.json"
 
@@ -26,15 +25,7 @@ def write_meta(model_path, meta):
 
 def read_meta(model_path):
     """The metadata written beside ``model_path``, or {} when there is none."""
-    path = meta_path(model_path)
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except ValueError as err:
-        raise UserError("%s is not valid JSON (%s); re-export the model or remove it" %
-                        (path, err))
+    return read_json_if_present(meta_path(model_path), "re-export the model or remove it")
 
 
 def class_names(labels_file, num_classes, labels_offset):

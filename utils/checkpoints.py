@@ -1,11 +1,11 @@
 """Finding checkpoints and reading what they hold, without building a model."""
 import glob
-import json
 import os
 import re
 import shutil
 
 from utils.errors import UserError
+from utils.files import read_json_if_present
 from utils.tf_compat import tf
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
@@ -148,12 +148,5 @@ def repair_checkpoints(directory):
 
 def read_model_spec(directory):
     """The model_spec.json training wrote in ``directory``, or {} when there is none."""
-    path = os.path.join(directory, MODEL_SPEC_FILE)
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path) as handle:
-            return json.load(handle)
-    except ValueError as err:
-        raise UserError("%s is not valid JSON (%s); pass --model_name, --num_classes and "
-                        "--image_size instead" % (path, err))
+    return read_json_if_present(os.path.join(directory, MODEL_SPEC_FILE),
+                                "pass --model_name, --num_classes and --image_size instead")

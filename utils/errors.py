@@ -37,6 +37,13 @@ def _parse_flags_or_exit(argv):
         sys.exit(EXIT_USER_ERROR)
 
 
+def reject_positional_args(argv):
+    """UserError when absl left words that are not flags (a typo like ``--lr 0.1``)."""
+    if len(argv) > 1:
+        raise UserError("unexpected arguments %s; flags look like --name=value"
+                        % " ".join(argv[1:]))
+
+
 def run_main(main):
     """absl's app.run(main) with _parse_flags_or_exit (absl-py too old to take a flags
     parser keeps its own message)."""

@@ -28,6 +28,18 @@ def write_json(path, payload):
     os.replace(tmp, path)
 
 
+def read_json_if_present(path, advice):
+    """The JSON object at ``path``, or {} when there is no file; UserError (ending in
+    ``advice``) when it is not valid JSON."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except ValueError as err:
+        raise UserError("%s is not valid JSON (%s); %s" % (path, err, advice))
+
+
 def path_size(path):
     """Bytes of a file, or of every file under a folder."""
     if os.path.isfile(path):
