@@ -264,6 +264,6 @@ def test_class_names_follow_the_labels_offset(tmp_path):
 
 def test_protobuf_runs_its_c_implementation():
     """tf2onnx's protobuf~=3.20 pin must not win: 3.20 has no C extension for Python
-    3.11, and the pure-Python one makes every checkpoint and graph write ~4x slower."""
+    3.11, and the pure-Python one spends tens of seconds writing graphs and checkpoints."""
     from google.protobuf.internal import api_implementation
     assert api_implementation.Type() != "python"
