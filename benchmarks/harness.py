@@ -173,12 +173,17 @@ def _peer_flags(s):
             "--threads=%d" % (os.cpu_count() or 1)]
 
 
-def bench_keras(ctx, rep):
-    done = ctx.run("keras", rep, [ctx.python, "-m", "benchmarks.keras_peer"]
+def _bench_peer(ctx, rep, name, python):
+    """One peer framework's run (benchmarks/<name>_peer.py under ``python``)."""
+    done = ctx.run(name, rep, [python, "-m", "benchmarks.%s_peer" % name]
                    + _peer_flags(ctx.settings))
-    figure = _worker_result(done, "keras_peer")
-    _need(figure["median"], "keras", done)
-    return {"keras_synthetic": figure}
+    figure = _worker_result(done, name + "_peer")
+    _need(figure["median"], name, done)
+    return {name + "_synthetic": figure}
+
+
+def bench_keras(ctx, rep):
+    return _bench_peer(ctx, rep, "keras", ctx.python)
 
 
 def allocator_env(kind):
@@ -192,11 +197,7 @@ def allocator_env(kind):
 
 
 def bench_torch(ctx, rep):
-    done = ctx.run("torch", rep, [ctx.bench_python, "-m", "benchmarks.torch_peer"]
-                   + _peer_flags(ctx.settings))
-    figure = _worker_result(done, "torch_peer")
-    _need(figure["median"], "torch", done)
-    return {"torch_synthetic": figure}
+    return _bench_peer(ctx, rep, "torch", ctx.bench_python)
 
 
 def bench_startup(ctx, rep):
