@@ -37,9 +37,33 @@ def _bridge_tf_keras_legacy_layers():
             pass
 
 
-_bridge_tf_keras_legacy_layers()
+def _import_slim_without_sklearn():
+    # tf-slim imports sklearn.metrics at import time, for a metric-learning loss we never
+    # use; with scikit-learn installed (the digits demo needs it) that pulls in scipy and
+    # costs every process ~1.3 s of start-up. Hide sklearn.metrics while tf-slim loads
+    # (its import then fails, as tf-slim allows) and let later imports find it.
+    hidden = "sklearn.metrics" not in sys.modules
+    if hidden:
+        sys.modules["sklearn.metrics"] = None
+    try:
+        return importlib.import_module("tf_slim")
+    finally:
+        if hidden:
+            del sys.modules["sklearn.metrics"]
 
-import tf_slim as slim  # noqa: E402  (must follow the bridge)
+
+def _bridge_ops_tensor():
+    # tf-slim's own fused batch norm (see nets/mobilenet/mobilenet.py training_scope)
+    # checks isinstance(x, ops.Tensor); TF 2.14+ moved the class out of that module and
+    # kept it as tf.Tensor. TF 1.15 still has it: nothing to do there.
+    from tensorflow.python.framework import ops
+    if not hasattr(ops, "Tensor"):
+        ops.Tensor = tf.Tensor
+
+
+_bridge_tf_keras_legacy_layers()
+_bridge_ops_tensor()
+slim = _import_slim_without_sklearn()  # must follow the bridges
 
 
 def do_not_convert(func):
