@@ -12,7 +12,7 @@ from absl import logging
 from dataloader import preprocessing
 from utils.errors import (BAD_LABEL, BAD_RECORD_TAG, NOT_AN_EXAMPLE, NOT_AN_IMAGE, RECORD_OK,
                           UNDECODABLE, UserError, describe_bad_record)
-from utils.tf_compat import tf
+from utils.tf_compat import do_not_convert, tf
 
 READ_BUFFER_BYTES = 8 * 1024 * 1024
 MAX_RECORDS_PER_SHARD = 2 ** 62  # the record index counter's bound (never reached)
@@ -114,7 +114,9 @@ def _parse_fn(preprocess_fn, image_size, is_training, labels_offset, num_classes
         bbox = _bbox(features) if is_training else None
         image = preprocess_fn(encoded, image_size, image_size, is_training, bbox=bbox)
         return image, tf.cast(raw_label - labels_offset, tf.int32)
-    return parse
+    # No data-dependent Python control flow: autograph would spend seconds of every
+    # run's start converting the preprocessing for nothing.
+    return do_not_convert(parse)
 
 
 def _single_or(dataset, fallback):
@@ -160,7 +162,7 @@ def _skipping_parse_fn(preprocess_fn, image_size, is_training, labels_offset, nu
             lambda: problem)
         label = tf.cast(raw_label - labels_offset, tf.int32)
         return image, label, file_id, index, problem, raw_label
-    return parse
+    return do_not_convert(parse)  # explicit tf.cond only, as _parse_fn
 
 
 def _ignore_errors(dataset):

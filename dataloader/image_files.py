@@ -4,7 +4,7 @@ import os
 
 from dataloader import preprocessing
 from utils.errors import UserError
-from utils.tf_compat import tf
+from utils.tf_compat import do_not_convert, tf
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # What the preprocessing decodes; anything else is refused before TensorFlow sees it.
@@ -52,6 +52,7 @@ def image_batches(paths, image_size, batch_size, central_fraction=0.875,
     preprocess = preprocessing.get_preprocessing(
         preprocessing_name, {"central_fraction": central_fraction})
 
+    @do_not_convert  # plain TF ops: nothing for autograph to convert
     def load(path):
         return preprocess(tf.io.read_file(path), image_size, image_size, False)
 
