@@ -14,7 +14,7 @@ from absl import flags
 from datasets import dataset_factory
 from devices import cluster, placement
 from devices.npu import PRECISION_MODES, check_npu_environment
-from finetune import parse_scopes
+from finetune import parse_restore_exclude, parse_scopes
 from nets import nets_factory
 from utils.checkpoints import resolve_checkpoint
 from utils.errors import UserError
@@ -76,9 +76,11 @@ def define_train_flags():
                          "GPU: float16 compute, float32 weights, loss scaling (--loss_scale).")
     flags.DEFINE_enum("precision_mode", "allow_mix_precision", PRECISION_MODES,
                       "Ascend (NPU) precision mode, passed to NPURunConfig.")
-    flags.DEFINE_string("loss_scale", "dynamic",
-                        "Loss scaling of float16 training (NPU, GPU --mixed_precision): "
-                        "dynamic, none, or a fixed number such as 1024.")
+    flags.DEFINE_string("loss_scale", None,
+                        "Loss scaling: dynamic, none, or a fixed number such as 1024. "
+                        "Default: dynamic for float16 training (NPU, GPU --mixed_precision), "
+                        "none in float32; given in float32 (CPU, GPU), it scales the float32 "
+                        "loss: a rehearsal of loss-scaled training.")
     flags.DEFINE_boolean("over_dump", False,
                          "Ascend: dump the operators that overflow in float16 (debugging).")
     flags.DEFINE_string("over_dump_path", None,
@@ -111,7 +113,8 @@ def define_train_flags():
                        "Smallest area fraction of the random training crop.")
     flags.DEFINE_boolean("random_flip", True, "Random horizontal flips when training.")
     flags.DEFINE_integer("save_checkpoints_steps", None,
-                         "Steps between checkpoints (default: one epoch).")
+                         "Steps between checkpoints (default: one epoch; on npu rounded down "
+                         "to a multiple of --iterations_per_loop).")
     flags.DEFINE_integer("save_checkpoints_secs", None,
                          "Seconds between checkpoints instead of steps (exclusive with "
                          "--save_checkpoints_steps; one process per run only).")
@@ -128,9 +131,13 @@ def define_train_flags():
                         "--train_dir has no checkpoint of its own.")
     flags.DEFINE_string("restore_exclude", None,
                         "Comma-separated scopes not restored (default: the model's head, "
-                        "e.g. MobilenetV2/Logits/; 'none' restores everything).")
+                        "e.g. MobilenetV2/Logits/; 'none' restores everything; 'auto' "
+                        "restores what fits by name and shape, skips the rest).")
     flags.DEFINE_boolean("ignore_missing_vars", False,
                          "Initialise model variables the checkpoint lacks instead of failing.")
+    flags.DEFINE_boolean("restore_dry_run", False,
+                         "Print what --restore_path would restore, skip and leave new, "
+                         "then exit without training or writing anything.")
     flags.DEFINE_string("trainable_scopes", None,
                         "Comma-separated scopes to train (default: all); batch-norm "
                         "statistics outside them stay frozen too.")
@@ -139,6 +146,10 @@ def define_train_flags():
     flags.DEFINE_float("eval_every_n_epochs", None,
                        "Evaluate the validation split every this many epochs while "
                        "training (in this process; results in <train_dir>/eval).")
+    flags.DEFINE_boolean("preflight", False,
+                         "Run every pre-flight check (preflight.py; the dataset's record "
+                         "counts too), print what was checked and exit: 0 when nothing is "
+                         "wrong, 2 otherwise. Trains nothing, writes nothing.")
 
 
 RankInfo = collections.namedtuple("RankInfo", "rank_id rank_size")
@@ -175,9 +186,14 @@ def _check_device_environment(device, ranks, environ):
                         % (ranks.rank_size, device))
 
 
-def _parse_loss_scale(value):
-    """'dynamic' | 'none' | a positive number -> 'dynamic' | None | float."""
-    text = (value or "none").strip().lower()
+def _parse_loss_scale(value, float16):
+    """'dynamic' | 'none' | a positive number -> 'dynamic' | None | float. Not given:
+    dynamic when the run computes in float16 (``float16``), else none. Given in float32,
+    it scales the float32 loss: the overflow mechanics are float16's, so a CPU can
+    rehearse a loss-scaled run (and the tests can overflow one on purpose)."""
+    if value is None:
+        return "dynamic" if float16 else None
+    text = value.strip().lower()
     if text in ("dynamic", "none"):
         return None if text == "none" else text
     try:
@@ -197,6 +213,15 @@ def _env_int(environ, name, default):
         return int(value)
     except ValueError:
         raise UserError("environment variable %s=%r is not an integer" % (name, value))
+
+
+def _default_save_steps(steps_per_epoch, device, iterations_per_loop):
+    """A checkpoint every epoch; on npu, where one session.run runs iterations_per_loop
+    steps, the nearest multiple of it not above the epoch (ImageNet's 5004 steps/epoch
+    on one device, 625 on eight, are no multiples of the recipes' 10)."""
+    if device != "npu":
+        return steps_per_epoch
+    return max(iterations_per_loop, steps_per_epoch - steps_per_epoch % iterations_per_loop)
 
 
 def _require_positive(name, value):
@@ -286,8 +311,12 @@ class Env(object):
         restore_checkpoint = None
         if f.restore_path:
             restore_checkpoint = resolve_checkpoint(f.restore_path, "restore_path")
-        restore_exclude = parse_scopes(f.restore_exclude if f.restore_exclude is not None
-                                       else model.default_restore_exclude)
+        if f.restore_dry_run and not f.restore_path:
+            raise UserError("--restore_dry_run shows the warm start from --restore_path; "
+                            "give --restore_path=CHECKPOINT too")
+        restore_exclude = parse_restore_exclude(
+            f.restore_exclude if f.restore_exclude is not None
+            else model.default_restore_exclude)
         if f.freeze_backbone and f.trainable_scopes:
             raise UserError("give --freeze_backbone or --trainable_scopes, not both")
         trainable_scopes = (tuple(model.head_scopes) if f.freeze_backbone
@@ -308,7 +337,8 @@ class Env(object):
                                                  environ.get("ASCEND_DEVICE_ID", "0")),
             local_replicas=local_replicas, num_replicas=num_replicas,
             mixed_precision=f.mixed_precision, precision_mode=f.precision_mode,
-            loss_scale=_parse_loss_scale(f.loss_scale), over_dump=f.over_dump,
+            loss_scale=_parse_loss_scale(f.loss_scale, device == "npu" or f.mixed_precision),
+            over_dump=f.over_dump,
             over_dump_path=f.over_dump_path or os.path.join(f.train_dir, "overflow_dump"),
             num_samples=num_samples, steps_per_epoch=steps_per_epoch,
             max_train_steps=max_train_steps, warmup_steps=warmup_steps,
@@ -326,17 +356,19 @@ class Env(object):
                             else f.drop_path_rate),
             clip_gradient_norm=f.clip_gradient_norm,
             save_checkpoints_steps=(None if f.save_checkpoints_secs
-                                    else f.save_checkpoints_steps or steps_per_epoch),
+                                    else f.save_checkpoints_steps or _default_save_steps(
+                                        steps_per_epoch, device, f.iterations_per_loop)),
             save_checkpoints_secs=f.save_checkpoints_secs,
             skip_corrupt_records=f.skip_corrupt_records,
             keep_checkpoint_max=f.keep_checkpoint_max,
             log_every_n_steps=f.log_every_n_steps, seed=f.seed,
             data_threads=f.data_threads, use_synthetic_data=f.use_synthetic_data,
             restore_checkpoint=restore_checkpoint, restore_exclude=restore_exclude,
+            restore_dry_run=f.restore_dry_run,
             ignore_missing_vars=f.ignore_missing_vars, trainable_scopes=trainable_scopes,
             eval_every_steps=eval_every_steps, eval_image_size=eval_image_size,
             central_fraction=f.central_fraction,
-            verbose=f.verbose)
+            verbose=f.verbose, preflight=f.preflight)
 
     @property
     def is_chief(self):
@@ -355,15 +387,26 @@ class Env(object):
             max_num_batches=None, use_ema="auto", log_every_n_batches=50,
             eval_dir=os.path.join(self.train_dir, "eval"), data_threads=self.data_threads)
 
-    def model_spec(self):
+    def model_spec(self, resumed_spec=None):
         """What the checkpoints of this run hold, for the exporter and predict.py
-        (written to <train_dir>/model_spec.json)."""
-        return {"model_name": self.model_name, "num_classes": self.num_classes,
+        (written to <train_dir>/model_spec.json), and where training started:
+        "restore_path", the absolute --restore_path checkpoint or None (from scratch).
+        A run resuming from train_dir passes the model_spec.json already there
+        (resumed_spec): its checkpoints' weights came from that first start, so the
+        record is kept as it is (absent when that run wrote none), whatever this run's
+        --restore_path; preflight.py compares --restore_path with it."""
+        spec = {"model_name": self.model_name, "num_classes": self.num_classes,
                 "labels_offset": self.labels_offset, "image_size": self.eval_image_size,
                 "train_image_size": self.image_size,
                 "preprocessing_name": self.preprocessing_name,
                 "central_fraction": self.central_fraction,
                 "dataset_dir": os.path.abspath(self.dataset.dataset_dir)}
+        if resumed_spec is None:
+            spec["restore_path"] = (os.path.abspath(self.restore_checkpoint)
+                                    if self.restore_checkpoint else None)
+        elif "restore_path" in resumed_spec:
+            spec["restore_path"] = resumed_spec["restore_path"]
+        return spec
 
     def bn_decay_warning(self):
         """A line for runs too short for the batch-norm decay, else None.

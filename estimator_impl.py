@@ -10,7 +10,8 @@ import optimization
 import resilience
 from dataloader import data_provider, record_check
 from nets import nets_factory
-from utils.checkpoints import MODEL_SPEC_FILE, checkpoint_global_step, repair_checkpoints
+from utils.checkpoints import (MODEL_SPEC_FILE, checkpoint_global_step, read_model_spec,
+                               repair_checkpoints)
 from utils.errors import (CUT_SHORT, UserError, bad_record_in, describe_bad_record,
                           tf_error_line)
 from utils.files import ensure_writable_dir, write_json
@@ -32,6 +33,9 @@ class EstimatorImpl(object):
         self.skipped = None
         # Set by model_fn in training: the loss tensor GuardHook checks.
         self.train_loss = None
+        # Set by model_fn under dynamic loss scaling: the scale and the skipped-step count
+        # after each step, whose collapse GuardHook stops (else None).
+        self.loss_scale_state = None
 
     def network_fn(self, is_training):
         env = self.env
@@ -87,26 +91,35 @@ class EstimatorImpl(object):
                 train_op = ema.apply(optimization.moving_average_variables())
         for name, value in (("loss", loss), ("total_loss", total_loss),
                             ("learning_rate", lr), ("train_accuracy", train_accuracy)):
-            tf.summary.scalar(name, value)
+            logger_lib.scalar_summary(name, value)
         logged = {"loss": loss, "total_loss": total_loss, "lr": lr,
                   "train_accuracy": train_accuracy}
-        loss_scale = precision.current_loss_scale(optimizer)
-        if loss_scale is not None:
-            logged["loss_scale"] = loss_scale
+        read_loss_scale = self.device.loss_scale_reader(optimizer)
+        self.loss_scale_state = None
+        spec_loss = total_loss
+        if read_loss_scale is not None:
+            spec_loss = precision.overflow_tolerant_loss(total_loss)
+            # Read after the step, so the progress line, TensorBoard (at the global step,
+            # every save_summary_steps) and the collapse stop all see the same numbers.
+            train_op, after = precision.overflow_telemetry(train_op, read_loss_scale,
+                                                           global_step)
+            for name in ("loss_scale", "overflow_steps"):
+                logger_lib.scalar_summary(name, after[name])
+            logged.update(after)
+            if env.loss_scale == "dynamic":  # a fixed scale cannot collapse
+                self.loss_scale_state = after
         hook = logger_lib.TrainLoggerHook(
             logged, every_n_steps=env.log_every_n_steps, steps_per_epoch=env.steps_per_epoch,
             max_steps=env.max_train_steps, global_batch=env.global_batch, logger=self.logger,
             steps_per_run=self.device.steps_per_run)
-        return tf.estimator.EstimatorSpec(mode, loss=total_loss, train_op=train_op,
+        return tf.estimator.EstimatorSpec(mode, loss=spec_loss, train_op=train_op,
                                           training_hooks=[hook] + self.device.training_hooks())
 
     def _warm_start(self):
-        env = self.env
-        model_variables = tf.global_variables(scope=env.model.scope)
-        plan = finetune.plan_restore(self.warm_start_checkpoint, model_variables,
-                                     env.restore_exclude, env.ignore_missing_vars)
+        plan, lines = finetune.plan_warm_start(self.env, self.warm_start_checkpoint)
         finetune.warm_start(plan)
-        self.logger.info(finetune.describe(plan, env.restore_exclude))
+        for line in lines:
+            self.logger.info(line)
 
     def train_input_fn(self):
         env = self.env
@@ -137,7 +150,8 @@ class EstimatorImpl(object):
         env = self.env
         ensure_writable_dir(env.train_dir)
         if env.is_chief:
-            write_json(os.path.join(env.train_dir, MODEL_SPEC_FILE), env.model_spec())
+            write_json(os.path.join(env.train_dir, MODEL_SPEC_FILE),
+                       env.model_spec(self._resumed_spec()))
         start_step = self._prepare_start()
         if start_step >= env.max_train_steps:
             self.logger.info("train_dir already holds step %d >= %d requested steps; "
@@ -149,10 +163,11 @@ class EstimatorImpl(object):
                                                         env.num_classes)
             self._count_cut_short_shards()
         # Under loss scaling an overflowing step is skipped and the scale lowered: only
-        # the weights (checked before each save) must stay finite then.
+        # the weights (checked before each save) must stay finite then, and the dynamic
+        # scale must not collapse (GuardHook stops that instead of a non-finite loss).
         loss_fn = None if self.device.skips_overflow_steps() else lambda: self.train_loss
         run_state = resilience.GuardHook(self.stop_signals, self.device.steps_per_run,
-                                         loss_fn)
+                                         loss_fn, lambda: self.loss_scale_state)
         started = time.time()
         for stop_step in self._train_stops(start_step):
             self._stop_if_signalled(start_step)
@@ -207,22 +222,41 @@ class EstimatorImpl(object):
             raise UserError(self._diverged("loss became %s at step %d" % (err.loss, err.step)))
         except resilience.NonFiniteWeights as err:
             raise UserError(self._diverged(err.describe()))
+        except resilience.LossScaleCollapsed as err:
+            raise UserError(self._diverged(
+                "the loss scale collapsed to %g at step %d after %d skipped (overflowing) "
+                "steps: a step overflowed with its loss unscaled, so loss scaling skips "
+                "every step and training has stopped learning" % (
+                    err.loss_scale, err.step, err.skipped), self._overflow_dump_hint()))
         except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
             message = self._explain_data_error(err)
             if message is None:
                 raise
             raise UserError(message)
 
-    def _diverged(self, what):
+    def _diverged(self, what, hint=""):
         env = self.env
         checkpoint = tf.train.latest_checkpoint(env.train_dir)
         kept = ("the newest checkpoint, %s (step %d), predates it and is intact"
                 % (checkpoint, checkpoint_global_step(checkpoint)) if checkpoint
                 else "no checkpoint was written")
-        return ("%s (training diverged); %s. Lower --learning_rate (now %g), warm up "
+        return ("%s (training diverged); %s.%s Lower --learning_rate (now %g), warm up "
                 "longer (--warmup_epochs) or clip gradients (--clip_gradient_norm), then "
                 "run again: it resumes from that checkpoint"
-                % (what, kept, env.learning_rate))
+                % (what, kept, " %s." % hint if hint else "", env.learning_rate))
+
+    def _overflow_dump_hint(self):
+        """Where the operators that overflow are found, or how to find them."""
+        env = self.env
+        if env.device == "npu" and env.over_dump:
+            return "The overflowing operators are dumped in %s" % env.over_dump_path
+        if env.device == "npu":
+            return ("Rerun with --over_dump to dump the overflowing operators (into "
+                    "--over_dump_path, default <train_dir>/overflow_dump)")
+        return ("TensorFlow has no overflow dump on %s: to name the first operator "
+                "producing Inf/NaN, call tf.debugging.enable_check_numerics() before the "
+                "graph is built (TF 2.x; e.g. first thing in train.py's main) and rerun"
+                % env.device)
 
     def _explain_data_error(self, err):
         """The line for a TensorFlow error from the training input (a bad record,
@@ -272,6 +306,13 @@ class EstimatorImpl(object):
         """Evaluates the checkpoint estimator.train just wrote, in this process."""
         checkpoint = tf.train.latest_checkpoint(self.env.train_dir)
         evaluation.Evaluator(self.env.eval_config(), self.logger).evaluate_and_record(checkpoint)
+
+    def _resumed_spec(self):
+        """train_dir's model_spec.json when this run resumes from a checkpoint there
+        (its record of where training started is kept), else None."""
+        if tf.train.latest_checkpoint(self.env.train_dir) is None:
+            return None
+        return read_model_spec(self.env.train_dir)
 
     def _prepare_start(self):
         """Logs the run's plan; returns the step it starts from. A fresh run (no

@@ -10,6 +10,11 @@ checkpoint; --eval_all_checkpoints evaluates every checkpoint in it, oldest firs
 began) or --watch_timeout seconds pass with none. Checkpoints come from the directory's
 state file, which training updates only once a checkpoint is complete.
 
+--ledger evaluates every checkpoint of the directory with raw and moving-average
+weights (and, with --average_last=K, the average of the last K checkpoints), writes
+<eval_dir>/ledger.csv and ledger.json, and the best weights to <directory>/best/
+(see ledger.py).
+
 --model_file instead evaluates a model written by export_model.py (SavedModel, .pb,
 .tflite, .onnx) in its own runtime, to see what export and quantization cost in top-1.
 
@@ -29,6 +34,7 @@ from absl import flags
 
 import env as env_lib
 import evaluation
+import ledger as ledger_lib
 import logger as logger_lib
 from datasets import dataset_factory
 from export import models
@@ -64,6 +70,12 @@ def define_eval_flags():
     flags.DEFINE_integer("final_step", None,
                          "--watch stops after evaluating a checkpoint at or past this step "
                          "(training's --max_train_steps).")
+    flags.DEFINE_boolean("ledger", False,
+                         "Evaluate every checkpoint of the directory, raw and moving-average "
+                         "weights, into <eval_dir>/ledger.csv and the best to <dir>/best/.")
+    flags.DEFINE_integer("average_last", None,
+                         "--ledger also averages the last K checkpoints (K >= 2) into "
+                         "<dir>/average_last_K/ and evaluates the average.")
 
 
 def config_from_flags(f, model=None):
@@ -111,6 +123,22 @@ def config_from_flags(f, model=None):
         max_num_batches=f.max_num_batches, use_ema=f.use_ema,
         log_every_n_batches=f.log_every_n_batches, eval_dir=eval_dir,
         data_threads=f.data_threads)
+
+
+def ledger_config_from_flags(f):
+    """ledger.LedgerConfig for --ledger, else None."""
+    if not f.ledger:
+        if f.average_last is not None:
+            raise UserError("--average_last=%d averages checkpoints for the ledger; add "
+                            "--ledger" % f.average_last)
+        return None
+    if f.model_file or f.watch or f.eval_all_checkpoints:
+        raise UserError("--ledger evaluates every checkpoint of --checkpoint_path itself; "
+                        "drop --watch, --eval_all_checkpoints and --model_file")
+    if f["use_ema"].present:
+        raise UserError("--ledger measures both raw and moving-average weights; drop "
+                        "--use_ema")
+    return ledger_lib.ledger_config(f.checkpoint_path, f.average_last)
 
 
 def _exported_model_config(f, model, dataset):
@@ -206,6 +234,7 @@ def main(argv):
     reject_positional_args(argv)
     f = flags.FLAGS
     logger_lib.quiet_tensorflow(f.verbose)
+    ledger = ledger_config_from_flags(f)
     model = models.load_model(f.model_file) if f.model_file else None
     config = config_from_flags(f, model)
     ensure_writable_dir(config.eval_dir, "eval_dir")
@@ -217,6 +246,8 @@ def main(argv):
                 config.image_size))
     if model is not None:
         run_reporting_tf_errors(evaluator.evaluate_model_and_record, model)
+    elif ledger is not None:
+        ledger_lib.sweep(config, ledger, log)
     elif f.watch:
         watch(evaluator, f.checkpoint_path, f, log)
     elif f.eval_all_checkpoints:

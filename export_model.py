@@ -14,22 +14,29 @@ bytes (``image_bytes``) and preprocesses inside. A checkpoint in a training dire
 needs no --model_name / --num_classes / --image_size: training wrote them to
 model_spec.json. The metadata (sizes, class names, source) goes beside the model:
 <file>.meta.json, or export_meta.json inside a SavedModel.
+
+--checkpoint_path=<train_dir>/best exports the weights the evaluator's ledger chose
+(eval_image_classifier_mobilenet.py --ledger; see ledger.py), and the metadata says which
+checkpoint and weights they came from; a bare --checkpoint_path=best means ./best.
 """
 import os
 import time
 
 from absl import flags
 
+import ledger as ledger_lib
 import logger as logger_lib
 from dataloader import data_provider
 from datasets import dataset_factory
-from export import checkpoint_spec, formats
+from export import checkpoint_spec, formats, metadata
 from utils.checkpoints import read_model_spec, resolve_checkpoint
 from utils.errors import (UserError, exit_on_user_error, reject_positional_args, run_main,
                           run_reporting_tf_errors)
 from utils.files import path_size
 
-flags.DEFINE_string("checkpoint_path", None, "Checkpoint prefix, or a directory (latest).")
+flags.DEFINE_string("checkpoint_path", None,
+                    "Checkpoint prefix, or a directory (latest); <train_dir>/best, or best "
+                    "for ./best: the weights the evaluator's --ledger chose.")
 flags.DEFINE_enum("format", "saved_model", formats.FORMATS, "What to write.")
 flags.DEFINE_string("output", None, "Model file, or folder for saved_model.")
 flags.DEFINE_boolean("overwrite", False, "Replace an existing --output.")
@@ -82,7 +89,7 @@ def main(argv):
     if not f.output:
         raise UserError("--output is required (a file, or a folder for saved_model)")
     formats.check_output(f.output, f.overwrite)
-    checkpoint = resolve_checkpoint(f.checkpoint_path)
+    checkpoint = resolve_checkpoint(ledger_lib.resolve_best_path(f.checkpoint_path))
     spec, class_names = checkpoint_spec.resolve(
         checkpoint, model_name=f.model_name, num_classes=f.num_classes,
         labels_offset=f.labels_offset, image_size=f.image_size,
@@ -101,6 +108,14 @@ def main(argv):
           % (spec.model_name, f.format, meta["global_step"],
              "moving averages" if meta["ema"] else "raw weights", f.output,
              path_size(f.output) / 1e6, time.time() - started))
+    best = ledger_lib.read_best(checkpoint)
+    if best:
+        meta["ledger_best"] = dict((key, best.get(key)) for key in (
+            "source_checkpoint", "weights", "global_step", "top1", "top5", "loss", "ledger"))
+        metadata.write_meta(f.output, meta)
+        print("weights: the ledger's best, %s weights of %s (top1=%.4f in %s)"
+              % (best.get("weights"), best.get("source_checkpoint"), best.get("top1", 0.0),
+                 best.get("ledger")))
     quantization = meta.get("input_quantization")
     print("input 'input' %s [batch, %d, %d, 3]%s; outputs 'logits', 'probabilities' "
           "[batch, %d]" % ("int8" if quantization else "float32", spec.image_size,

@@ -2,14 +2,48 @@
 
 The restore plan compares the model's variables with the checkpoint by name and shape
 before anything is assigned, so a wrong --num_classes or --restore_exclude ends in one
-line naming the variable, both shapes and the scope to exclude.
+line naming the variable, both shapes and the scope to exclude. --restore_exclude=auto
+instead skips what does not fit, within the limit of _check_auto_fit. The plan's report
+(counts per block, every skipped and new variable) goes to the training log, or alone to
+the console with --restore_dry_run.
 """
 import collections
 
+from nets import nets_factory
 from utils.errors import UserError
 from utils.tf_compat import tf
 
-RestorePlan = collections.namedtuple("RestorePlan", "checkpoint restored excluded missing")
+AUTO = "auto"
+# --restore_exclude=auto fails when a larger share of the backbone does not fit.
+MAX_UNFIT_BACKBONE = 0.1
+
+RESTORED, EXCLUDED, SKIPPED, NEW = "restored", "excluded", "skipped", "new"
+
+# One model variable in the plan: its kind above, its shape in the checkpoint (None when
+# absent) and in the model.
+PlanEntry = collections.namedtuple("PlanEntry", "kind checkpoint_shape model_shape")
+
+
+class RestorePlan(collections.namedtuple(
+        "RestorePlan", "checkpoint exclude restored entries unused")):
+    """exclude: the scopes left out, or AUTO; restored: name -> variable; entries:
+    name -> PlanEntry in the model's order; unused: Counter of the checkpoint tensors no
+    model variable takes, by kind (see _unused)."""
+
+    def names(self, kind):
+        return [name for name, entry in self.entries.items() if entry.kind == kind]
+
+    @property
+    def excluded(self):
+        return self.names(EXCLUDED)
+
+    @property
+    def missing(self):
+        return self.names(NEW)
+
+    @property
+    def skipped(self):
+        return self.names(SKIPPED)
 
 
 def parse_scopes(text):
@@ -19,50 +53,197 @@ def parse_scopes(text):
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
+def parse_restore_exclude(text):
+    """--restore_exclude: 'auto' -> AUTO, else its scopes (parse_scopes)."""
+    if text is not None and text.strip().lower() == AUTO:
+        return AUTO
+    return parse_scopes(text)
+
+
 def in_scopes(name, scopes):
     return any(name == s.rstrip("/") or name.startswith(s.rstrip("/") + "/") for s in scopes)
 
 
-def plan_restore(checkpoint, model_variables, exclude_scopes, ignore_missing):
-    """Which model variables the checkpoint initialises; UserError on a misfit."""
+def block_of(name):
+    """The top-level block scope of a variable: MobilenetV2/expanded_conv_3/... ->
+    MobilenetV2/expanded_conv_3."""
+    return "/".join(name.split("/")[:2])
+
+
+def plan_restore(checkpoint, model_variables, exclude, ignore_missing, head_scopes=()):
+    """Which model variables the checkpoint initialises; UserError on a misfit.
+
+    exclude: scopes left out, or AUTO: restore whatever fits by name and shape, skip
+    the variables of another shape, start the absent ones afresh (``head_scopes``
+    bound what may be skipped, see _check_auto_fit); ``ignore_missing`` is for the
+    other modes only, where an absent variable is an error without it.
+    """
     shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
-    restored, excluded, missing = collections.OrderedDict(), [], []
+    auto = exclude == AUTO
+    restored, entries = collections.OrderedDict(), collections.OrderedDict()
     for var in model_variables:
-        name = var.op.name
-        if in_scopes(name, exclude_scopes):
-            excluded.append(name)
-        elif name not in shapes:
-            missing.append(name)
-        elif list(shapes[name]) != var.shape.as_list():
-            scope = "/".join(name.split("/")[:2]) + "/"
-            raise UserError("cannot restore %s: shape %s in %s but %s in the model; leave it "
-                            "out with --restore_exclude=%s (or fix --num_classes)"
-                            % (name, list(shapes[name]), checkpoint, var.shape.as_list(), scope))
+        name, model_shape = var.op.name, var.shape.as_list()
+        saved = list(shapes[name]) if name in shapes else None
+        if not auto and in_scopes(name, exclude):
+            kind = EXCLUDED
+        elif saved is None:
+            kind = NEW
+        elif saved != model_shape:
+            if not auto:
+                raise UserError("cannot restore %s: shape %s in %s but %s in the model; "
+                                "leave it out with --restore_exclude=%s/ (or fix "
+                                "--num_classes, or try --restore_exclude=auto)"
+                                % (name, saved, checkpoint, model_shape, block_of(name)))
+            kind = SKIPPED
         else:
+            kind = RESTORED
             restored[name] = var
-    if missing and not ignore_missing:
+        entries[name] = PlanEntry(kind, saved, model_shape)
+    plan = RestorePlan(checkpoint, exclude, restored, entries, _unused(shapes, entries))
+    missing = plan.missing
+    if missing and not auto and not ignore_missing:
         raise UserError("%s lacks %d of the model's variables (first: %s); check --model_name, "
                         "or pass --ignore_missing_vars to initialise them afresh"
                         % (checkpoint, len(missing), missing[0]))
     if not restored:
         raise UserError("nothing in %s fits the model; check --model_name and "
                         "--restore_exclude" % checkpoint)
-    return RestorePlan(checkpoint, restored, excluded, missing)
+    if auto:
+        _check_auto_fit(plan, head_scopes)
+    return plan
+
+
+def _check_auto_fit(plan, head_scopes):
+    """The limit of --restore_exclude=auto.
+
+    A new class count changes the head's shapes, and a model may add layers the
+    checkpoint lacks: both are expected and start afresh. But when more than
+    MAX_UNFIT_BACKBONE of the backbone (the variables outside the head scopes) is
+    skipped or absent, the checkpoint is of another network (a wrong --model_name or
+    depth multiplier) and the "fine-tune" would quietly train it from scratch: fail.
+    """
+    backbone = [(name, entry) for name, entry in plan.entries.items()
+                if not in_scopes(name, head_scopes)]
+    unfit = [(name, entry) for name, entry in backbone if entry.kind != RESTORED]
+    if len(unfit) <= MAX_UNFIT_BACKBONE * len(backbone):
+        return
+    name, entry = unfit[0]
+    first = ("%s, absent from the checkpoint" % name if entry.checkpoint_shape is None
+             else "%s, shape %s in the checkpoint but %s in the model"
+             % (name, entry.checkpoint_shape, entry.model_shape))
+    absent = sum(1 for _, e in unfit if e.kind == NEW)
+    raise UserError("--restore_exclude=auto: %d of the model's %d backbone variables do not "
+                    "fit %s (%d of another shape, %d absent; first: %s): it holds another "
+                    "network; check --model_name and its depth multiplier"
+                    % (len(unfit), len(backbone), plan.checkpoint, len(unfit) - absent,
+                       absent, first))
+
+
+def _unused(checkpoint_shapes, entries):
+    """Counts of the checkpoint tensors no model variable takes: a model variable's
+    companion by its own name (Momentum, ExponentialMovingAverage, RMSProp...),
+    global_step, or other."""
+    counts = collections.Counter()
+    for name in checkpoint_shapes:
+        if name in entries:
+            continue
+        parent, _, last = name.rpartition("/")
+        counts[last if parent in entries else
+               name if name == "global_step" else "other"] += 1
+    return counts
+
+
+def plan_warm_start(env, checkpoint):
+    """The restore plan of env's model (already built in the default graph) and the
+    lines describing it: what the warm start applies and logs, and what
+    --restore_dry_run prints."""
+    variables = tf.global_variables(scope=env.model.scope)
+    plan = plan_restore(checkpoint, variables, env.restore_exclude, env.ignore_missing_vars,
+                        env.model.head_scopes)
+    return plan, report(plan)
+
+
+def restore_dry_run(env, logger):
+    """--restore_dry_run: logs the warm start's plan from the model graph alone (no
+    session, no input, nothing written); a misfit raises the UserError training would."""
+    with tf.Graph().as_default():
+        # Variable names and shapes follow from the model and class count alone, not
+        # from the training hyper-parameters, so the plain network function will do.
+        size = env.image_size
+        nets_factory.get_network_fn(env.model_name, env.num_classes, is_training=True)(
+            tf.placeholder(tf.float32, [1, size, size, 3]))
+        _, lines = plan_warm_start(env, env.restore_checkpoint)
+    for line in lines:
+        logger.info(line)
+    if tf.train.latest_checkpoint(env.train_dir):
+        logger.info("note: %s holds a checkpoint; training would resume from it and not "
+                    "apply --restore_path" % env.train_dir)
+    logger.info("dry run: nothing trained or written; drop --restore_dry_run to train")
+
+
+def report(plan):
+    """A summary line, a table of counts per top-level block (blocks restored whole
+    grouped into one row), every skipped and new variable with its shapes, and one line
+    counting the checkpoint tensors left unused."""
+    if plan.exclude == AUTO:
+        summary = ("restored %d variables from %s; skipped %d of another shape; %d new "
+                   "(--restore_exclude=auto)" % (len(plan.restored), plan.checkpoint,
+                                                 len(plan.skipped), len(plan.missing)))
+    else:
+        missing = "%d missing" % len(plan.missing)
+        if plan.missing:
+            missing += " (initialised afresh; first: %s)" % plan.missing[0]
+        summary = ("restored %d variables from %s; excluded %d (%s); %s"
+                   % (len(plan.restored), plan.checkpoint, len(plan.excluded),
+                      ", ".join(plan.exclude) or "nothing excluded", missing))
+    lines = [summary] + _block_table(plan)
+    listed = [(name, entry) for name, entry in plan.entries.items()
+              if entry.kind in (SKIPPED, NEW)]
+    width = max([len(name) for name, _ in listed] or [0])
+    saved_width = max([len(str(entry.checkpoint_shape)) for _, entry in listed] or [0])
+    for name, entry in listed:
+        shapes = ("model %s" % entry.model_shape if entry.kind == NEW else
+                  "checkpoint %-*s  model %s" % (saved_width, entry.checkpoint_shape,
+                                                 entry.model_shape))
+        lines.append("  %-8s %-*s  %s" % (entry.kind, width, name, shapes))
+    unused = sorted(plan.unused.items(), key=lambda item: (-item[1], item[0]))
+    lines.append("  not used from the checkpoint: %d tensors%s" % (
+        sum(plan.unused.values()),
+        " (%s)" % ", ".join("%d %s" % (n, kind) for kind, n in unused) if unused else ""))
+    return lines
+
+
+def _block_table(plan):
+    kinds = (RESTORED, SKIPPED, NEW, EXCLUDED)
+    blocks = collections.OrderedDict()
+    for name, entry in plan.entries.items():
+        blocks.setdefault(block_of(name), collections.Counter())[entry.kind] += 1
+    rows = []  # [first block, last block, block count, Counter]
+    for block, counts in blocks.items():
+        whole = set(counts) == {RESTORED}
+        if whole and rows and set(rows[-1][3]) == {RESTORED}:
+            rows[-1][1] = block
+            rows[-1][2] += 1
+            rows[-1][3].update(counts)
+        else:
+            rows.append([block, block, 1, counts])
+    labels = [first if n == 1 else "%s .. %s (%d blocks)" % (first, last.split("/")[-1], n)
+              for first, last, n, _ in rows]
+    total = collections.Counter()
+    for row in rows:
+        total.update(row[3])
+    width = max(len(label) for label in labels + ["block"])
+    lines = ["  %-*s" % (width, "block") + "".join(" %9s" % kind for kind in kinds)]
+    for label, (_, _, _, counts) in zip(labels, rows):
+        lines.append("  %-*s" % (width, label) + "".join(" %9d" % counts[k] for k in kinds))
+    lines.append("  %-*s" % (width, "total") + "".join(" %9d" % total[k] for k in kinds))
+    return lines
 
 
 def warm_start(plan):
     """Makes the plan's variables start from the checkpoint (their initializers read
     it), so it applies only to a fresh run: a resumed run restores train_dir instead."""
     tf.train.init_from_checkpoint(plan.checkpoint, dict(plan.restored))
-
-
-def describe(plan, exclude_scopes):
-    missing = "%d missing" % len(plan.missing)
-    if plan.missing:
-        missing += " (initialised afresh; first: %s)" % plan.missing[0]
-    return ("restored %d variables from %s; excluded %d (%s); %s"
-            % (len(plan.restored), plan.checkpoint, len(plan.excluded),
-               ", ".join(exclude_scopes) or "nothing excluded", missing))
 
 
 def trainable_variables(scopes):

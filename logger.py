@@ -60,6 +60,16 @@ def format_eta(seconds):
     return str(datetime.timedelta(seconds=int(round(seconds))))
 
 
+def scalar_summary(tag, value):
+    """A training scalar for TensorBoard tagged exactly ``tag``. (tf.summary.scalar tags
+    by its op's unique name: 'learning_rate_1' when the graph has an op learning_rate.)
+    The op is still named ``tag`` where free: the Estimator adds a summary of its own
+    loss unless an op named 'loss' is one already."""
+    summary = tf.raw_ops.ScalarSummary(tags=tag, values=value, name=tag)
+    tf.add_to_collection(tf.GraphKeys.SUMMARIES, summary)
+    return summary
+
+
 class ProgressMeter(object):
     """Images/sec and ETA over the interval since the last report."""
 
@@ -88,11 +98,14 @@ class ProgressMeter(object):
 class TrainLoggerHook(tf.train.SessionRunHook):
     """Prints a progress line every ``every_n_steps`` global steps.
 
-    ``tensors`` maps names (loss, total_loss, lr, train_accuracy, loss_scale) to graph
-    tensors; they are fetched only on logging runs so other runs pay nothing. One
-    session.run advances ``steps_per_run`` global steps (Ascend's iterations_per_loop),
-    except a step that dynamic loss scaling skips (float16 overflow): the global step is
-    read back on logging runs, and the runs that did not advance it are counted.
+    ``tensors`` maps names (loss, total_loss, lr, train_accuracy, loss_scale,
+    overflow_steps) to graph tensors; they are fetched only on logging runs so other runs
+    pay nothing. One session.run advances ``steps_per_run`` global steps (Ascend's
+    iterations_per_loop), except a step that dynamic loss scaling skips (float16
+    overflow): the global step is read back on logging runs, and the runs that did not
+    advance it are counted. ``overflow_skipped:`` shows the graph's count
+    (``overflow_steps``, the run's whole history, as TensorBoard does) when given, else
+    this hook's own count since the session started.
     """
 
     def __init__(self, tensors, every_n_steps, steps_per_epoch, max_steps, global_batch,
@@ -158,7 +171,9 @@ class TrainLoggerHook(tf.train.SessionRunHook):
                           ("train_accuracy", "%.4f"), ("loss_scale", "%g")):
             if name in results:
                 parts.append(("%s:" + fmt) % (name, results[name]))
-        if "loss_scale" in results or self._skipped:
+        if "overflow_steps" in results:
+            parts.append("overflow_skipped:%d" % results["overflow_steps"])
+        elif "loss_scale" in results or self._skipped:
             parts.append("overflow_skipped:%d" % self._skipped)
         parts.append("eta:%s" % format_eta(eta))
         self._logger.info(" ".join(parts))

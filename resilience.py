@@ -15,6 +15,8 @@ NaN / Inf          GuardHook stops after a step whose loss is not finite, before
                    and the scale lowered); FiniteWeightsListener refuses to save weights
                    that are not finite; the Estimator's own NanTensorHook stops on a NaN
                    loss. Training reports each as divergence, in one line.
+loss scale         Under dynamic loss scaling GuardHook stops, before that step can be
+                   saved, when the scale collapses (a step overflows at its floor of 1).
 """
 import logging
 import math
@@ -51,6 +53,15 @@ class NonFiniteLoss(Exception):
     def __init__(self, step, loss):
         super(NonFiniteLoss, self).__init__(step, loss)
         self.step, self.loss = step, loss
+
+
+class LossScaleCollapsed(Exception):
+    """Dynamic loss scaling hit bottom at global step ``step``: the scale is
+    ``loss_scale`` after ``skipped`` skipped (overflowing) steps in all."""
+
+    def __init__(self, step, loss_scale, skipped):
+        super(LossScaleCollapsed, self).__init__(step, loss_scale, skipped)
+        self.step, self.loss_scale, self.skipped = step, loss_scale, skipped
 
 
 class NonFiniteWeights(Exception):
@@ -115,32 +126,58 @@ class GuardHook(tf.train.SessionRunHook):
     - with ``loss_fn`` (returns the loss tensor once model_fn has run), raises NonFiniteLoss
       after a step whose loss is NaN or Inf, before the saver hook (which comes later in
       the hook list) can write that step;
+    - with ``loss_scale_fn`` (returns dynamic loss scaling's {"loss_scale",
+      "overflow_steps"} tensors read after the step, or None), raises LossScaleCollapsed
+      when the scale has hit bottom, also before the saver hook;
     - keeps count of the global step, so a failure can say where it was.
     """
 
-    def __init__(self, signals=None, steps_per_run=1, loss_fn=None):
+    def __init__(self, signals=None, steps_per_run=1, loss_fn=None, loss_scale_fn=None):
         self._signals = signals
         self._steps_per_run = steps_per_run
         self._loss_fn = loss_fn
-        self._loss = None
+        self._loss_scale_fn = loss_scale_fn
+        self._watched = {}
+        self._scale = self._skipped = None  # dynamic loss scaling after the last run
         self.step = None  # the global step after the last run, as far as this hook knows
 
     def begin(self):
         self._global_step = tf.train.get_global_step()
-        self._loss = self._loss_fn() if self._loss_fn is not None else None
+        self._watched = {}
+        self._scale = self._skipped = None
+        for name, tensor_fn in (("loss", self._loss_fn), ("loss_scale", self._loss_scale_fn)):
+            tensor = tensor_fn() if tensor_fn is not None else None
+            if tensor is not None:
+                self._watched[name] = tensor
 
     def after_create_session(self, session, coord):
         self.step = int(session.run(self._global_step))
 
     def before_run(self, run_context):
-        return tf.train.SessionRunArgs(self._loss) if self._loss is not None else None
+        return tf.train.SessionRunArgs(self._watched) if self._watched else None
 
     def after_run(self, run_context, run_values):
         self.step += self._steps_per_run
-        if self._loss is not None and not math.isfinite(float(run_values.results)):
-            raise NonFiniteLoss(self.step, float(run_values.results))
+        results = run_values.results or {}
+        if "loss" in results and not math.isfinite(float(results["loss"])):
+            raise NonFiniteLoss(self.step, float(results["loss"]))
+        if "loss_scale" in results:
+            self._check_loss_scale(run_context.session, results["loss_scale"])
         if self._signals is not None and self._signals.received is not None:
             run_context.request_stop()
+
+    def _check_loss_scale(self, session, state):
+        """Dynamic loss scaling lowers the scale on each overflow, down to 1 (TF's
+        DynamicLossScale and npu_bridge's ExponentialUpdateLossScaleManager both stop
+        there): a step that still overflows at 1 overflowed with its loss unscaled, so no
+        scale can save the steps after it, every one is skipped and training silently
+        stops learning. Below 1 (a scaler without that floor) counts the same."""
+        scale, skipped = float(state["loss_scale"]), int(state["overflow_steps"])
+        overflowed_at_floor = (self._scale is not None and self._scale <= 1.0
+                               and skipped > self._skipped)
+        if scale < 1.0 or overflowed_at_floor:
+            raise LossScaleCollapsed(int(session.run(self._global_step)), scale, skipped)
+        self._scale, self._skipped = scale, skipped
 
 
 def _checkpoint_step(prefix):
@@ -153,7 +190,12 @@ class ResumeSafeSaverHook(tf.train.CheckpointSaverHook):
     resumed from. TensorFlow's hook saves at session start; in a resumed run that step's
     checkpoint exists already and is the newest listed one, and the Saver writes its
     .index in place, so a process killed then would lose the checkpoint to resume from
-    (and an evaluator could read it half-written)."""
+    (and an evaluator could read it half-written).
+
+    Build it with save_graph_def=False: TensorFlow's default writes graph.pbtxt in
+    protobuf's text format, in pure Python (10 MB, about 3 s of MobileNetV2's start-up),
+    and a .meta graph beside every checkpoint. TensorBoard still gets the graph; nothing
+    here reads .meta files (the evaluator and the exporter build the graph from code)."""
 
     def _save(self, session, step):
         latest = tf.train.latest_checkpoint(self._checkpoint_dir)

@@ -82,15 +82,24 @@ class TfDevice(Device):
             return precision.loss_scale_optimizer(optimizer, self.env.loss_scale)
         return optimizer
 
+    def loss_scale_reader(self, optimizer):
+        """A function reading the loss scale of wrap_optimizer's result afresh where it
+        is called (precision.overflow_telemetry), or None without loss scaling."""
+        if not self.skips_overflow_steps():
+            return None
+        return lambda: precision.current_loss_scale(optimizer)
+
     def skips_overflow_steps(self):
-        return bool(self.env.mixed_precision and self.env.loss_scale is not None)
+        # Env leaves loss_scale None unless float16 needs it or the user asked for it
+        # (in float32 too: a rehearsal, same overflow mechanics).
+        return self.env.loss_scale is not None
 
     def train(self, estimator, input_fn, max_steps, hooks=(), saving_listeners=()):
         if not self.multi_worker:
             # Our saver hook in place of the Estimator's (it sees one and adds none).
             saver = ResumeSafeSaverHook(
                 self.model_dir, save_secs=getattr(self.env, "save_checkpoints_secs", None),
-                save_steps=self.env.save_checkpoints_steps)
+                save_steps=self.env.save_checkpoints_steps, save_graph_def=False)
             estimator.train(input_fn, max_steps=max_steps, hooks=list(hooks) + [saver],
                             saving_listeners=list(saving_listeners) or None)
             return
@@ -110,8 +119,7 @@ class TfDevice(Device):
                          % (env.rank_id, env.rank_size))
         if env.local_replicas > 1:
             parts.append("%d GPUs (MirroredStrategy)" % env.local_replicas)
-        if env.mixed_precision:
-            parts.append("mixed float16, loss scale %s" % env.loss_scale)
-        else:
-            parts.append("float32")
+        parts.append("mixed float16" if env.mixed_precision else "float32")
+        if env.loss_scale is not None:
+            parts.append("loss scale %s" % env.loss_scale)
         return ", ".join(parts)

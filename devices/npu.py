@@ -29,6 +29,9 @@ def _bridge(module):
 
 class NpuDevice(Device):
 
+    # The loss-scale manager wrap_optimizer built (None without loss scaling).
+    _manager = None
+
     @property
     def steps_per_run(self):
         return self.env.iterations_per_loop
@@ -73,7 +76,15 @@ class NpuDevice(Device):
         if manager is not None:
             optimizer = _bridge("npu_loss_scale_optimizer").NPULossScaleOptimizer(
                 optimizer, manager, is_distributed=env.rank_size > 1)
+        self._manager = manager
         return optimizer
+
+    def loss_scale_reader(self, optimizer):
+        """The manager wrap_optimizer gave the optimizer holds the loss scale:
+        get_loss_scale() (a variable under dynamic scaling, read afresh by
+        precision.overflow_telemetry), or None without loss scaling."""
+        del optimizer  # the manager is this device's own
+        return self._manager.get_loss_scale if self._manager is not None else None
 
     def _loss_scale_manager(self):
         env = self.env

@@ -29,7 +29,8 @@ def fail(lines):
 
 
 def problems(path, rank_size=None, server_id=None):
-    """(RankTable or None, every fault found in the file, one line each)."""
+    """(RankTable or None, every fault found in the file, one line each); a table HCCL
+    reads but cannot group on its servers (rank_table.topology_faults) comes back too."""
     try:
         data = rank_table.read_json(path)
     except rank_table.RankTableError as err:
@@ -38,6 +39,8 @@ def problems(path, rank_size=None, server_id=None):
     if faults:
         return None, faults
     table = rank_table.parse(data, path)
+    faults += ["rank table %s: %s" % (path, fault)
+               for fault in rank_table.topology_faults(table)]
     checks = []
     if rank_size is not None:
         checks.append(lambda: rank_table.check_rank_size(table, rank_size))

@@ -101,6 +101,36 @@ def check_rank_size(table, rank_size):
                                           _count(rank_size, "device")))
 
 
+# An 8-NPU Ascend 910 server links its NPUs in two HCCS rings, devices 0-3 and 4-7; HCCL
+# takes 1, 2, 4 or all 8 of them per server, and 2 or 4 only from one ring.
+HCCS_RINGS = ((0, 1, 2, 3), (4, 5, 6, 7))
+DEVICES_PER_SERVER = (1, 2, 4, 8)
+
+
+def topology_faults(table):
+    """Servers whose devices HCCL would not group: a count other than 1, 2, 4 or 8, or 2
+    or 4 devices across both HCCS rings. Only servers whose device ids are all 0-7 (an
+    8-NPU server) are judged; others follow their own hardware's rules."""
+    faults = []
+    for server_id in table.servers:
+        devices = sorted(rank.device_id for rank in table.ranks_on(server_id))
+        if max(devices) >= 2 * len(HCCS_RINGS[0]):
+            continue
+        listed = ", ".join(str(device) for device in devices)
+        if len(devices) not in DEVICES_PER_SERVER:
+            faults.append("server %s has %s (%s) but HCCL takes 1, 2, 4 or 8 devices per "
+                          "server; list 1, 2, 4 or 8 of them (make the table with %s "
+                          "--device_ids)" % (server_id, _count(len(devices), "device"),
+                                             listed, GENERATE))
+        elif len(devices) in (2, 4) and not any(set(devices) <= set(ring)
+                                                for ring in HCCS_RINGS):
+            faults.append("server %s's devices %s span both HCCS rings (0-3 and 4-7); %d "
+                          "devices of a server must lie in one ring, e.g. %s"
+                          % (server_id, listed, len(devices),
+                             ",".join(str(d) for d in HCCS_RINGS[0][:len(devices)])))
+    return faults
+
+
 def to_json(table_or_ranks, layout):
     """The JSON object of a RankTable or a list of Rank in either layout (ids as strings,
     as the Ascend tools write them)."""

@@ -3,18 +3,17 @@ one installs only in Huawei's image): what NPURunConfig, the optimizers, the los
 managers and the broadcast hook are given, and that tf.distribute stays out of it."""
 import json
 import os
-import sys
 
 import pytest
 
 import env as env_lib
 from estimator_impl import EstimatorImpl
 from tests.cli_helpers import ROOT, run_python
+from tests.conftest import STUB
 from tests.test_env_schedules import flag_values
 from utils.errors import UserError
 from utils.tf_compat import tf
 
-STUB = os.path.join(ROOT, "tests", "npu_stub")
 
 
 def two_device_rank_table(path):
@@ -27,31 +26,6 @@ def two_device_rank_table(path):
     with open(path, "w") as handle:
         json.dump(table, handle)
     return path
-
-
-@pytest.fixture
-def npu_bridge(monkeypatch):
-    """The stand-in importable for one test, its records emptied; tf.distribute's
-    strategies booby-trapped, since the NPU path must never build one."""
-    monkeypatch.syspath_prepend(STUB)
-    import npu_bridge as stub
-    del stub.RECORDS[:]
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("the NPU path built a tf.distribute strategy")
-    for name in ("MirroredStrategy",):
-        monkeypatch.setattr(tf.distribute, name, forbidden)
-    monkeypatch.setattr(tf.distribute.experimental, "MultiWorkerMirroredStrategy", forbidden)
-    yield stub
-    for name in [m for m in sys.modules if m == "npu_bridge" or m.startswith("npu_bridge.")]:
-        del sys.modules[name]
-
-
-@pytest.fixture(scope="module")
-def npu_dataset(tmp_path_factory):
-    from tests.ds_helpers import write_tiny_dataset
-    return write_tiny_dataset(str(tmp_path_factory.mktemp("npu_ds")), num_classes=3,
-                              per_class=8, size=32, train_shards=2)
 
 
 def npu_env(dataset, train_dir, environ, **overrides):
@@ -161,3 +135,13 @@ def test_train_py_on_the_stand_in(npu_dataset, tmp_path):
     with open(record) as handle:
         apis = [json.loads(line)["api"] for line in handle]
     assert apis[:2] == ["NPURunConfig", "NPUEstimator"] and "NPULossScaleOptimizer" in apis
+
+
+def test_default_checkpoint_interval_is_a_whole_number_of_loops(npu_bridge, npu_dataset,
+                                                               tmp_path):
+    # 24 images / batch 4 = 6 steps per epoch: on npu every save must end a loop.
+    assert npu_env(npu_dataset, tmp_path, {}, iterations_per_loop=4).save_checkpoints_steps == 4
+    assert npu_env(npu_dataset, tmp_path, {}, iterations_per_loop=10).save_checkpoints_steps == 10
+    assert npu_env(npu_dataset, tmp_path, {}, iterations_per_loop=3).save_checkpoints_steps == 6
+    assert npu_env(npu_dataset, tmp_path, {}, device="cpu",
+                   iterations_per_loop=4).save_checkpoints_steps == 6

@@ -1,0 +1,37 @@
+"""Fixtures shared by several test modules."""
+import os
+import sys
+
+import pytest
+
+from tests.cli_helpers import ROOT
+from utils.tf_compat import tf
+
+# The npu_bridge stand-in: records what it is given (the real one installs only in
+# Huawei's image).
+STUB = os.path.join(ROOT, "tests", "npu_stub")
+
+
+@pytest.fixture
+def npu_bridge(monkeypatch):
+    """The stand-in importable for one test, its records emptied; tf.distribute's
+    strategies booby-trapped, since the NPU path must never build one."""
+    monkeypatch.syspath_prepend(STUB)
+    import npu_bridge as stub
+    del stub.RECORDS[:]
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the NPU path built a tf.distribute strategy")
+    for name in ("MirroredStrategy",):
+        monkeypatch.setattr(tf.distribute, name, forbidden)
+    monkeypatch.setattr(tf.distribute.experimental, "MultiWorkerMirroredStrategy", forbidden)
+    yield stub
+    for name in [m for m in sys.modules if m == "npu_bridge" or m.startswith("npu_bridge.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def npu_dataset(tmp_path_factory):
+    from tests.ds_helpers import write_tiny_dataset
+    return write_tiny_dataset(str(tmp_path_factory.mktemp("npu_ds")), num_classes=3,
+                              per_class=8, size=32, train_shards=2)
