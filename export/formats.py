@@ -8,13 +8,13 @@ replaced only when the caller allows it.
 import collections
 import logging
 import os
-import shutil
 
 from export import inference_graph as graph_lib
 from export import metadata
 from utils.checkpoints import checkpoint_global_step
 from utils import native_output
 from utils.errors import UserError
+from utils.files import publish, remove_path
 from utils.tf_compat import tf
 
 FORMATS = ("saved_model", "frozen_pb", "tflite", "tflite_int8", "onnx")
@@ -38,23 +38,6 @@ def check_output(output, overwrite):
         raise UserError("the folder of --output does not exist: %s" % folder)
     if not os.access(folder, os.W_OK):
         raise UserError("cannot write to %s; choose another --output" % folder)
-
-
-def _remove(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.remove(path)
-
-
-def _publish(staged, output):
-    """Moves the finished ``staged`` into ``output``, replacing what was there."""
-    old = output + ".old"
-    _remove(old)
-    if os.path.lexists(output):
-        os.rename(output, old)
-    os.rename(staged, output)
-    _remove(old)
 
 
 # ----------------------------------------------------------------------------- writers
@@ -166,7 +149,7 @@ def export_checkpoint(spec, checkpoint, fmt, output, use_ema="auto", calibration
         raise UserError("--opset=%d is too old; use %d or newer" % (opset, MIN_ONNX_OPSET))
     check_output(output, overwrite)
     staged = output + ".partial"
-    _remove(staged)
+    remove_path(staged)
     with tf.Graph().as_default():
         model = graph_lib.build_image_model(spec)
         with tf.Session() as sess:
@@ -187,8 +170,8 @@ def export_checkpoint(spec, checkpoint, fmt, output, use_ema="auto", calibration
         meta["input_quantization"] = _tflite_input_quantization(staged)
     if os.path.isdir(staged):
         metadata.write_meta(staged, meta)
-        _publish(staged, output)
+        publish(staged, output)
     else:
-        _publish(staged, output)
+        publish(staged, output)
         metadata.write_meta(output, meta)
     return meta

@@ -162,8 +162,9 @@ def test_devices_per_server_and_hccs_rings():
 # ----------------------------------------------------------------------------- device loop
 
 def test_iterations_per_loop_divides_the_step_counts(npu_bridge, dataset):
-    # 12 images / batch 4: 3 steps per epoch, a checkpoint every epoch.
-    env = make_env(dataset, device="npu", max_train_steps=5, iterations_per_loop=2)
+    # 12 images / batch 4: 3 steps per epoch.
+    env = make_env(dataset, device="npu", max_train_steps=5, iterations_per_loop=2,
+                   save_checkpoints_steps=3)
     assert result(env, "iterations_per_loop") == (
         "problem", "--iterations_per_loop=2 does not divide max_train_steps and "
                    "save_checkpoints_steps (max_train_steps 5, save_checkpoints_steps 3): on "
@@ -316,7 +317,7 @@ def test_preflight_command_on_npu_exits_2_on_a_problem(dataset, tmp_path):
     train_dir = str(tmp_path / "never_created")
     out = run_python("train.py", "--dataset_dir=" + dataset, "--train_dir=" + train_dir,
                      "--device=npu", "--max_train_steps=5", "--iterations_per_loop=2",
-                     "--preflight", *MODEL_FLAGS,
+                     "--save_checkpoints_steps=3", "--preflight", *MODEL_FLAGS,
                      env={"PYTHONPATH": STUB + os.pathsep + ROOT})
     line = single_error_line(out)
     assert line.startswith("error: --iterations_per_loop=2 does not divide max_train_steps "

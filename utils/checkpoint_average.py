@@ -21,7 +21,7 @@ import numpy as np
 
 from utils.checkpoints import EMA_SUFFIX, MODEL_SPEC_FILE, checkpoint_global_step
 from utils.errors import UserError
-from utils.files import read_json_if_present, write_json
+from utils.files import publish, read_json_if_present, remove_path, write_json
 from utils.tf_compat import tf
 
 AVERAGE_FILE = "average.json"
@@ -91,20 +91,13 @@ def save_tensors(tensors, prefix):
             sess.run(save, dict(zip(holders, values)))
 
 
-def _remove(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.remove(path)
-
-
 def write_checkpoint_folder(folder, step, save, spec_dir, info_name, info):
     """Writes the folder ``folder`` holding model.ckpt-<step> (``save(prefix)`` writes
     its files), its state file, spec_dir's model_spec.json and ``info`` as
     ``info_name``; returns the checkpoint prefix. What was at ``folder`` is replaced
     only once the new folder is complete."""
     staged = folder + ".partial"
-    _remove(staged)
+    remove_path(staged)
     os.makedirs(staged)
     name = "model.ckpt-%d" % step
     save(os.path.join(staged, name))
@@ -114,12 +107,7 @@ def write_checkpoint_folder(folder, step, save, spec_dir, info_name, info):
     if os.path.exists(spec):
         shutil.copy2(spec, os.path.join(staged, MODEL_SPEC_FILE))
     write_json(os.path.join(staged, info_name), info)
-    old = folder + ".old"
-    _remove(old)
-    if os.path.lexists(folder):
-        os.rename(folder, old)
-    os.rename(staged, folder)
-    _remove(old)
+    publish(staged, folder)
     return os.path.join(folder, name)
 
 

@@ -1,6 +1,7 @@
 """Small file helpers: writable output folders and atomic writes."""
 import json
 import os
+import shutil
 
 from utils.errors import UserError
 
@@ -46,3 +47,23 @@ def path_size(path):
         return os.path.getsize(path)
     return sum(os.path.getsize(os.path.join(folder, name))
                for folder, _, names in os.walk(path) for name in names)
+
+
+def remove_path(path):
+    """Removes a file, link or folder tree; nothing when there is none."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def publish(staged, output):
+    """Moves the finished ``staged`` (file or folder) to ``output``, replacing what was
+    there only now: until the first rename the old output is whole, and after a crash
+    between the renames it is still there as <output>.old."""
+    old = output + ".old"
+    remove_path(old)
+    if os.path.lexists(output):
+        os.rename(output, old)
+    os.rename(staged, output)
+    remove_path(old)
