@@ -128,7 +128,7 @@ def test_training_survives_kill_9_and_sigterm_beside_a_watching_evaluator(datase
         run = Background("train.py", *args)
         start = run.wait_for(r"^(resuming from \S+ \(step (\d+)\)|step:\d+ )").group(2)
         resumed_from.append(int(start) if start else 0)
-        run.wait_for(r"^step:\d+ ")
+        first_logged = int(run.wait_for(r"^step:(\d+) ").group(1))
         if attempt == 1:
             # Aim at a save: kill when the Saver's temporary folder shows up.
             deadline = time.time() + 5
@@ -136,7 +136,9 @@ def test_training_survives_kill_9_and_sigterm_beside_a_watching_evaluator(datase
                     name.endswith("_temp") for name in os.listdir(train_dir)):
                 time.sleep(0.002)
         else:
-            time.sleep(rng.uniform(0.0, 1.5))
+            # Within the next few logged steps: a delay in seconds would let a fast
+            # machine (the tiny model runs ~100 steps/s) finish the run before the kill.
+            run.wait_for(r"^step:%d " % (first_logged + 5 * rng.randint(0, 2)))
         if attempt < KILLS:
             os.kill(run.process.pid, signal.SIGKILL)
             assert run.finish() == -signal.SIGKILL, run.output()
