@@ -1,4 +1,5 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures and helpers shared by several test modules."""
+import logging
 import os
 import sys
 
@@ -6,6 +7,17 @@ import pytest
 
 from tests.cli_helpers import ROOT
 from utils.tf_compat import tf
+
+class ListHandler(logging.Handler):
+    """Keeps the messages a logger emits, for tests to read."""
+
+    def __init__(self):
+        logging.Handler.__init__(self)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
 
 # The npu_bridge stand-in: records what it is given (the real one installs only in
 # Huawei's image).

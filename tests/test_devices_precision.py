@@ -8,6 +8,7 @@ import numpy as np
 
 from devices import cluster, precision
 from logger import TrainLoggerHook
+from tests.conftest import ListHandler
 from utils.tf_compat import tf
 
 
@@ -26,15 +27,6 @@ def test_mixed_precision_turns_on_the_float16_rewrite():
     device.env = gpu_env(mixed_precision=False)
     options = device.session_config().graph_options.rewrite_options
     assert options.auto_mixed_precision != options.ON
-
-
-class ListHandler(logging.Handler):
-    def __init__(self):
-        logging.Handler.__init__(self)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
 
 
 def test_overflowing_step_is_skipped_and_counted():

@@ -15,6 +15,7 @@ from devices import precision
 from estimator_impl import EstimatorImpl
 from logger import TrainLoggerHook
 from tests.cli_helpers import run_python, single_error_line
+from tests.conftest import ListHandler
 from tests.test_devices_npu import npu_env, records
 from tests.test_env_schedules import flag_values
 from utils.tf_compat import tf
@@ -87,15 +88,6 @@ def test_collapse_stops_with_one_line_and_the_checkpoint_intact(collapsed):
     assert values["current_loss_scale"] == 2.0 ** 15
 
 
-class Lines(logging.Handler):
-    def __init__(self):
-        logging.Handler.__init__(self)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
 def scaled_square(initial_scale, every_n_steps=1):
     """loss = w * w * x under TF's dynamic loss scaling, starting at initial_scale, with
     the telemetry, GuardHook and the progress line as training wires them."""
@@ -108,7 +100,7 @@ def scaled_square(initial_scale, every_n_steps=1):
     train_op = optimizer.minimize(weight * weight * x, global_step=global_step)
     train_op, after = precision.overflow_telemetry(
         train_op, lambda: precision.current_loss_scale(optimizer), global_step)
-    lines = Lines()
+    lines = ListHandler()
     log = logging.getLogger("loss_scale_test_%g" % initial_scale)
     log.addHandler(lines)
     log.setLevel(logging.INFO)
