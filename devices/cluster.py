@@ -7,7 +7,7 @@ an Estimator trains multi-worker only through tf.estimator.train_and_evaluate.
 """
 import json
 
-from devices import precision
+from devices import graph_rewrites, precision
 from devices.placement import Device
 from resilience import ResumeSafeSaverHook
 from utils.errors import UserError
@@ -57,6 +57,8 @@ class TfDevice(Device):
         config = tf.ConfigProto(allow_soft_placement=True)
         if self.env.device == "gpu":
             config.gpu_options.allow_growth = True
+        else:
+            graph_rewrites.lean_cpu_rewrites(config)
         if self.env.mixed_precision:
             precision.enable_float16_rewrite(config)
         return config
@@ -99,7 +101,8 @@ class TfDevice(Device):
             # Our saver hook in place of the Estimator's (it sees one and adds none).
             saver = ResumeSafeSaverHook(
                 self.model_dir, save_secs=getattr(self.env, "save_checkpoints_secs", None),
-                save_steps=self.env.save_checkpoints_steps, save_graph_def=False)
+                save_steps=self.env.save_checkpoints_steps, save_graph_def=False,
+                initial_checkpoint=getattr(self.env, "restore_checkpoint", None) is not None)
             estimator.train(input_fn, max_steps=max_steps, hooks=list(hooks) + [saver],
                             saving_listeners=list(saving_listeners) or None)
             return

@@ -1,0 +1,35 @@
+"""Grappler (TensorFlow's graph optimizer) on CPU: only the passes that pay there.
+
+A session runs Grappler over the whole graph the first time it runs each new set of
+fetches. A training start runs about ten: variable initialization, the ready checks,
+the finite-weights check, the step-0 save, the train step. For MobileNetV2's ~9,000-node
+training graph the default passes took ~2 s of a 2-core CPU's start-up in all, the train
+step alone ~1.1 s.
+
+Measured on that CPU (two sessions on one graph, their steps alternated, 12-14 steps
+each; benchmarks/README.md "Grappler"): the remapper alone (it swaps in fused oneDNN
+kernels) trains as fast as every pass together (step time 0.94-1.01x of the default);
+layout, constant folding, arithmetic, dependency, memory and loop optimization add
+nothing on CPU but their time. Function inlining stays on: it is cheap and networks
+built from tf.function or functional control flow need it. GPU keeps TensorFlow's
+defaults (its layout optimizer converts NHWC to NCHW, and mixed precision is a pass).
+"""
+
+_CPU_PASSES_OFF = ("layout_optimizer", "constant_folding", "shape_optimization",
+                   "common_subgraph_elimination", "arithmetic_optimization",
+                   "dependency_optimization", "loop_optimization", "debug_stripper",
+                   "pin_to_host_optimization", "implementation_selector",
+                   # TF 2.x only (TFG's control-flow sinking); absent from TF 1.15.
+                   "experimental_conditional_code_motion")
+
+
+def lean_cpu_rewrites(session_config):
+    """Leaves on only the remapper, model pruning and function inlining, one round."""
+    options = session_config.graph_options.rewrite_options
+    fields = options.DESCRIPTOR.fields_by_name
+    for name in _CPU_PASSES_OFF:
+        if name in fields:
+            setattr(options, name, options.OFF)
+    options.memory_optimization = options.NO_MEM_OPT
+    options.meta_optimizer_iterations = options.ONE
+    return session_config
