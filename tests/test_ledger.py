@@ -72,7 +72,7 @@ def eval_config(dataset_dir, eval_dir):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """Checkpoints at steps 2, 4 and 6 (step 0 dropped by --keep_checkpoint_max=3), each
+    """Checkpoints at steps 2, 4 and 6 (a run from scratch writes no step 0), each
     with moving averages."""
     from tests.ds_helpers import write_tiny_dataset
     root = tmp_path_factory.mktemp("ledger")

@@ -43,6 +43,10 @@ def test_training_prints_progress_and_checkpoints(trained):
     assert "Traceback" not in first.stderr and "WARNING" not in first.stdout
     log = open(os.path.join(train_dir, "train_log.log")).read()
     assert "step:6 " in log
+    # From scratch: no step-0 checkpoint (it would hold only the seeded initial weights).
+    from utils.checkpoints import list_checkpoints
+    assert [os.path.basename(c) for c in list_checkpoints(train_dir)] == [
+        "model.ckpt-3", "model.ckpt-6", "model.ckpt-9"]
 
 
 def test_resume_continues_from_last_checkpoint(trained):
