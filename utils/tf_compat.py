@@ -4,6 +4,8 @@ Everything imports ``tf`` and ``slim`` from here so that the two TensorFlow worl
 (TF 2.15 here, the vendor's TF 1.15 on Ascend) see the same ``tf.compat.v1`` API.
 """
 import importlib
+import importlib.machinery
+import importlib.util
 import os
 import sys
 
@@ -14,27 +16,36 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 
-def _bridge_tf_keras_legacy_layers():
-    # tf-slim 1.1.0's batch_norm imports ``tf_keras.legacy_tf_layers``; tf-keras 2.15
-    # ships that package as ``tf_keras.src.legacy_tf_layers``. Alias it (and its
-    # submodules) once so slim finds it. TF 1.15 has no tf_keras: nothing to do.
-    try:
-        importlib.import_module("tf_keras.legacy_tf_layers")
-        return
-    except ImportError:
-        pass
-    try:
-        legacy = importlib.import_module("tf_keras.src.legacy_tf_layers")
-    except ImportError:
-        return
-    sys.modules["tf_keras.legacy_tf_layers"] = legacy
-    for name in ("base", "convolutional", "core", "normalization", "pooling",
-                 "variable_scope_shim"):
-        try:
-            sys.modules["tf_keras.legacy_tf_layers." + name] = importlib.import_module(
-                "tf_keras.src.legacy_tf_layers." + name)
-        except ImportError:
-            pass
+class _LegacyLayersAlias(object):
+    """Answers ``import tf_keras.legacy_tf_layers[.x]`` with tf-keras 2.15's
+    ``tf_keras.src.legacy_tf_layers[.x]``: tf-slim 1.1.0's batch norm imports the old
+    name on its Keras-layer path. Only when something imports it: importing tf_keras costs
+    every process ~0.8 s, and our networks' batch norm takes slim's fused path, which
+    never does. A tf_keras that has the old name keeps it; TF 1.15 has no tf_keras and
+    never asks. Submodules resolve to the same module objects as under the new name (a
+    second copy of a module would hold second copies of its classes)."""
+    OLD, NEW = "tf_keras.legacy_tf_layers", "tf_keras.src.legacy_tf_layers"
+
+    def __init__(self):
+        self._real_specs = {}
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.OLD:
+            if importlib.machinery.PathFinder.find_spec(fullname, path) is not None:
+                return None  # this tf_keras has it under the old name
+        elif not (fullname.startswith(self.OLD + ".")
+                  and sys.modules.get(self.OLD) is sys.modules.get(self.NEW)):
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        real = importlib.import_module(self.NEW + spec.name[len(self.OLD):])
+        self._real_specs[spec.name] = real.__spec__
+        return real
+
+    def exec_module(self, module):
+        # The import system stamped the alias's spec on the real module; give it back.
+        module.__spec__ = self._real_specs.pop(module.__spec__.name, module.__spec__)
 
 
 def _import_slim_without_sklearn():
@@ -61,7 +72,7 @@ def _bridge_ops_tensor():
         ops.Tensor = tf.Tensor
 
 
-_bridge_tf_keras_legacy_layers()
+sys.meta_path.insert(0, _LegacyLayersAlias())
 _bridge_ops_tensor()
 slim = _import_slim_without_sklearn()  # must follow the bridges
 
