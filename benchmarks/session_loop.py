@@ -17,7 +17,9 @@ import time
 from benchmarks import measure
 
 
-def build_and_run(train_argv, warmup, window):
+def build_train_graph(train_argv):
+    """In the current default graph, what train.py builds from ``train_argv``:
+    returns (env, impl, iterator, spec, init_ops); run init_ops in each new session."""
     from absl import flags
 
     import env as env_lib
@@ -29,17 +31,24 @@ def build_and_run(train_argv, warmup, window):
     flags.FLAGS(["session_loop"] + list(train_argv))
     logger_lib.quiet_tensorflow(flags.FLAGS.verbose)
     env = env_lib.Env.from_flags(flags.FLAGS)
-    log = logger_lib.get_logger()
+    if env.seed is not None:
+        tf.set_random_seed(env.seed)
+    impl = EstimatorImpl(env, logger_lib.get_logger())
+    iterator = tf.data.make_initializable_iterator(impl.train_input_fn()())
+    features, labels = iterator.get_next()
+    spec = impl.model_fn(features, labels, tf.estimator.ModeKeys.TRAIN)
+    init_ops = [tf.global_variables_initializer(), tf.local_variables_initializer(),
+                tf.tables_initializer(), iterator.initializer]
+    return env, impl, iterator, spec, init_ops
+
+
+def build_and_run(train_argv, warmup, window):
+    from utils.tf_compat import tf
+
     with tf.Graph().as_default():
-        if env.seed is not None:
-            tf.set_random_seed(env.seed)
-        impl = EstimatorImpl(env, log)
-        iterator = tf.data.make_initializable_iterator(impl.train_input_fn()())
-        features, labels = iterator.get_next()
-        spec = impl.model_fn(features, labels, tf.estimator.ModeKeys.TRAIN)
+        env, impl, _, spec, init_ops = build_train_graph(train_argv)
         with tf.Session(config=impl.device.session_config()) as sess:
-            sess.run([tf.global_variables_initializer(), tf.local_variables_initializer(),
-                      tf.tables_initializer(), iterator.initializer])
+            sess.run(init_ops)
             ends = []
             start = time.perf_counter()
             for _ in range(env.max_train_steps):
