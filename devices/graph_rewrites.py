@@ -6,11 +6,12 @@ the finite-weights check, the step-0 save, the train step. For MobileNetV2's ~9,
 training graph the default passes took ~2 s of a 2-core CPU's start-up in all, the train
 step alone ~1.1 s.
 
-Measured on that CPU (two sessions on one graph, their steps alternated, 12-14 steps
-each; benchmarks/README.md "Grappler"): the remapper alone (it swaps in fused oneDNN
-kernels) trains as fast as every pass together (step time 0.94-1.01x of the default);
-layout, constant folding, arithmetic, dependency, memory and loop optimization add
-nothing on CPU but their time. Function inlining stays on: it is cheap and networks
+Measured on that CPU (benchmarks/grappler_ab.py: sessions on one graph, their steps
+alternated; benchmarks/README.md "Grappler"): the remapper alone (it swaps in fused
+oneDNN kernels) trains about as fast as every pass together (step time 0.94-1.11x of the
+default's over five runs, median 1.005, on a host whose speed drifts +-10%); layout,
+constant folding, arithmetic, dependency, memory and loop optimization cost their time
+on every first run and gain little or nothing on CPU. Function inlining stays on: it is cheap and networks
 built from tf.function or functional control flow need it. GPU keeps TensorFlow's
 defaults (its layout optimizer converts NHWC to NCHW, and mixed precision is a pass).
 """
