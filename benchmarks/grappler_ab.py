@@ -17,6 +17,7 @@ import sys
 import time
 
 from benchmarks import measure
+from utils.errors import exit_on_user_error
 from benchmarks.session_loop import build_train_graph
 
 
@@ -40,11 +41,12 @@ def run(train_argv, steps, warmup):
 
     results = {}
     with tf.Graph().as_default():
-        env, impl, _, spec, init_ops = build_train_graph(train_argv)
+        env, impl, spec, init_ops = build_train_graph(train_argv)
         sessions = []
         for name, config in _settings(impl, tf):
             sess = tf.Session(config=config)
-            first = {"init_s": _timed(sess, init_ops), "first_step_s": _timed(sess, spec.train_op)}
+            first = {"init_s": _timed(sess, init_ops),
+                     "first_step_s": _timed(sess, spec.train_op)}
             for _ in range(warmup):
                 sess.run(spec.train_op)
             sessions.append((name, sess))
@@ -85,4 +87,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)(None)  # a bad train.py flag: one line, exit 2

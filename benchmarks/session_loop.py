@@ -15,11 +15,12 @@ import sys
 import time
 
 from benchmarks import measure
+from utils.errors import exit_on_user_error
 
 
 def build_train_graph(train_argv):
     """In the current default graph, what train.py builds from ``train_argv``:
-    returns (env, impl, iterator, spec, init_ops); run init_ops in each new session."""
+    returns (env, impl, spec, init_ops); run init_ops in each new session."""
     from absl import flags
 
     import env as env_lib
@@ -39,14 +40,14 @@ def build_train_graph(train_argv):
     spec = impl.model_fn(features, labels, tf.estimator.ModeKeys.TRAIN)
     init_ops = [tf.global_variables_initializer(), tf.local_variables_initializer(),
                 tf.tables_initializer(), iterator.initializer]
-    return env, impl, iterator, spec, init_ops
+    return env, impl, spec, init_ops
 
 
 def build_and_run(train_argv, warmup, window):
     from utils.tf_compat import tf
 
     with tf.Graph().as_default():
-        env, impl, _, spec, init_ops = build_train_graph(train_argv)
+        env, impl, spec, init_ops = build_train_graph(train_argv)
         with tf.Session(config=impl.device.session_config()) as sess:
             sess.run(init_ops)
             ends = []
@@ -76,4 +77,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)(None)  # a bad train.py flag: one line, exit 2

@@ -29,7 +29,8 @@ def test_cpu_keeps_only_remapper_pruning_and_inlining():
 
 def test_gpu_keeps_tensorflow_defaults():
     config = device_config("gpu")
-    assert config.graph_options.rewrite_options == tf.ConfigProto().graph_options.rewrite_options
+    defaults = tf.ConfigProto().graph_options.rewrite_options
+    assert config.graph_options.rewrite_options == defaults
     assert config.gpu_options.allow_growth
 
 
@@ -58,4 +59,5 @@ def test_training_steps_match_the_default_passes():
     np.testing.assert_allclose(lean_losses, default_losses, rtol=1e-4)
     assert default_losses[0] != default_losses[2]  # the steps trained
     for variable, expected, got in zip(weights, default_weights, lean_weights):
-        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5, err_msg=variable.op.name)
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5,
+                                   err_msg=variable.op.name)
