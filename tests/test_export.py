@@ -28,12 +28,13 @@ def digits(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def train_dir(digits):
-    """The demo recipe, shortened to 12 epochs (top-1 about 0.87)."""
+    """The demo recipe, shortened to 12 epochs: top-1 0.91-0.94 over seven seeds. At LR 0.02
+    the same 12 epochs gave 0.49-0.95 by seed, and 0.59 on CI's machine once."""
     train_dir = os.path.join(digits, "train")
     out = run("train.py", "--dataset_dir=" + os.path.join(digits, "records"),
               "--train_dir=" + train_dir, "--model_name=mobilenet_v2_035",
               "--train_image_size=32", "--batch_size=32", "--max_epoch=12",
-              "--optimizer=momentum", "--learning_rate=0.02",
+              "--optimizer=momentum", "--learning_rate=0.005",
               "--learning_rate_decay_type=cosine", "--warmup_epochs=1",
               "--label_smoothing=0.1", "--bn_decay=0.9", "--moving_average_decay=0.99",
               "--min_crop_area=0.5", "--random_flip=false", "--log_every_n_steps=200",
