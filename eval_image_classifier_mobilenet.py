@@ -1,7 +1,11 @@
 """Evaluates checkpoints on every image of a split; prints and records top-1 / top-5.
 
   python eval_image_classifier_mobilenet.py --checkpoint_path=result/1p \
-      --dataset_dir=DATA --model_name=mobilenet_v2 [--eval_all_checkpoints | --watch]
+      --dataset_dir=DATA [--eval_all_checkpoints | --watch]
+
+The network, its classes and the eval size come from the model_spec.json that train.py
+wrote beside the checkpoints, so a training directory needs no model flags; flags given
+win over it.
 
 --checkpoint_path is a checkpoint prefix or a directory. A directory means its latest
 checkpoint; --eval_all_checkpoints evaluates every checkpoint in it, oldest first;
@@ -39,7 +43,8 @@ import logger as logger_lib
 from datasets import dataset_factory
 from export import models
 from nets import nets_factory
-from utils.checkpoints import list_checkpoints, resolve_checkpoint
+from utils.checkpoints import (first_given, list_checkpoints, read_model_spec,
+                               resolve_checkpoint)
 from utils.errors import (UserError, exit_on_user_error, reject_positional_args, run_main,
                           run_reporting_tf_errors)
 from utils.files import ensure_writable_dir
@@ -110,19 +115,40 @@ def config_from_flags(f, model=None):
     dataset.list_files(f.split)  # no shards: one clear line now, not a TF error later
     if model is not None:
         return _exported_model_config(f, model, dataset)
-    info = nets_factory.get_model_info(f.model_name)
-    image_size = f.eval_image_size or info.default_eval_image_size
-    nets_factory.check_image_size(f.model_name, image_size)
-    eval_dir = f.eval_dir or os.path.join(checkpoint_dir(f.checkpoint_path, f.watch), "eval")
+    directory = checkpoint_dir(f.checkpoint_path, f.watch)
+    network = trained_network(f, dataset, read_model_spec(directory))
     return evaluation.EvalConfig(
-        dataset=dataset, split=f.split, model_name=f.model_name,
-        num_classes=f.num_classes or dataset.num_classes - f.labels_offset,
-        labels_offset=f.labels_offset, image_size=image_size,
-        preprocessing_name=f.preprocessing_name or info.preprocessing_name,
-        central_fraction=f.central_fraction, batch_size=f.batch_size,
+        dataset=dataset, split=f.split, batch_size=f.batch_size,
         max_num_batches=f.max_num_batches, use_ema=f.use_ema,
-        log_every_n_batches=f.log_every_n_batches, eval_dir=eval_dir,
-        data_threads=f.data_threads)
+        log_every_n_batches=f.log_every_n_batches,
+        eval_dir=f.eval_dir or os.path.join(directory, "eval"), data_threads=f.data_threads,
+        **network)
+
+
+def trained_network(f, dataset, recorded):
+    """The network, classes and eval sizes: flags the user gave, then the model_spec.json
+    that train.py wrote beside the checkpoints (``recorded``), then the defaults. So
+    --checkpoint_path=TRAIN_DIR evaluates what was trained there, as training's own
+    periodic evaluation does, with no model flags."""
+    def given(name):
+        return getattr(f, name) if f[name].present else None
+
+    model_name = first_given(given("model_name"), recorded.get("model_name"), f.model_name)
+    info = nets_factory.get_model_info(model_name)
+    labels_offset = first_given(given("labels_offset"), recorded.get("labels_offset"),
+                                f.labels_offset)
+    image_size = first_given(f.eval_image_size, recorded.get("image_size"),
+                             info.default_eval_image_size)
+    nets_factory.check_image_size(model_name, image_size)
+    return dict(
+        model_name=model_name, labels_offset=labels_offset, image_size=image_size,
+        num_classes=first_given(f.num_classes, recorded.get("num_classes"),
+                                dataset.num_classes - labels_offset),
+        preprocessing_name=first_given(f.preprocessing_name,
+                                       recorded.get("preprocessing_name"),
+                                       info.preprocessing_name),
+        central_fraction=first_given(given("central_fraction"),
+                                     recorded.get("central_fraction"), f.central_fraction))
 
 
 def ledger_config_from_flags(f):
@@ -241,9 +267,9 @@ def main(argv):
     evaluation.load_results(config.eval_dir)  # an unreadable results file fails now, not after
     log = logger_lib.get_logger(os.path.join(config.eval_dir, "eval_log.log"))
     evaluator = evaluation.Evaluator(config, log)
-    log.info("evaluating on %d %s images of %s at %d px"
-             % (evaluator.num_images(), config.split, config.dataset.dataset_dir,
-                config.image_size))
+    log.info("evaluating %s (%d classes) on %d %s images of %s at %d px"
+             % (config.model_name, config.num_classes, evaluator.num_images(), config.split,
+                config.dataset.dataset_dir, config.image_size))
     if model is not None:
         run_reporting_tf_errors(evaluator.evaluate_model_and_record, model)
     elif ledger is not None:

@@ -6,15 +6,8 @@ from datasets import layout
 from export import metadata
 from export.inference_graph import ModelSpec
 from nets import nets_factory
-from utils.checkpoints import read_model_spec
+from utils.checkpoints import first_given as _first, read_model_spec
 from utils.errors import UserError
-
-
-def _first(*values):
-    for value in values:
-        if value is not None:
-            return value
-    return None
 
 
 def resolve(checkpoint, model_name=None, num_classes=None, labels_offset=None,

@@ -64,6 +64,21 @@ def test_train_evaluates_every_epoch_in_process(trained):
     assert results["best"]["top1"] == max(r["top1"] for r in results["results"])
 
 
+def test_a_training_directory_needs_no_model_flags(trained, dataset_dir, tmp_path):
+    """Network, classes and eval size come from train.py's model_spec.json; the result is
+    the one training's own evaluation recorded for the same checkpoint."""
+    train_dir, _ = trained
+    out = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
+              "--dataset_dir=" + dataset_dir, "--eval_dir=" + str(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert ("evaluating mobilenet_v2_035 (6 classes) on 12 validation images of %s at 32 px"
+            % dataset_dir) in out.stdout
+    in_training = json.load(open(os.path.join(train_dir, "eval", "eval_results.json")))
+    last = in_training["results"][-1]
+    match = RESULT.search(out.stdout)
+    assert (int(match.group(2)), float(match.group(3))) == (12, round(last["top1"], 4))
+
+
 def test_accuracy_matches_numpy_over_the_same_records(trained, dataset_dir, tmp_path):
     train_dir, _ = trained
     checkpoint = tf.train.latest_checkpoint(train_dir)

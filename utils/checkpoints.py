@@ -13,6 +13,15 @@ EMA_SUFFIX = "/ExponentialMovingAverage"
 MODEL_SPEC_FILE = "model_spec.json"
 
 
+def first_given(*values):
+    """The first value that is not None: what the user gave, then what training recorded
+    in model_spec.json, then a default."""
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
 def resolve_checkpoint(path, flag_name="checkpoint_path"):
     """A checkpoint prefix from a prefix or a directory; UserError when there is none."""
     if os.path.isdir(path):
