@@ -25,7 +25,7 @@ fi
 echo "== 3/5 training mobilenet_v2_035 at 32 px (progress: step, epoch, images/sec, ETA)"
 "$py" train.py --dataset_dir="$work/records" --train_dir="$work/train" \
   --model_name=mobilenet_v2_035 --train_image_size=32 --batch_size=32 --max_epoch=40 \
-  --optimizer=momentum --learning_rate=0.02 --learning_rate_decay_type=cosine \
+  --optimizer=momentum --learning_rate=0.005 --learning_rate_decay_type=cosine \
   --warmup_epochs=1 --weight_decay=0.00004 --label_smoothing=0.1 --bn_decay=0.9 \
   --moving_average_decay=0.99 --min_crop_area=0.5 --random_flip=false \
   --log_every_n_steps=50 "$@"
