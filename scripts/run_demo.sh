@@ -31,8 +31,7 @@ echo "== 3/5 training mobilenet_v2_035 at 32 px (progress: step, epoch, images/s
   --log_every_n_steps=50 "$@"
 echo "== 4/5 evaluating the final checkpoint on the validation split"
 "$py" eval_image_classifier_mobilenet.py --checkpoint_path="$work/train" \
-  --dataset_dir="$work/records" --model_name=mobilenet_v2_035 --eval_image_size=32 \
-  --batch_size=100 | tee "$work/eval.log"
+  --dataset_dir="$work/records" --batch_size=100 | tee "$work/eval.log"
 echo "== 5/5 exporting it as a full-integer int8 TFLite model and evaluating that"
 "$py" export_model.py --checkpoint_path="$work/train" --format=tflite_int8 \
   --output="$work/model_int8.tflite" --overwrite
