@@ -200,8 +200,9 @@ def _parse_loss_scale(value, float16):
         number = float(text)
     except ValueError:
         number = 0.0
-    if not number > 0.0:
-        raise UserError("--loss_scale=%s: give dynamic, none or a positive number" % value)
+    if not number >= 1.0:  # below 1 a scale shrinks float16 gradients: more underflow
+        raise UserError("--loss_scale=%s: give dynamic, none or a number >= 1 (such as "
+                        "1024)" % value)
     return number
 
 

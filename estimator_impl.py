@@ -33,8 +33,8 @@ class EstimatorImpl(object):
         self.skipped = None
         # Set by model_fn in training: the loss tensor GuardHook checks.
         self.train_loss = None
-        # Set by model_fn under dynamic loss scaling: the scale and the skipped-step count
-        # after each step, whose collapse GuardHook stops (else None).
+        # Set by model_fn under loss scaling: the scale and the skipped-step count after
+        # each step, for GuardHook's collapse and stall stops (else None).
         self.loss_scale_state = None
 
     def network_fn(self, is_training):
@@ -106,8 +106,7 @@ class EstimatorImpl(object):
             for name in ("loss_scale", "overflow_steps"):
                 logger_lib.scalar_summary(name, after[name])
             logged.update(after)
-            if env.loss_scale == "dynamic":  # a fixed scale cannot collapse
-                self.loss_scale_state = after
+            self.loss_scale_state = after
         hook = logger_lib.TrainLoggerHook(
             logged, every_n_steps=env.log_every_n_steps, steps_per_epoch=env.steps_per_epoch,
             max_steps=env.max_train_steps, global_batch=env.global_batch, logger=self.logger,
@@ -167,7 +166,8 @@ class EstimatorImpl(object):
         # scale must not collapse (GuardHook stops that instead of a non-finite loss).
         loss_fn = None if self.device.skips_overflow_steps() else lambda: self.train_loss
         run_state = resilience.GuardHook(self.stop_signals, self.device.steps_per_run,
-                                         loss_fn, lambda: self.loss_scale_state)
+                                         loss_fn, lambda: self.loss_scale_state,
+                                         fixed_loss_scale=env.loss_scale != "dynamic")
         started = time.time()
         for stop_step in self._train_stops(start_step):
             self._stop_if_signalled(start_step)
@@ -228,6 +228,13 @@ class EstimatorImpl(object):
                 "steps: a step overflowed with its loss unscaled, so loss scaling skips "
                 "every step and training has stopped learning" % (
                     err.loss_scale, err.step, err.skipped), self._overflow_dump_hint()))
+        except resilience.LossScaleStalled as err:
+            raise UserError(self._diverged(
+                "%d steps in a row overflowed at the fixed loss scale %g and were skipped, so "
+                "the global step stayed at %d and training has stopped learning" % (
+                    err.steps, err.loss_scale, err.step),
+                "Lower --loss_scale, or pass --loss_scale=dynamic, which lowers itself on "
+                "overflows. %s" % self._overflow_dump_hint()))
         except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as err:
             message = self._explain_data_error(err)
             if message is None:

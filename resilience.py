@@ -30,6 +30,10 @@ import numpy as np
 from utils.tf_compat import tf
 
 SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT"}
+# Overflowing steps in a row after which a fixed loss scale counts as stalled. A bad
+# batch overflows one step; a scale too large for the model overflows every one, and a
+# skipped step never advances the global step, so that run would never end.
+FIXED_SCALE_OVERFLOW_LIMIT = 50
 
 
 class TrainingStopped(Exception):
@@ -64,6 +68,15 @@ class LossScaleCollapsed(Exception):
     def __init__(self, step, loss_scale, skipped):
         super(LossScaleCollapsed, self).__init__(step, loss_scale, skipped)
         self.step, self.loss_scale, self.skipped = step, loss_scale, skipped
+
+
+class LossScaleStalled(Exception):
+    """A fixed loss scale overflowed ``steps`` steps in a row: each was skipped, so the
+    global step stayed at ``step``."""
+
+    def __init__(self, step, loss_scale, steps):
+        super(LossScaleStalled, self).__init__(step, loss_scale, steps)
+        self.step, self.loss_scale, self.steps = step, loss_scale, steps
 
 
 class NonFiniteWeights(Exception):
@@ -128,25 +141,30 @@ class GuardHook(tf.train.SessionRunHook):
     - with ``loss_fn`` (returns the loss tensor once model_fn has run), raises NonFiniteLoss
       after a step whose loss is NaN or Inf, before the saver hook (which comes later in
       the hook list) can write that step;
-    - with ``loss_scale_fn`` (returns dynamic loss scaling's {"loss_scale",
-      "overflow_steps"} tensors read after the step, or None), raises LossScaleCollapsed
-      when the scale has hit bottom, also before the saver hook;
+    - with ``loss_scale_fn`` (returns loss scaling's {"loss_scale", "overflow_steps"}
+      tensors read after the step, or None), raises LossScaleCollapsed when a dynamic
+      scale has hit bottom, or LossScaleStalled when a fixed one (``fixed_loss_scale``)
+      overflowed FIXED_SCALE_OVERFLOW_LIMIT steps in a row, also before the saver hook;
     - keeps count of the global step, so a failure can say where it was.
     """
 
-    def __init__(self, signals=None, steps_per_run=1, loss_fn=None, loss_scale_fn=None):
+    def __init__(self, signals=None, steps_per_run=1, loss_fn=None, loss_scale_fn=None,
+                 fixed_loss_scale=False):
         self._signals = signals
         self._steps_per_run = steps_per_run
         self._loss_fn = loss_fn
         self._loss_scale_fn = loss_scale_fn
+        self._fixed_loss_scale = fixed_loss_scale
         self._watched = {}
-        self._scale = self._skipped = None  # dynamic loss scaling after the last run
+        self._scale = self._skipped = None  # loss scaling after the last run
+        self._streak = 0  # overflowing steps in a row, counted in whole runs
         self.step = None  # the global step after the last run, as far as this hook knows
 
     def begin(self):
         self._global_step = tf.train.get_global_step()
         self._watched = {}
         self._scale = self._skipped = None
+        self._streak = 0
         for name, tensor_fn in (("loss", self._loss_fn), ("loss_scale", self._loss_scale_fn)):
             tensor = tensor_fn() if tensor_fn is not None else None
             if tensor is not None:
@@ -175,11 +193,24 @@ class GuardHook(tf.train.SessionRunHook):
         scale can save the steps after it, every one is skipped and training silently
         stops learning. Below 1 (a scaler without that floor) counts the same."""
         scale, skipped = float(state["loss_scale"]), int(state["overflow_steps"])
-        overflowed_at_floor = (self._scale is not None and self._scale <= 1.0
-                               and skipped > self._skipped)
-        if scale < 1.0 or overflowed_at_floor:
-            raise LossScaleCollapsed(int(session.run(self._global_step)), scale, skipped)
+        if self._fixed_loss_scale:
+            self._check_overflow_streak(session, scale, skipped)
+        else:
+            overflowed_at_floor = (self._scale is not None and self._scale <= 1.0
+                                   and skipped > self._skipped)
+            if scale < 1.0 or overflowed_at_floor:
+                raise LossScaleCollapsed(int(session.run(self._global_step)), scale, skipped)
         self._scale, self._skipped = scale, skipped
+
+    def _check_overflow_streak(self, session, scale, skipped):
+        """A fixed scale never comes down: each overflowing step is skipped and the next
+        one overflows again. Counted per run: a run of several steps (an NPU loop) joins
+        the streak only when every one of its steps overflowed."""
+        every_step_skipped = (self._skipped is not None
+                              and skipped - self._skipped == self._steps_per_run)
+        self._streak = self._streak + self._steps_per_run if every_step_skipped else 0
+        if self._streak >= FIXED_SCALE_OVERFLOW_LIMIT:
+            raise LossScaleStalled(int(session.run(self._global_step)), scale, self._streak)
 
 
 def _checkpoint_step(prefix):

@@ -23,13 +23,18 @@ def enable_float16_rewrite(session_config):
 def loss_scale_optimizer(optimizer, loss_scale):
     """Wraps ``optimizer``; loss_scale is 'dynamic' (TF's DynamicLossScale: starts at
     2**15, halves on an overflow but never below 1, doubles after 2000 good steps) or a
-    fixed float. Works under MirroredStrategy and MultiWorkerMirroredStrategy (overflow is
-    agreed by all replicas)."""
+    fixed float. A fixed scale also skips overflowing steps, as npu_bridge's
+    FixedLossScaleManager does: it is a DynamicLossScale whose multiplier is 1, because
+    TF's own FixedLossScale applies Inf/NaN gradients to the weights. Works under
+    MirroredStrategy and MultiWorkerMirroredStrategy (overflow is agreed by all replicas)."""
     wrapper = getattr(getattr(tf, "mixed_precision", None),
                       "MixedPrecisionLossScaleOptimizer", None)
     if wrapper is None:  # TF 1.15 (whose tf.compat.v1 may lack mixed_precision)
         wrapper = tf.train.experimental.MixedPrecisionLossScaleOptimizer
-    return wrapper(optimizer, loss_scale if loss_scale == "dynamic" else float(loss_scale))
+    if loss_scale != "dynamic":
+        loss_scale = tf.train.experimental.DynamicLossScale(
+            initial_loss_scale=float(loss_scale), multiplier=1.0)
+    return wrapper(optimizer, loss_scale)
 
 
 def current_loss_scale(optimizer):

@@ -85,6 +85,7 @@ def test_rank_environment_mistakes(tiny_dataset, environ, fragment):
     (dict(num_gpus=2), "--num_gpus=2 needs --device=gpu"),
     (dict(loss_scale="huge"), "--loss_scale=huge"),
     (dict(loss_scale="-8"), "--loss_scale=-8"),
+    (dict(loss_scale="0.5"), r"--loss_scale=0.5: give dynamic, none or a number >= 1"),
 ])
 def test_device_flag_mistakes(tiny_dataset, overrides, fragment):
     with pytest.raises(UserError, match=fragment):

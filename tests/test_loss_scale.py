@@ -88,15 +88,18 @@ def test_collapse_stops_with_one_line_and_the_checkpoint_intact(collapsed):
     assert values["current_loss_scale"] == 2.0 ** 15
 
 
-def scaled_square(initial_scale, every_n_steps=1):
-    """loss = w * w * x under TF's dynamic loss scaling, starting at initial_scale, with
-    the telemetry, GuardHook and the progress line as training wires them."""
+def scaled_square(initial_scale, every_n_steps=1, fixed=False):
+    """loss = w * w * x under TF's dynamic loss scaling, starting at initial_scale (or
+    our fixed scale, ``fixed``), with the telemetry, GuardHook and the progress line as
+    training wires them."""
     weight = tf.Variable(2.0)
     x = tf.placeholder_with_default(1.0, [])
     global_step = tf.train.get_or_create_global_step()
-    optimizer = tf.mixed_precision.MixedPrecisionLossScaleOptimizer(
-        tf.train.GradientDescentOptimizer(0.1),
-        tf.mixed_precision.DynamicLossScale(initial_loss_scale=initial_scale))
+    optimizer = (precision.loss_scale_optimizer(tf.train.GradientDescentOptimizer(0.1),
+                                                initial_scale) if fixed else
+                 tf.mixed_precision.MixedPrecisionLossScaleOptimizer(
+                     tf.train.GradientDescentOptimizer(0.1),
+                     tf.mixed_precision.DynamicLossScale(initial_loss_scale=initial_scale)))
     train_op = optimizer.minimize(weight * weight * x, global_step=global_step)
     train_op, after = precision.overflow_telemetry(
         train_op, lambda: precision.current_loss_scale(optimizer), global_step)
@@ -104,7 +107,7 @@ def scaled_square(initial_scale, every_n_steps=1):
     log = logging.getLogger("loss_scale_test_%g" % initial_scale)
     log.addHandler(lines)
     log.setLevel(logging.INFO)
-    hooks = [resilience.GuardHook(loss_scale_fn=lambda: after),
+    hooks = [resilience.GuardHook(loss_scale_fn=lambda: after, fixed_loss_scale=fixed),
              TrainLoggerHook(after, every_n_steps=every_n_steps, steps_per_epoch=10,
                              max_steps=100, global_batch=1, logger=log)]
     return train_op, x, weight, hooks, lines
@@ -140,6 +143,45 @@ def test_an_overflow_at_scale_one_is_the_collapse():
     assert (stop.value.step, stop.value.loss_scale, stop.value.skipped) == (1, 1.0, 3)
 
 
+def test_a_fixed_scale_skips_overflowing_steps_and_stops_when_they_never_end():
+    limit = resilience.FIXED_SCALE_OVERFLOW_LIMIT
+    with tf.Graph().as_default():
+        train_op, x, weight, hooks, _ = scaled_square(1024.0, fixed=True)
+        read = lambda session: session.run_step_fn(  # noqa: E731
+            lambda step_context: step_context.session.run(weight))
+        with tf.train.MonitoredSession(hooks=hooks) as session:
+            session.run(train_op)                              # trains: step 1
+            for _ in range(limit - 1):                         # a streak one short
+                session.run(train_op, {x: np.inf})
+            # Skipped, not NaN: TF's own FixedLossScale would apply Inf/NaN gradients.
+            assert read(session) == pytest.approx(1.6)
+            session.run(train_op)                              # trains: step 2
+            for _ in range(limit - 1):                         # the count starts again
+                session.run(train_op, {x: np.inf})
+            with pytest.raises(resilience.LossScaleStalled) as stop:
+                session.run(train_op, {x: np.inf})
+    assert (stop.value.step, stop.value.loss_scale, stop.value.steps) == (2, 1024.0, limit)
+
+
+def test_a_run_whose_fixed_scale_always_overflows_stops_with_one_line(dataset_dir,
+                                                                       tmp_path):
+    train_dir = str(tmp_path / "train")
+    out = run_python("train.py", "--dataset_dir=" + dataset_dir, "--train_dir=" + train_dir,
+                     "--model_name=mobilenet_v2_035", "--train_image_size=32",
+                     "--batch_size=4", "--bn_decay=0.9", "--seed=5", "--max_train_steps=80",
+                     "--learning_rate=1e30", "--loss_scale=1024", "--log_every_n_steps=10",
+                     "--save_checkpoints_steps=1")
+    newest = os.path.join(train_dir, "model.ckpt-1")
+    assert single_error_line(out).startswith(
+        "error: %d steps in a row overflowed at the fixed loss scale 1024 and were skipped, "
+        "so the global step stayed at 1 and training has stopped learning (training "
+        "diverged); the newest checkpoint, %s (step 1), predates it and is intact. Lower "
+        "--loss_scale, or pass --loss_scale=dynamic, which lowers itself on overflows. "
+        "TensorFlow has no overflow dump on cpu" % (resilience.FIXED_SCALE_OVERFLOW_LIMIT,
+                                                    newest))
+    assert tf.train.latest_checkpoint(train_dir) == newest
+
+
 def test_float32_runs_scale_the_loss_only_when_asked(dataset_dir):
     def env(**overrides):
         return env_lib.Env.from_flags(flag_values(
@@ -153,17 +195,17 @@ def test_float32_runs_scale_the_loss_only_when_asked(dataset_dir):
         spec = impl.model_fn(tf.zeros([2, 32, 32, 3]), tf.zeros([2], tf.int32),
                              tf.estimator.ModeKeys.TRAIN)
         summarized = [t.op.name for t in tf.get_collection(tf.GraphKeys.SUMMARIES)]
-    assert impl.loss_scale_state is None  # a fixed scale cannot collapse: no stop
+    assert impl.loss_scale_state is not None  # a fixed scale's stall stop watches it
     assert spec.loss.op.name == "overflow_tolerant_loss"  # NaN -> Inf, for NanTensorHook
     assert {"loss_scale", "overflow_steps"} <= set(summarized)
 
 
-@pytest.mark.parametrize("overrides, manager, scale, armed", [
-    ({}, "ExponentialUpdateLossScaleManager", 2.0 ** 32, True),
-    (dict(loss_scale="1024"), "FixedLossScaleManager", 1024.0, False),
+@pytest.mark.parametrize("overrides, manager, scale", [
+    ({}, "ExponentialUpdateLossScaleManager", 2.0 ** 32),
+    (dict(loss_scale="1024"), "FixedLossScaleManager", 1024.0),
 ])
 def test_npu_scale_comes_from_the_loss_scale_manager(npu_bridge, npu_dataset, tmp_path,
-                                                      overrides, manager, scale, armed):
+                                                      overrides, manager, scale):
     impl = EstimatorImpl(npu_env(npu_dataset, tmp_path / "train", {}, **overrides))
     with tf.Graph().as_default() as graph:
         impl.model_fn(tf.zeros([4, 32, 32, 3]), tf.zeros([4], tf.int32),
@@ -176,7 +218,7 @@ def test_npu_scale_comes_from_the_loss_scale_manager(npu_bridge, npu_dataset, tm
             session.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
             assert session.run(after) == {"loss_scale": scale, "overflow_steps": 0}
     assert records(npu_bridge, manager + ".get_loss_scale") == [{}]
-    assert (impl.loss_scale_state is not None) == armed
+    assert impl.loss_scale_state is not None
 
 
 @pytest.mark.parametrize("over_dump, hint", [
