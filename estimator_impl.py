@@ -312,7 +312,8 @@ class EstimatorImpl(object):
     def _evaluate_latest(self):
         """Evaluates the checkpoint estimator.train just wrote, in this process."""
         checkpoint = tf.train.latest_checkpoint(self.env.train_dir)
-        evaluation.Evaluator(self.env.eval_config(), self.logger).evaluate_and_record(checkpoint)
+        with evaluation.Evaluator(self.env.eval_config(), self.logger) as evaluator:
+            evaluator.evaluate_and_record(checkpoint)
 
     def _resumed_spec(self):
         """train_dir's model_spec.json when this run resumes from a checkpoint there

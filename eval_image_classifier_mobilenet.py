@@ -266,7 +266,14 @@ def main(argv):
     ensure_writable_dir(config.eval_dir, "eval_dir")
     evaluation.load_results(config.eval_dir)  # an unreadable results file fails now, not after
     log = logger_lib.get_logger(os.path.join(config.eval_dir, "eval_log.log"))
-    evaluator = evaluation.Evaluator(config, log)
+    with evaluation.Evaluator(config, log) as evaluator:
+        run_requested_evaluation(evaluator, config, ledger, model, f, log)
+    return 0
+
+
+def run_requested_evaluation(evaluator, config, ledger, model, f, log):
+    """What the flags ask for: an exported model, the ledger, a watch, every checkpoint
+    or one."""
     log.info("evaluating %s (%d classes) on %d %s images of %s at %d px"
              % (config.model_name, config.num_classes, evaluator.num_images(), config.split,
                 config.dataset.dataset_dir, config.image_size))
@@ -281,7 +288,6 @@ def main(argv):
             evaluate_and_record(evaluator, checkpoint)
     else:
         evaluate_and_record(evaluator, resolve_checkpoint(f.checkpoint_path))
-    return 0
 
 
 define_eval_flags()

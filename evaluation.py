@@ -25,6 +25,11 @@ EvalConfig = collections.namedtuple(
                   "log_every_n_batches eval_dir data_threads")
 
 
+# Evaluator's graph, kept across checkpoints: ``rewind`` restarts the split, ``savers``
+# holds one Saver per restore map (raw weights, moving averages).
+_KeptGraph = collections.namedtuple(
+    "_KeptGraph", "graph session variables batch rewind savers")
+
 
 def restore_map(model_variables, checkpoint, use_ema):
     """Checkpoint name for each model variable: its moving average when wanted and
@@ -51,11 +56,15 @@ def restore_map(model_variables, checkpoint, use_ema):
 
 
 class Evaluator(object):
-    """Builds the eval graph once per checkpoint and streams running accuracy."""
+    """Streams running accuracy over a split. The eval graph and its session are built on
+    the first evaluate() and kept: each checkpoint is restored into them, so sweeping many
+    (--eval_all_checkpoints, --watch, --ledger) builds the network once. close() ends
+    the session."""
 
     def __init__(self, config, logger):
         self.config = config
         self.logger = logger
+        self._kept = None  # the kept graph: _KeptGraph
 
     def num_images(self):
         total = self.config.dataset.num_samples(self.config.split)
@@ -63,25 +72,30 @@ class Evaluator(object):
             total = min(total, self.config.max_num_batches * self.config.batch_size)
         return total
 
-    def build_inputs(self):
-        """(images float32 [B, S, S, 3], labels int32 [B]) over the split, one pass."""
+    def _input_dataset(self):
         c = self.config
-        input_fn = data_provider.make_input_fn(
+        return data_provider.make_input_fn(
             c.dataset, c.split, is_training=False, batch_size=c.batch_size,
             image_size=c.image_size, preprocessing_name=c.preprocessing_name,
             preprocessing_options={"central_fraction": c.central_fraction},
             labels_offset=c.labels_offset, num_classes=c.num_classes,
-            num_threads=c.data_threads)
-        return tf.data.make_one_shot_iterator(input_fn()).get_next()
+            num_threads=c.data_threads)()
 
-    def build_logits(self):
-        """(logits float32 [B, classes], labels int32 [B]) over the split, one pass."""
+    def build_inputs(self):
+        """(images float32 [B, S, S, 3], labels int32 [B]) over the split, one pass."""
+        return tf.data.make_one_shot_iterator(self._input_dataset()).get_next()
+
+    def _logits(self, images):
         c = self.config
-        images, labels = self.build_inputs()
         network_fn = nets_factory.get_network_fn(c.model_name, c.num_classes,
                                                  is_training=False)
         logits, _ = network_fn(images)
-        return tf.cast(logits, tf.float32), labels
+        return tf.cast(logits, tf.float32)
+
+    def build_logits(self):
+        """(logits float32 [B, classes], labels int32 [B]) over the split, one pass."""
+        images, labels = self.build_inputs()
+        return self._logits(images), labels
 
     def restore(self, sess, checkpoint):
         """Restores the default graph's variables; returns whether EMA weights were used."""
@@ -90,10 +104,33 @@ class Evaluator(object):
         tf.train.Saver(mapping).restore(sess, checkpoint)
         return used_ema
 
-    def evaluate(self, checkpoint):
-        """Evaluates one checkpoint; returns its result record (see result_line)."""
-        with tf.Graph().as_default():
-            logits, labels = self.build_logits()
+    def evaluate(self, checkpoint, use_ema=None):
+        """Evaluates one checkpoint (moving averages per ``use_ema``, default the
+        config's); returns its result record (see result_line)."""
+        if self._kept is None:
+            self._kept = self._build_kept_graph()
+        kept = self._kept
+        mapping, used_ema = restore_map(kept.variables, checkpoint,
+                                        use_ema or self.config.use_ema)
+        key = tuple(sorted(mapping))
+        with kept.graph.as_default():  # TF 2.x is eager outside a graph
+            if key not in kept.savers:  # raw and EMA weights: a saver each, built once
+                kept.savers[key] = tf.train.Saver(mapping)
+            kept.savers[key].restore(kept.session, checkpoint)
+            kept.session.run(kept.rewind)
+            started = time.time()
+            totals = self._run_batches(lambda: kept.session.run(kept.batch))
+            seconds = time.time() - started
+        return _result([("checkpoint", checkpoint),
+                        ("global_step", checkpoint_global_step(checkpoint))],
+                       totals, seconds, used_ema)
+
+    def _build_kept_graph(self):
+        graph = tf.Graph()
+        with graph.as_default():
+            iterator = tf.data.make_initializable_iterator(self._input_dataset())
+            images, labels = iterator.get_next()
+            logits = self._logits(images)
             batch = {
                 "top1": tf.reduce_sum(top_k_hits(logits, labels, 1)),
                 "top5": tf.reduce_sum(top_k_hits(logits, labels, 5)),
@@ -101,14 +138,20 @@ class Evaluator(object):
                     labels=labels, logits=logits)),
                 "images": tf.shape(labels)[0],
             }
-            with tf.Session() as sess:
-                used_ema = self.restore(sess, checkpoint)
-                started = time.time()
-                totals = self._run_batches(lambda: sess.run(batch))
-                seconds = time.time() - started
-        return _result([("checkpoint", checkpoint),
-                        ("global_step", checkpoint_global_step(checkpoint))],
-                       totals, seconds, used_ema)
+            variables = tf.global_variables()
+        return _KeptGraph(graph, tf.Session(graph=graph), variables, batch,
+                          iterator.initializer, {})
+
+    def close(self):
+        if self._kept is not None:
+            self._kept.session.close()
+            self._kept = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
     def evaluate_model(self, model):
         """Evaluates an exported model (export.models.LoadedModel) in its own runtime

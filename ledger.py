@@ -124,13 +124,13 @@ def best_row(rows):
     return max(rows, key=lambda r: (r["top1"], -r["loss"], r["global_step"]))
 
 
-def measure(config, planned, log):
+def measure(evaluator, planned):
     """One ledger row: the evaluator's result for ``planned``; None when training's
     --keep_checkpoint_max deleted the checkpoint before it was read."""
     try:
         fingerprint = checkpoint_average.fingerprint(planned.checkpoint)
-        evaluator = evaluation.Evaluator(config._replace(use_ema=planned.use_ema), log)
-        result = run_reporting_tf_errors(evaluator.evaluate, planned.checkpoint)
+        result = run_reporting_tf_errors(evaluator.evaluate, planned.checkpoint,
+                                         planned.use_ema)
     except (UserError, OSError):
         if tf.io.gfile.exists(planned.checkpoint + ".index"):
             raise
@@ -215,26 +215,29 @@ def sweep(config, ledger, log):
              % (directory, len(checkpoints), len(plan), to_measure,
                 os.path.join(config.eval_dir, LEDGER_CSV)))
     measured, seconds = 0, 0.0
-    for index, (planned, key) in enumerate(zip(plan, keys)):
-        where = "ledger row %d/%d: %s %s" % (index + 1, len(plan),
-                                             _shown(planned.checkpoint, directory),
-                                             planned.weights)
-        if key in current:
-            log.info("%s: measured before (top1=%.4f), skipped" % (where, current[key]["top1"]))
-            continue
-        started = time.time()
-        row = measure(config, planned, log)
-        if row is None:
-            log.info("%s: training deleted it before it was read, skipped" % where)
-            continue
-        current[key] = row
-        seconds += time.time() - started
-        measured += 1
-        write_ledger(config.eval_dir, settings, [current[k] for k in order if k in current])
-        log.info("%s: top1=%.4f top5=%.4f loss=%.4f images=%d images/s=%.1f eta=%s"
-                 % (where, row["top1"], row["top5"], row["loss"], row["images"],
-                    row["images_per_sec"],
-                    logger_lib.format_eta(seconds / measured * (to_measure - measured))))
+    with evaluation.Evaluator(config, log) as evaluator:  # one graph for every row
+        for index, (planned, key) in enumerate(zip(plan, keys)):
+            where = "ledger row %d/%d: %s %s" % (index + 1, len(plan),
+                                                 _shown(planned.checkpoint, directory),
+                                                 planned.weights)
+            if key in current:
+                log.info("%s: measured before (top1=%.4f), skipped"
+                         % (where, current[key]["top1"]))
+                continue
+            started = time.time()
+            row = measure(evaluator, planned)
+            if row is None:
+                log.info("%s: training deleted it before it was read, skipped" % where)
+                continue
+            current[key] = row
+            seconds += time.time() - started
+            measured += 1
+            write_ledger(config.eval_dir, settings,
+                         [current[k] for k in order if k in current])
+            log.info("%s: top1=%.4f top5=%.4f loss=%.4f images=%d images/s=%.1f eta=%s"
+                     % (where, row["top1"], row["top5"], row["loss"], row["images"],
+                        row["images_per_sec"],
+                        logger_lib.format_eta(seconds / measured * (to_measure - measured))))
     rows = [current[k] for k in order if k in current]
     if not rows:
         raise UserError("no checkpoint of %s could be read; is training deleting them?"
