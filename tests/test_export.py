@@ -28,8 +28,8 @@ def digits(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def train_dir(digits):
-    """The demo recipe, shortened to 12 epochs: top-1 0.91-0.94 over seven seeds. At LR 0.02
-    the same 12 epochs gave 0.49-0.95 by seed, and 0.59 on CI's machine once."""
+    """The demo recipe, shortened to 12 epochs: top-1 0.91-0.94 over five seeds. At LR 0.02
+    the same 12 epochs gave 0.49-0.95 over six seeds, and 0.59 (on 32 images) on CI."""
     train_dir = os.path.join(digits, "train")
     out = run("train.py", "--dataset_dir=" + os.path.join(digits, "records"),
               "--train_dir=" + train_dir, "--model_name=mobilenet_v2_035",
