@@ -108,10 +108,16 @@ DEVICES_PER_SERVER = (1, 2, 4, 8)
 
 
 def topology_faults(table):
-    """Servers whose devices HCCL would not group: a count other than 1, 2, 4 or 8, or 2
-    or 4 devices across both HCCS rings. Only servers whose device ids are all 0-7 (an
-    8-NPU server) are judged; others follow their own hardware's rules."""
+    """Servers whose devices HCCL would not group: servers with different device counts
+    (Ascend's multi-server rule, for every server kind), and on an 8-NPU server (device
+    ids all 0-7) a count other than 1, 2, 4 or 8, or 2 or 4 devices across both HCCS
+    rings; other servers follow their own hardware's rules."""
+    counts = [(server_id, len(table.ranks_on(server_id))) for server_id in table.servers]
     faults = []
+    if len(set(count for _, count in counts)) > 1:
+        faults.append("the servers list different numbers of devices (%s) but HCCL needs the "
+                      "same number on every server; list as many on each (make the table "
+                      "with %s)" % (", ".join("%s: %d" % pair for pair in counts), GENERATE))
     for server_id in table.servers:
         devices = sorted(rank.device_id for rank in table.ranks_on(server_id))
         if max(devices) >= 2 * len(HCCS_RINGS[0]):

@@ -159,6 +159,21 @@ def test_devices_per_server_and_hccs_rings():
         assert rank_table.topology_faults(one_server(fine)) == [], fine
 
 
+def test_every_server_lists_the_same_number_of_devices():
+    def servers(device_ids_per_server):
+        ranks = []
+        for index, device_ids in enumerate(device_ids_per_server):
+            for device_id in device_ids:
+                ranks.append(rank_table.Rank(len(ranks), "10.0.0.%d" % (index + 1), device_id,
+                                             "192.168.%d.%d" % (index + 1, device_id + 1)))
+        return rank_table.parse(rank_table.to_json(ranks, "1.0"))
+    assert rank_table.topology_faults(servers([range(8), range(4)])) == [
+        "the servers list different numbers of devices (10.0.0.1: 8, 10.0.0.2: 4) but HCCL "
+        "needs the same number on every server; list as many on each (make the table with "
+        "python -m rank_tables.generate)"]
+    assert rank_table.topology_faults(servers([range(4), range(4), range(4)])) == []
+
+
 # ----------------------------------------------------------------------------- device loop
 
 def test_iterations_per_loop_divides_the_step_counts(npu_bridge, dataset):
