@@ -5,6 +5,7 @@ training, checkpoint, evaluation and fine-tuning in this process.
 The expected V3 variable table is written from TF-Slim's V3_LARGE spec
 (research/slim/nets/mobilenet/mobilenet_v3.py), not from nets/.
 """
+import argparse
 import collections
 import functools
 
@@ -437,10 +438,17 @@ def test_bad_new_flags(tiny_dataset, tmp_path, overrides, fragment):
 def test_evaluator_defaults_to_the_model_eval_size(tiny_dataset, tmp_path):
     import eval_image_classifier_mobilenet as evaluator_main
     from absl import flags
-    values = dict((name, flags.FLAGS[name].default) for name in flags.FLAGS)
-    values.update(checkpoint_path=str(tmp_path), dataset_dir=tiny_dataset,
-                  model_name="efficientnet_v2_s")
-    config = evaluator_main.config_from_flags(type("Flags", (), values))
+    given = dict(checkpoint_path=str(tmp_path), dataset_dir=tiny_dataset,
+                 model_name="efficientnet_v2_s")
+
+    class Flags(object):  # the parsed flags as config_from_flags reads them
+        def __getattr__(self, name):
+            return given[name] if name in given else flags.FLAGS[name].default
+
+        def __getitem__(self, name):
+            return argparse.Namespace(present=name in given)
+
+    config = evaluator_main.config_from_flags(Flags())
     assert config.image_size == 384 and config.preprocessing_name == "efficientnet_v2"
 
 
