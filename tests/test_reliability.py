@@ -438,3 +438,28 @@ def test_converter_killed_midway_leaves_only_complete_shards_and_reruns_to_the_e
                 open(os.path.join(reference, name), "rb") as b:
             assert a.read() == b.read(), name
     assert dataset_factory.get_dataset("auto", out).num_samples("train") == 800
+
+
+def test_ranks_creating_one_train_dir_at_once_all_succeed(tmp_path):
+    """Every rank of a multi-process run checks --train_dir at the same moment; a shared
+    probe file name let one rank delete another's probe (a flaky 'No such file or
+    directory' on CI), and a check-then-makedirs let two create it ('File exists')."""
+    from utils.files import ensure_writable_dir
+    failures = []
+
+    def rank(path):
+        try:
+            for _ in range(100):
+                ensure_writable_dir(path)
+        except errors.UserError as err:
+            failures.append(str(err))
+
+    for trial in range(3):
+        path = str(tmp_path / str(trial) / "train")
+        threads = [threading.Thread(target=rank, args=(path,)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert os.listdir(path) == []  # no probe left behind
+    assert failures == []

@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import tempfile
 
 from utils.errors import UserError
 
@@ -9,12 +10,12 @@ from utils.errors import UserError
 def ensure_writable_dir(path, flag_name="train_dir"):
     """Creates ``path`` if needed; a UserError naming --flag_name when it cannot be written."""
     try:
-        if not os.path.isdir(path):
-            os.makedirs(path)
-        probe = os.path.join(path, ".write_probe")
-        with open(probe, "w") as handle:
-            handle.write("ok")
-        os.remove(probe)
+        # Every rank of a multi-process run does this on the same folder at once: the
+        # folder may appear between the check and makedirs, and each probe needs its own
+        # name (with one shared name a rank removed another's probe under it).
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_probe_"):
+            pass
     except (IOError, OSError) as err:
         raise UserError("cannot write to %s (%s); pass a writable --%s"
                         % (path, err.strerror or err, flag_name))
