@@ -280,7 +280,7 @@ def run_requested_evaluation(evaluator, config, ledger, model, f, log):
     if model is not None:
         run_reporting_tf_errors(evaluator.evaluate_model_and_record, model)
     elif ledger is not None:
-        ledger_lib.sweep(config, ledger, log)
+        ledger_lib.sweep(evaluator, ledger, log)
     elif f.watch:
         watch(evaluator, f.checkpoint_path, f, log)
     elif f.eval_all_checkpoints:

@@ -188,9 +188,10 @@ def row_line(row):
                row["top5"], row["loss"], row["images"]))
 
 
-def sweep(config, ledger, log):
-    """Measures every row the ledger lacks, writes the ledger after each, then best/;
-    returns (rows, best row)."""
+def sweep(evaluator, ledger, log):
+    """Measures every row the ledger lacks with ``evaluator`` (one graph for every row),
+    writes the ledger after each, then best/; returns (rows, best row)."""
+    config = evaluator.config
     directory = ledger.directory
     ensure_writable_dir(config.eval_dir, "eval_dir")
     settings = eval_settings(config)
@@ -215,29 +216,28 @@ def sweep(config, ledger, log):
              % (directory, len(checkpoints), len(plan), to_measure,
                 os.path.join(config.eval_dir, LEDGER_CSV)))
     measured, seconds = 0, 0.0
-    with evaluation.Evaluator(config, log) as evaluator:  # one graph for every row
-        for index, (planned, key) in enumerate(zip(plan, keys)):
-            where = "ledger row %d/%d: %s %s" % (index + 1, len(plan),
-                                                 _shown(planned.checkpoint, directory),
-                                                 planned.weights)
-            if key in current:
-                log.info("%s: measured before (top1=%.4f), skipped"
-                         % (where, current[key]["top1"]))
-                continue
-            started = time.time()
-            row = measure(evaluator, planned)
-            if row is None:
-                log.info("%s: training deleted it before it was read, skipped" % where)
-                continue
-            current[key] = row
-            seconds += time.time() - started
-            measured += 1
-            write_ledger(config.eval_dir, settings,
-                         [current[k] for k in order if k in current])
-            log.info("%s: top1=%.4f top5=%.4f loss=%.4f images=%d images/s=%.1f eta=%s"
-                     % (where, row["top1"], row["top5"], row["loss"], row["images"],
-                        row["images_per_sec"],
-                        logger_lib.format_eta(seconds / measured * (to_measure - measured))))
+    for index, (planned, key) in enumerate(zip(plan, keys)):
+        where = "ledger row %d/%d: %s %s" % (index + 1, len(plan),
+                                             _shown(planned.checkpoint, directory),
+                                             planned.weights)
+        if key in current:
+            log.info("%s: measured before (top1=%.4f), skipped"
+                     % (where, current[key]["top1"]))
+            continue
+        started = time.time()
+        row = measure(evaluator, planned)
+        if row is None:
+            log.info("%s: training deleted it before it was read, skipped" % where)
+            continue
+        current[key] = row
+        seconds += time.time() - started
+        measured += 1
+        write_ledger(config.eval_dir, settings,
+                     [current[k] for k in order if k in current])
+        log.info("%s: top1=%.4f top5=%.4f loss=%.4f images=%d images/s=%.1f eta=%s"
+                 % (where, row["top1"], row["top5"], row["loss"], row["images"],
+                    row["images_per_sec"],
+                    logger_lib.format_eta(seconds / measured * (to_measure - measured))))
     rows = [current[k] for k in order if k in current]
     if not rows:
         raise UserError("no checkpoint of %s could be read; is training deleting them?"

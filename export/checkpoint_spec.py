@@ -6,7 +6,7 @@ from datasets import layout
 from export import metadata
 from export.inference_graph import ModelSpec
 from nets import nets_factory
-from utils.checkpoints import first_given as _first, read_model_spec
+from utils.checkpoints import first_given, read_model_spec
 from utils.errors import UserError
 
 
@@ -14,21 +14,21 @@ def resolve(checkpoint, model_name=None, num_classes=None, labels_offset=None,
             image_size=None, central_fraction=None, labels_file=None):
     """(ModelSpec, class names or None) for ``checkpoint`` (a resolved prefix)."""
     recorded = read_model_spec(os.path.dirname(checkpoint) or ".")
-    model_name = _first(model_name, recorded.get("model_name"))
+    model_name = first_given(model_name, recorded.get("model_name"))
     if model_name is None:
         raise UserError("which network is %s? pass --model_name (no model_spec.json beside "
                         "it)" % checkpoint)
     info = nets_factory.get_model_info(model_name)
-    num_classes = _first(num_classes, recorded.get("num_classes"))
+    num_classes = first_given(num_classes, recorded.get("num_classes"))
     if num_classes is None:
         raise UserError("how many classes has %s? pass --num_classes (no model_spec.json "
                         "beside it)" % checkpoint)
     if num_classes < 2:
         raise UserError("--num_classes=%d: need at least 2 classes" % num_classes)
-    labels_offset = _first(labels_offset, recorded.get("labels_offset"), 0)
-    image_size = _first(image_size, recorded.get("image_size"), info.default_eval_image_size)
+    labels_offset = first_given(labels_offset, recorded.get("labels_offset"), 0)
+    image_size = first_given(image_size, recorded.get("image_size"), info.default_eval_image_size)
     nets_factory.check_image_size(model_name, image_size)
-    central_fraction = _first(central_fraction, recorded.get("central_fraction"), 0.875)
+    central_fraction = first_given(central_fraction, recorded.get("central_fraction"), 0.875)
     if not 0.0 < central_fraction <= 1.0:
         raise UserError("--central_fraction=%s must be in (0, 1]" % central_fraction)
     spec = ModelSpec(model_name=model_name, num_classes=num_classes,

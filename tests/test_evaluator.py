@@ -185,6 +185,15 @@ def test_bad_eval_inputs_get_one_line(trained, dataset_dir, tmp_path):
         assert re.search(pattern, single_error_line(out))
 
 
+def test_corrupt_model_spec_gets_one_line(dataset_dir, tmp_path):
+    (tmp_path / "model_spec.json").write_text("{not json")
+    out = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + str(tmp_path),
+              "--dataset_dir=" + dataset_dir, MODEL)
+    line = single_error_line(out)
+    assert "model_spec.json is not valid JSON" in line and "repair or delete it" in line
+    assert (tmp_path / "model_spec.json").read_text() == "{not json"  # left as it was
+
+
 def test_corrupt_results_file_gets_one_line(trained, dataset_dir, tmp_path):
     train_dir, _ = trained
     (tmp_path / "eval_results.json").write_text("{not json")

@@ -213,8 +213,8 @@ def test_rerun_skips_measured_rows(run_dir, swept):
     # As a sweep interrupted before its last row leaves it.
     write_json(path, dict(before, rows=before["rows"][:-1], best=None))
     log = Lines()
-    rows, best = ledger.sweep(eval_config(dataset_dir, eval_dir),
-                              ledger.ledger_config(train_dir, 2), log)
+    with evaluation.Evaluator(eval_config(dataset_dir, eval_dir), log) as evaluator:
+        rows, best = ledger.sweep(evaluator, ledger.ledger_config(train_dir, 2), log)
     skipped = [l for l in log.lines if l.endswith("skipped")]
     measured = [l for l in log.lines if re.match(r"ledger row \d/8: .* top1=", l)]
     assert len(skipped) == 7 and len(measured) == 1

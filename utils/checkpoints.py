@@ -158,4 +158,6 @@ def repair_checkpoints(directory):
 def read_model_spec(directory):
     """The model_spec.json training wrote in ``directory``, or {} when there is none."""
     return read_json_if_present(os.path.join(directory, MODEL_SPEC_FILE),
-                                "pass --model_name, --num_classes and --image_size instead")
+                                "train.py writes it beside its checkpoints: repair or "
+                                "delete it (then give the model flags, such as "
+                                "--model_name and --num_classes)")
