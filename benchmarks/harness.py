@@ -45,6 +45,7 @@ class Context(object):
         self.dataset_dir = dataset_dir
         self.results = results
         self.checkpoint_dirs = {}
+        self.floor_graph = None
         self.last = None
 
     def run(self, name, rep, command, default_allocator=False):
@@ -174,12 +175,14 @@ def _peer_flags(s):
 
 
 def _bench_peer(ctx, rep, name, python):
-    """One peer framework's run (benchmarks/<name>_peer.py under ``python``)."""
+    """One peer framework's run (benchmarks/<name>_peer.py under ``python``): its
+    throughput, and its start-up from the same run (launch to its first step)."""
     done = ctx.run(name, rep, [python, "-m", "benchmarks.%s_peer" % name]
                    + _peer_flags(ctx.settings))
     figure = _worker_result(done, name + "_peer")
     _need(figure["median"], name, done)
-    return {name + "_synthetic": figure}
+    startup = _need(measure.first_marker_time(done.timed_lines), name + " start-up", done)
+    return {name + "_synthetic": figure, "startup_" + name: {"median": startup}}
 
 
 def bench_keras(ctx, rep):
@@ -208,6 +211,22 @@ def bench_startup(ctx, rep):
     return {"startup": {"median": seconds}}
 
 
+def bench_startup_floor(ctx, rep):
+    """TensorFlow's own share of start-up: a fresh process importing train.py's graph,
+    already built (once per harness run, by this code), then one step."""
+    floor = [ctx.python, "-m", "benchmarks.startup_floor"]
+    if ctx.floor_graph is None:
+        folder = ctx.fresh_dir("startup_floor")
+        graph = os.path.join(folder, "train_graph.meta")
+        flags = ours.train_flags(ctx.settings, ctx.dataset_dir,
+                                 os.path.join(folder, "train"), False, 1, 1)
+        ctx.run("startup_floor_build", rep, floor + ["--save_graph=%s" % graph, "--"] + flags)
+        ctx.floor_graph = graph
+    done = ctx.run("startup_floor", rep, floor + ["--load_graph=%s" % ctx.floor_graph])
+    seconds = _need(measure.first_marker_time(done.timed_lines), "startup_floor", done)
+    return {"startup_floor": {"median": seconds}}
+
+
 # One repetition, in this order: pairs that are compared run next to each other.
 BENCHMARKS = (
     ("train_synthetic", bench_train_synthetic),
@@ -219,6 +238,7 @@ BENCHMARKS = (
     ("keras", bench_keras),
     ("torch", bench_torch),
     ("startup", bench_startup),
+    ("startup_floor", bench_startup_floor),
 )
 # Information-only figures measured in the first repetition only, to save time.
 FIRST_REPETITION_ONLY = ("train_default_alloc",)

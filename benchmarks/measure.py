@@ -12,6 +12,9 @@ import os
 import re
 
 RESULT_PREFIX = "BENCH_RESULT "
+# Printed by a peer or probe the moment its first training step has finished, so the
+# harness times launch-to-first-step the way it times train.py's first progress line.
+FIRST_STEP_MARKER = "BENCH_FIRST_STEP"
 
 _PROGRESS = re.compile(r"(?:^|\s)step:(\d+)\s.*?\bips:([0-9.]+)")
 _EVAL = re.compile(r"\beval batch:(\d+)\s.*?\bips:([0-9.]+)")
@@ -77,6 +80,18 @@ def first_progress_time(timed_lines):
         if _PROGRESS.search(line):
             return seconds
     return None
+
+
+def first_marker_time(timed_lines):
+    """Seconds (as recorded with the line) of the first FIRST_STEP_MARKER line, or None."""
+    for seconds, line in timed_lines:
+        if line.startswith(FIRST_STEP_MARKER):
+            return seconds
+    return None
+
+
+def announce_first_step():
+    print(FIRST_STEP_MARKER, flush=True)
 
 
 def summarize(rates):

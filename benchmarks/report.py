@@ -34,6 +34,13 @@ FIGURES = (
            "forward pass + eval preprocessing, per-batch ips lines"),
     Figure("startup", "Start-up: launch to first finished step", "s",
            "train.py process launch to its first progress line (log_every_n_steps=1)"),
+    Figure("startup_floor", "Start-up floor: TF import, built graph, first step", "s",
+           "startup_floor.py: import TF, import train.py's already-built graph, session, "
+           "init, one step; no Python graph building, Estimator or hooks"),
+    Figure("startup_keras", "Keras start-up: launch to first finished step", "s",
+           "the Keras run's launch to its first fit step (build, compile, trace)"),
+    Figure("startup_torch", "PyTorch start-up: launch to first finished step", "s",
+           "the PyTorch run's launch to its first optimizer step"),
 )
 
 COMPARISONS = (
@@ -58,6 +65,13 @@ COMPARISONS = (
                "how close preprocessing gets to the decode ceiling (information)"),
     Comparison("eval_vs_training", "Evaluation / TFRecord training", "eval_tfrecord",
                "train_tfrecord", "ratio", None, None, "information"),
+    Comparison("startup_vs_floor", "Start-up: ours / floor", "startup", "startup_floor",
+               "ratio", None, None, "lower is faster; 1 would mean our graph building, "
+               "Estimator and hooks cost nothing (information)"),
+    Comparison("startup_vs_keras", "Start-up: ours / Keras", "startup", "startup_keras",
+               "ratio", None, None, "lower is faster (information)"),
+    Comparison("startup_vs_torch", "Start-up: ours / PyTorch", "startup", "startup_torch",
+               "ratio", None, None, "lower is faster (information)"),
 )
 
 # Targets on a figure itself rather than on a ratio.

@@ -44,6 +44,14 @@ def test_first_progress_time_is_the_start_up_figure():
     assert measure.first_progress_time([(1.0, "no progress here")]) is None
 
 
+def test_peers_and_the_floor_announce_their_first_step(capsys):
+    measure.announce_first_step()
+    printed = capsys.readouterr().out.splitlines()
+    timed = [(2.0, "importing"), (9.5, printed[0]), (12.0, printed[0])]
+    assert measure.first_marker_time(timed) == 9.5
+    assert measure.first_marker_time([(1.0, "step:1 ips:3 loss:7")]) is None
+
+
 def test_worker_result_line_round_trip():
     lines = ["noise", measure.result_line({"median": 1.5}),
              measure.result_line({"median": 2.5, "windows": [2.5]})]
@@ -72,7 +80,8 @@ def _fake_results(mode="full"):
         "keras_synthetic": [8.0, 9.0, 10.0], "torch_synthetic": [20.0, 22.0, 24.0],
         "session_loop": [10.2, 11.2, 12.1], "input_pipeline": [500.0, 520.0, 510.0],
         "jpeg_decode": [700.0, 710.0, 690.0], "eval_tfrecord": [30.0, 31.0, 29.0],
-        "startup": [35.0, 30.0, None],
+        "startup": [35.0, 30.0, None], "startup_floor": [10.0, 12.0, 9.0],
+        "startup_keras": [70.0, 60.0, 50.0], "startup_torch": [5.0, 6.0, 4.0],
     }
     figures = {key: {"runs": values,
                      "details": [{"other_load": 0.02} if v is not None else None
@@ -103,6 +112,9 @@ def test_finalize_medians_ratios_and_verdicts():
     assert overhead["verdict"] == report.PASS and overhead["target"] == "<= 5%"
     assert comps["pipeline_vs_decode"]["verdict"] is None
     assert comps["allocator_effect"]["median"] == pytest.approx(2.0)
+    assert comps["startup_vs_floor"]["per_run"] == pytest.approx([3.5, 2.5, None])
+    assert comps["startup_vs_keras"]["median"] == pytest.approx(0.5)  # 35/70, 30/60
+    assert comps["startup_vs_torch"]["verdict"] is None  # information only
     json.dumps(results)  # results.json must serialize
 
 
