@@ -18,7 +18,7 @@ import time
 
 from benchmarks import measure
 from utils.errors import exit_on_user_error
-from benchmarks.session_loop import build_train_graph
+from benchmarks.session_loop import build_train_graph, split_train_argv
 
 
 def _settings(impl, tf):
@@ -68,8 +68,7 @@ def run(train_argv, steps, warmup):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    ours = argv[:argv.index("--")] if "--" in argv else argv
-    train_argv = argv[argv.index("--") + 1:] if "--" in argv else []
+    ours, train_argv = split_train_argv(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12, help="measured steps per setting")
     parser.add_argument("--warmup", type=int, default=2)

@@ -18,6 +18,14 @@ from benchmarks import measure
 from utils.errors import exit_on_user_error
 
 
+def split_train_argv(argv):
+    """(this tool's arguments, train.py's flags): the two sides of ``--``."""
+    if "--" not in argv:
+        return list(argv), []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
+
+
 def build_train_graph(train_argv):
     """In the current default graph, what train.py builds from ``train_argv``:
     returns (env, impl, spec, init_ops); run init_ops in each new session."""
@@ -66,8 +74,7 @@ def build_and_run(train_argv, warmup, window):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    ours = argv[:argv.index("--")] if "--" in argv else argv
-    train_argv = argv[argv.index("--") + 1:] if "--" in argv else []
+    ours, train_argv = split_train_argv(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--window", type=int, default=5)

@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from benchmarks import measure
+from benchmarks.session_loop import build_train_graph, split_train_argv
 from utils.errors import exit_on_user_error
 
 TRAIN_OP = "startup_floor_train_op"
@@ -25,7 +26,6 @@ CONFIG_SUFFIX = ".session_config"
 
 
 def save_graph(path, train_argv):
-    from benchmarks.session_loop import build_train_graph
     from utils.tf_compat import tf
 
     with tf.Graph().as_default():
@@ -54,8 +54,7 @@ def load_and_step(path):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    ours = argv[:argv.index("--")] if "--" in argv else argv
-    train_argv = argv[argv.index("--") + 1:] if "--" in argv else []
+    ours, train_argv = split_train_argv(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--save_graph", help="build train.py's graph from the flags after "

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from benchmarks import config, harness, measure, ours, report
+from benchmarks import config, harness, measure, ours, report, session_loop
 
 
 def test_median_odd_even_and_empty():
@@ -50,6 +50,13 @@ def test_peers_and_the_floor_announce_their_first_step(capsys):
     timed = [(2.0, "importing"), (9.5, printed[0]), (12.0, printed[0])]
     assert measure.first_marker_time(timed) == 9.5
     assert measure.first_marker_time([(1.0, "step:1 ips:3 loss:7")]) is None
+
+
+def test_tool_arguments_and_train_flags_split_at_the_double_dash():
+    argv = ["--warmup=2", "--", "--dataset_dir=D", "--batch_size=8"]
+    assert session_loop.split_train_argv(argv) == (["--warmup=2"],
+                                                   ["--dataset_dir=D", "--batch_size=8"])
+    assert session_loop.split_train_argv(["--warmup=2"]) == (["--warmup=2"], [])
 
 
 def test_worker_result_line_round_trip():
