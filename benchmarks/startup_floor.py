@@ -14,11 +14,12 @@ and checks cost.
   .venv/bin/python -m benchmarks.startup_floor --load_graph=/tmp/g.meta
 """
 import argparse
+import os
 import sys
 
 from benchmarks import measure
 from benchmarks.session_loop import build_train_graph, split_train_argv
-from utils.errors import exit_on_user_error
+from utils.errors import UserError, exit_on_user_error
 
 TRAIN_OP = "startup_floor_train_op"
 INIT_OPS = "startup_floor_init_ops"
@@ -39,6 +40,9 @@ def save_graph(path, train_argv):
 
 
 def load_and_step(path):
+    if not (os.path.isfile(path) and os.path.isfile(path + CONFIG_SUFFIX)):
+        raise UserError("no saved graph at %s (with its %s): write one first with "
+                        "--save_graph=%s -- <train.py flags>" % (path, CONFIG_SUFFIX, path))
     from utils.tf_compat import tf
 
     with open(path + CONFIG_SUFFIX, "rb") as handle:
