@@ -5,6 +5,7 @@ import time
 from devices import placement, precision
 import evaluation
 import finetune
+import graph_cache
 import logger as logger_lib
 import optimization
 import resilience
@@ -55,27 +56,66 @@ class EstimatorImpl(object):
         return model_fn
 
     def model_fn(self, features, labels, mode, params=None):
-        env = self.env
-        is_training = mode == tf.estimator.ModeKeys.TRAIN
+        if mode == tf.estimator.ModeKeys.TRAIN:
+            return self._train_spec(features, labels)
+        logits, classes, probabilities = self._classify(features, is_training=False)
+        if mode == tf.estimator.ModeKeys.PREDICT:
+            return tf.estimator.EstimatorSpec(
+                mode, predictions={"classes": classes, "probabilities": probabilities})
+        optimization.classification_loss(self.env, logits, labels)
+        total_loss = tf.losses.get_total_loss(add_regularization_losses=True)
+        correct = tf.cast(tf.equal(classes, labels), tf.float32)
+        metrics = {"top1": tf.metrics.mean(correct),
+                   "top5": tf.metrics.mean(evaluation.top_k_hits(logits, labels, 5))}
+        return tf.estimator.EstimatorSpec(mode, loss=total_loss, eval_metric_ops=metrics)
+
+    def _classify(self, features, is_training):
+        """(logits, classes, probabilities) of the network on ``features``."""
         logits, _ = self.network_fn(is_training)(features)
         if is_training and self.warm_start_checkpoint:
             self._warm_start()
         probabilities = tf.nn.softmax(logits, name="probabilities")
         classes = tf.argmax(logits, axis=1, output_type=tf.int32, name="classes")
-        if mode == tf.estimator.ModeKeys.PREDICT:
-            return tf.estimator.EstimatorSpec(
-                mode, predictions={"classes": classes, "probabilities": probabilities})
+        return logits, classes, probabilities
 
+    def _train_spec(self, features, labels):
+        """The training EstimatorSpec: its graph built by _build_train, or imported by
+        the graph cache where one applies; the progress hook around it."""
+        env = self.env
+        cache = self._graph_cache()
+        if cache is None:
+            built, cache_hooks = self._build_train(features, labels), []
+        else:
+            built, cache_hooks = cache.train_graph(
+                lambda: self._build_train(features, labels), [features, labels])
+        self.train_loss = built["total_loss"]
+        self.loss_scale_state = built["loss_scale_state"]
+        hook = logger_lib.TrainLoggerHook(
+            built["logged"], every_n_steps=env.log_every_n_steps,
+            steps_per_epoch=env.steps_per_epoch, max_steps=env.max_train_steps,
+            global_batch=env.global_batch, logger=self.logger,
+            steps_per_run=self.device.steps_per_run)
+        return tf.estimator.EstimatorSpec(
+            tf.estimator.ModeKeys.TRAIN, loss=built["loss"], train_op=built["train_op"],
+            training_hooks=[hook] + cache_hooks + self.device.training_hooks())
+
+    def _graph_cache(self):
+        """The GraphCache for this run, or None where none applies (see graph_cache)."""
+        env = self.env
+        if not env.graph_cache_dir or self.warm_start_checkpoint \
+                or not self.device.train_graph_cacheable():
+            return None
+        return graph_cache.GraphCache(env.graph_cache_dir, graph_cache.settings_of(env),
+                                      env.keep_checkpoint_max, self.logger)
+
+    def _build_train(self, features, labels):
+        """Builds the training graph: {"train_op", "loss" (the spec's), "total_loss",
+        "logged" (the progress line's tensors), "loss_scale_state" (or None)}."""
+        env = self.env
+        logits, classes, _ = self._classify(features, is_training=True)
         loss = optimization.classification_loss(env, logits, labels)
         total_loss = tf.losses.get_total_loss(add_regularization_losses=True)
-        if mode == tf.estimator.ModeKeys.TRAIN:
-            self.train_loss = total_loss
         correct = tf.cast(tf.equal(classes, labels), tf.float32)
-        if mode == tf.estimator.ModeKeys.EVAL:
-            metrics = {"top1": tf.metrics.mean(correct),
-                       "top5": tf.metrics.mean(evaluation.top_k_hits(logits, labels, 5))}
-            return tf.estimator.EstimatorSpec(mode, loss=total_loss, eval_metric_ops=metrics)
-
         global_step = tf.train.get_or_create_global_step()
         lr = optimization.learning_rate(env, global_step)
         train_accuracy = tf.reduce_mean(correct, name="train_accuracy")
@@ -95,24 +135,19 @@ class EstimatorImpl(object):
         logged = {"loss": loss, "total_loss": total_loss, "lr": lr,
                   "train_accuracy": train_accuracy}
         read_loss_scale = self.device.loss_scale_reader(optimizer)
-        self.loss_scale_state = None
+        loss_scale_state = None
         spec_loss = total_loss
         if read_loss_scale is not None:
             spec_loss = precision.overflow_tolerant_loss(total_loss)
             # Read after the step, so the progress line, TensorBoard (at the global step,
             # every save_summary_steps) and the collapse stop all see the same numbers.
-            train_op, after = precision.overflow_telemetry(train_op, read_loss_scale,
-                                                           global_step)
+            train_op, loss_scale_state = precision.overflow_telemetry(
+                train_op, read_loss_scale, global_step)
             for name in ("loss_scale", "overflow_steps"):
-                logger_lib.scalar_summary(name, after[name])
-            logged.update(after)
-            self.loss_scale_state = after
-        hook = logger_lib.TrainLoggerHook(
-            logged, every_n_steps=env.log_every_n_steps, steps_per_epoch=env.steps_per_epoch,
-            max_steps=env.max_train_steps, global_batch=env.global_batch, logger=self.logger,
-            steps_per_run=self.device.steps_per_run)
-        return tf.estimator.EstimatorSpec(mode, loss=spec_loss, train_op=train_op,
-                                          training_hooks=[hook] + self.device.training_hooks())
+                logger_lib.scalar_summary(name, loss_scale_state[name])
+            logged.update(loss_scale_state)
+        return {"train_op": train_op, "loss": spec_loss, "total_loss": total_loss,
+                "logged": logged, "loss_scale_state": loss_scale_state}
 
     def _warm_start(self):
         plan, lines = finetune.plan_warm_start(self.env, self.warm_start_checkpoint)

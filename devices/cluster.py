@@ -91,6 +91,9 @@ class TfDevice(Device):
             return None
         return lambda: precision.current_loss_scale(optimizer)
 
+    def train_graph_cacheable(self):
+        return self.strategy is None
+
     def skips_overflow_steps(self):
         # Env leaves loss_scale None unless float16 needs it or the user asked for it
         # (in float32 too: a rehearsal, same overflow mechanics).

@@ -97,6 +97,11 @@ class Device(object):
     def training_hooks(self):
         return []
 
+    def train_graph_cacheable(self):
+        """True when model_fn builds the training graph once, whole, for one device, so
+        graph_cache may import it instead (not on Ascend, not under tf.distribute)."""
+        return False
+
     def skips_overflow_steps(self):
         """True when loss scaling skips the steps whose float16 gradients overflow: a
         non-finite value in a step is then expected now and then, not a divergence."""

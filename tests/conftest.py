@@ -1,12 +1,21 @@
 """Fixtures and helpers shared by several test modules."""
+import atexit
 import logging
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
 from tests.cli_helpers import ROOT
 from utils.tf_compat import tf
+
+# Training runs keep their graphs in the user's cache folder (graph_cache): give the suite,
+# and the programs it starts, a fresh one instead.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="test_xdg_cache_")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
+
 
 class ListHandler(logging.Handler):
     """Keeps the messages a logger emits, for tests to read."""
