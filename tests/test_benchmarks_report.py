@@ -87,7 +87,8 @@ def _fake_results(mode="full"):
         "keras_synthetic": [8.0, 9.0, 10.0], "torch_synthetic": [20.0, 22.0, 24.0],
         "session_loop": [10.2, 11.2, 12.1], "input_pipeline": [500.0, 520.0, 510.0],
         "jpeg_decode": [700.0, 710.0, 690.0], "eval_tfrecord": [30.0, 31.0, 29.0],
-        "startup": [35.0, 30.0, None], "startup_floor": [10.0, 12.0, 9.0],
+        "startup": [35.0, 30.0, None], "startup_cold": [40.0, 36.0, 45.0],
+        "startup_floor": [10.0, 12.0, 9.0],
         "startup_keras": [70.0, 60.0, 50.0], "startup_torch": [5.0, 6.0, 4.0],
     }
     figures = {key: {"runs": values,
@@ -122,6 +123,8 @@ def test_finalize_medians_ratios_and_verdicts():
     assert comps["startup_vs_floor"]["per_run"] == pytest.approx([3.5, 2.5, None])
     assert comps["startup_vs_keras"]["median"] == pytest.approx(0.5)  # 35/70, 30/60
     assert comps["startup_vs_torch"]["verdict"] is None  # information only
+    assert comps["startup_cold_vs_floor"]["per_run"] == pytest.approx([4.0, 3.0, 5.0])
+    assert "verdict" not in figures["startup_cold"]  # the target is on repeated runs
     json.dumps(results)  # results.json must serialize
 
 
