@@ -33,8 +33,8 @@ KEEP_ENTRIES = 8
 SUFFIX = ".meta"
 RECORD_KEY = "graph_cache_record"  # the entry's own collection, removed before import
 PROJECT_ROOT = os.path.dirname(os.path.abspath(__file__))
-# Project folders whose Python never builds the training graph.
-NOT_GRAPH_SOURCE = ("tests", "benchmarks", "scripts", "result", "demo_output")
+# Project packages whose Python never builds the training graph.
+NOT_GRAPH_SOURCE = ("tests", "benchmarks")
 # Env settings that steer the loop around the graph, never the ops model_fn builds.
 LOOP_SETTINGS = ("train_dir", "over_dump_path", "log_every_n_steps", "eval_every_steps",
                  "save_checkpoints_steps", "save_checkpoints_secs", "verbose", "preflight",
@@ -54,19 +54,26 @@ def default_dir():
 _SOURCE_DIGEST = []
 
 
+def _source_files():
+    """The project's top-level modules and its packages' (folders with __init__.py)
+    modules, but not the tests' or benchmarks': never a data folder's files."""
+    for folder, subfolders, files in os.walk(PROJECT_ROOT):
+        subfolders[:] = sorted(
+            d for d in subfolders
+            if os.path.isfile(os.path.join(folder, d, "__init__.py"))
+            and not (folder == PROJECT_ROOT and d in NOT_GRAPH_SOURCE))
+        for name in sorted(f for f in files if f.endswith(".py")):
+            yield os.path.join(folder, name)
+
+
 def source_digest():
     """sha256 over the project's graph-building Python files (computed once)."""
     if not _SOURCE_DIGEST:
         digest = hashlib.sha256()
-        for folder, subfolders, files in os.walk(PROJECT_ROOT):
-            subfolders[:] = sorted(
-                d for d in subfolders if not d.startswith((".", "__"))
-                and not (folder == PROJECT_ROOT and d in NOT_GRAPH_SOURCE))
-            for name in sorted(f for f in files if f.endswith(".py")):
-                path = os.path.join(folder, name)
-                digest.update(os.path.relpath(path, PROJECT_ROOT).encode("utf-8"))
-                with open(path, "rb") as handle:
-                    digest.update(handle.read())
+        for path in _source_files():
+            digest.update(os.path.relpath(path, PROJECT_ROOT).encode("utf-8"))
+            with open(path, "rb") as handle:
+                digest.update(handle.read())
         _SOURCE_DIGEST.append(digest.hexdigest())
     return _SOURCE_DIGEST[0]
 
@@ -330,7 +337,10 @@ class GraphCache(object):
                              "the graph" % (path, type(err).__name__, str(err)[:200]))
             _remove_quietly(path)
             return None
-        os.utime(path, None)  # most recently used: kept longest
+        try:
+            os.utime(path, None)  # most recently used: kept longest
+        except OSError:
+            pass  # a read-only cache still serves
         return _from_names(record["outputs"], graph), record["variables"]
 
     def _store(self, path, graph, before, outputs, names, started):
@@ -345,14 +355,15 @@ class GraphCache(object):
         record = {"inputs": inputs, "outputs": _to_names(outputs), "variables": names}
         meta.collection_def[RECORD_KEY].bytes_list.value.append(
             json.dumps(record).encode("utf-8"))
+        staged = "%s.%d.tmp" % (path, os.getpid())
         try:
             if not os.path.isdir(self.directory):
                 os.makedirs(self.directory)
-            staged = "%s.%d.tmp" % (path, os.getpid())
             with open(staged, "wb") as handle:
                 handle.write(meta.SerializeToString())
             os.replace(staged, path)  # a reader sees the old entry or the whole new one
         except (IOError, OSError) as err:
+            _remove_quietly(staged)  # a full disk leaves no half entry behind
             self.logger.info("graph cache: cannot write %s (%s); later runs build the "
                              "graph afresh too" % (self.directory, err))
             return
