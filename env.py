@@ -14,8 +14,8 @@ from absl import flags
 from datasets import dataset_factory
 from devices import cluster, placement
 from devices.npu import PRECISION_MODES, check_npu_environment
-import graph_cache
 from finetune import parse_restore_exclude, parse_scopes
+import graph_cache
 from nets import nets_factory
 from utils.checkpoints import resolve_checkpoint
 from utils.errors import UserError
