@@ -250,8 +250,10 @@ def bench_startup_floor(ctx, rep):
 
 
 # One repetition, in this order: pairs that are compared run next to each other
-# (train_synthetic between its two targets with 5% margins, so host drift between
-# processes cancels as far as it can).
+# (train_synthetic between its two targets with 5% margins). The first PAIRED_BLOCK
+# entries run in reverse order every other repetition, so a host that speeds up or slows
+# down over minutes (10-20% here) favours neither side of those comparisons.
+PAIRED_BLOCK = 3
 BENCHMARKS = (
     ("session_loop", bench_session_loop),
     ("train_synthetic", bench_train_synthetic),
@@ -313,6 +315,14 @@ def _selected(only):
     if unknown:
         raise SystemExit("unknown benchmark %r; known: %s" % (unknown[0], ", ".join(known)))
     return [(name, fn) for name, fn in BENCHMARKS if name in names]
+
+
+def _repetition_order(selected, rep):
+    """selected, with the paired block (those of BENCHMARKS[:PAIRED_BLOCK] selected)
+    reversed on odd repetitions."""
+    paired = [entry for entry in selected if entry in BENCHMARKS[:PAIRED_BLOCK]]
+    rest = [entry for entry in selected if entry not in paired]
+    return (paired[::-1] if rep % 2 else paired) + rest
 
 
 def _record(results, rep, figures, completed):
@@ -399,7 +409,7 @@ def main(argv=None):
     for rep in range(settings.repeats):
         print("repetition %d of %d" % (rep + 1, settings.repeats), flush=True)
         ctx.checkpoint_dirs = {}
-        for name, bench in selected:
+        for name, bench in _repetition_order(selected, rep):
             if rep > 0 and name in FIRST_REPETITION_ONLY:
                 continue
             try:

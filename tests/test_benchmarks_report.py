@@ -160,6 +160,23 @@ def test_record_keeps_runs_aligned_by_repetition():
     assert entry["details"][1]["other_load"] == 0.25
 
 
+def test_paired_block_alternates_direction_and_the_rest_keeps_its_order():
+    names = [name for name, _ in harness.BENCHMARKS]
+    paired = names[:harness.PAIRED_BLOCK]
+    assert "train_synthetic" in paired and "train_tfrecord" in paired
+
+    def order(selected, rep):
+        return [name for name, _ in harness._repetition_order(selected, rep)]
+    assert order(harness.BENCHMARKS, 0) == names
+    assert order(harness.BENCHMARKS, 1) == paired[::-1] + names[harness.PAIRED_BLOCK:]
+    assert order(harness.BENCHMARKS, 2) == names
+    # eval reads a checkpoint of this repetition's training: it always comes after it.
+    assert all(order(harness.BENCHMARKS, rep).index("eval") > harness.PAIRED_BLOCK - 1
+               for rep in (0, 1))
+    only = harness._selected("eval,train_tfrecord,train_synthetic")
+    assert order(only, 1) == ["train_tfrecord", "train_synthetic", "eval"]
+
+
 @pytest.mark.parametrize("settings", [config.QUICK, config.FULL])
 def test_settings_windows_line_up_with_progress_lines(settings):
     assert settings.warmup_steps % settings.window == 0
