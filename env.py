@@ -5,17 +5,17 @@ the evaluator's own config, so one search finds where any flag is read. Env hold
 TensorFlow session state: the graph-building helpers (learning rate, optimizer) are
 plain functions of the numbers it holds.
 """
-import collections
 import math
 import os
 
 from absl import flags
 
 from datasets import dataset_factory
-from devices import cluster, placement
-from devices.npu import PRECISION_MODES, check_npu_environment
-from finetune import parse_restore_exclude, parse_scopes
-import graph_cache
+from devices import placement
+from devices.npu import PRECISION_MODES
+from devices.ranks import rank_info_from_environ
+from training.finetune import parse_restore_exclude, parse_scopes
+from training import graph_cache
 from nets import nets_factory
 from utils.checkpoints import resolve_checkpoint
 from utils.errors import UserError
@@ -148,7 +148,7 @@ def define_train_flags():
                        "Evaluate the validation split every this many epochs while "
                        "training (in this process; results in <train_dir>/eval).")
     flags.DEFINE_boolean("preflight", False,
-                         "Run every pre-flight check (preflight.py; the dataset's record "
+                         "Run every pre-flight check (training/preflight.py; the dataset's record "
                          "counts too), print what was checked and exit: 0 when nothing is "
                          "wrong, 2 otherwise. Trains nothing, writes nothing.")
     flags.DEFINE_string("graph_cache_dir", None,
@@ -157,40 +157,6 @@ def define_train_flags():
                         "start-up; CPU and single-GPU). Default: "
                         "$XDG_CACHE_HOME/mobile-classifiers/train-graphs, ~/.cache when "
                         "unset; empty (--graph_cache_dir=) builds every graph afresh.")
-
-
-RankInfo = collections.namedtuple("RankInfo", "rank_id rank_size")
-
-
-def rank_info_from_environ(environ=None):
-    """This process's rank: from TF_CONFIG's cluster (GPU / CPU multi-worker), else
-    RANK_ID / RANK_SIZE as Ascend's launchers set them; 0 of 1 when absent. When both
-    are set they must agree."""
-    environ = os.environ if environ is None else environ
-    rank_size = _env_int(environ, "RANK_SIZE", 1)
-    rank_id = _env_int(environ, "RANK_ID", 0)
-    from_cluster = cluster.tf_config_ranks(environ)
-    if from_cluster is not None:
-        given = (environ.get("RANK_ID"), environ.get("RANK_SIZE"))
-        if given != (None, None) and (rank_id, rank_size) != from_cluster:
-            raise UserError("TF_CONFIG makes this process rank %d of %d but RANK_ID=%s "
-                            "RANK_SIZE=%s; make them agree or unset RANK_ID / RANK_SIZE"
-                            % (from_cluster + given))
-        rank_id, rank_size = from_cluster
-    if rank_size < 1:
-        raise UserError("RANK_SIZE=%d: must be >= 1" % rank_size)
-    if not 0 <= rank_id < rank_size:
-        raise UserError("RANK_ID=%d is outside [0, RANK_SIZE=%d)" % (rank_id, rank_size))
-    return RankInfo(rank_id, rank_size)
-
-
-def _check_device_environment(device, ranks, environ):
-    if device == "npu":
-        check_npu_environment(environ, ranks.rank_size)
-    elif ranks.rank_size > 1 and cluster.tf_config_ranks(environ) is None:
-        raise UserError("RANK_SIZE=%d on %s needs TF_CONFIG naming every worker; start "
-                        "with scripts/run_8p.sh, which sets it per process"
-                        % (ranks.rank_size, device))
 
 
 def _parse_loss_scale(value, float16):
@@ -211,16 +177,6 @@ def _parse_loss_scale(value, float16):
         raise UserError("--loss_scale=%s: give dynamic, none or a number >= 1 (such as "
                         "1024)" % value)
     return number
-
-
-def _env_int(environ, name, default):
-    value = environ.get(name, "")
-    if value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise UserError("environment variable %s=%r is not an integer" % (name, value))
 
 
 def _default_save_steps(steps_per_epoch, device, iterations_per_loop):
@@ -284,7 +240,7 @@ class Env(object):
         nets_factory.check_image_size(f.model_name, image_size)
 
         device = placement.resolve_device(f.device)
-        _check_device_environment(device, ranks, environ)
+        placement.check_device_environment(device, ranks, environ)
         local_replicas = placement.local_replicas(device, f.num_gpus)
         if f.mixed_precision and device != "gpu":
             raise UserError("--mixed_precision is for GPUs (this run uses %s); on Ascend "
@@ -388,8 +344,8 @@ class Env(object):
         """How train.py --eval_every_n_epochs evaluates: the validation split at
         --eval_image_size (default: --train_image_size when given, else the model's eval
         size), results in <train_dir>/eval."""
-        import evaluation
-        return evaluation.EvalConfig(
+        from evaluation.evaluator import EvalConfig
+        return EvalConfig(
             dataset=self.dataset, split="validation", model_name=self.model_name,
             num_classes=self.num_classes, labels_offset=self.labels_offset,
             image_size=self.eval_image_size, preprocessing_name=self.preprocessing_name,
@@ -404,7 +360,7 @@ class Env(object):
         A run resuming from train_dir passes the model_spec.json already there
         (resumed_spec): its checkpoints' weights came from that first start, so the
         record is kept as it is (absent when that run wrote none), whatever this run's
-        --restore_path; preflight.py compares --restore_path with it."""
+        --restore_path; training/preflight.py compares --restore_path with it."""
         spec = {"model_name": self.model_name, "num_classes": self.num_classes,
                 "labels_offset": self.labels_offset, "image_size": self.eval_image_size,
                 "train_image_size": self.image_size,

@@ -3,12 +3,12 @@ import os
 import time
 
 from devices import placement, precision
-import evaluation
-import finetune
-import graph_cache
+from evaluation.evaluator import Evaluator, top_k_hits
+from training import finetune
+from training import graph_cache
 import logger as logger_lib
-import optimization
-import resilience
+from training import optimization
+from training import resilience
 from dataloader import data_provider, record_check
 from nets import nets_factory
 from utils.checkpoints import (MODEL_SPEC_FILE, checkpoint_global_step, read_model_spec,
@@ -66,7 +66,7 @@ class EstimatorImpl(object):
         total_loss = tf.losses.get_total_loss(add_regularization_losses=True)
         correct = tf.cast(tf.equal(classes, labels), tf.float32)
         metrics = {"top1": tf.metrics.mean(correct),
-                   "top5": tf.metrics.mean(evaluation.top_k_hits(logits, labels, 5))}
+                   "top5": tf.metrics.mean(top_k_hits(logits, labels, 5))}
         return tf.estimator.EstimatorSpec(mode, loss=total_loss, eval_metric_ops=metrics)
 
     def _classify(self, features, is_training):
@@ -347,7 +347,7 @@ class EstimatorImpl(object):
     def _evaluate_latest(self):
         """Evaluates the checkpoint estimator.train just wrote, in this process."""
         checkpoint = tf.train.latest_checkpoint(self.env.train_dir)
-        with evaluation.Evaluator(self.env.eval_config(), self.logger) as evaluator:
+        with Evaluator(self.env.eval_config(), self.logger) as evaluator:
             evaluator.evaluate_and_record(checkpoint)
 
     def _resumed_spec(self):

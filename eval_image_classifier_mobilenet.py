@@ -17,7 +17,7 @@ state file, which training updates only once a checkpoint is complete.
 --ledger evaluates every checkpoint of the directory with raw and moving-average
 weights (and, with --average_last=K, the average of the last K checkpoints), writes
 <eval_dir>/ledger.csv and ledger.json, and the best weights to <directory>/best/
-(see ledger.py).
+(see evaluation/ledger.py).
 
 --model_file instead evaluates a model written by export_model.py (SavedModel, .pb,
 .tflite, .onnx) in its own runtime, to see what export and quantization cost in top-1.
@@ -37,8 +37,8 @@ import time
 from absl import flags
 
 import env as env_lib
-import evaluation
-import ledger as ledger_lib
+from evaluation.evaluator import EvalConfig, Evaluator, load_results
+from evaluation import ledger as ledger_lib
 import logger as logger_lib
 from datasets import dataset_factory
 from export import models
@@ -117,7 +117,7 @@ def config_from_flags(f, model=None):
         return _exported_model_config(f, model, dataset)
     directory = checkpoint_dir(f.checkpoint_path, f.watch)
     network = trained_network(f, dataset, read_model_spec(directory))
-    return evaluation.EvalConfig(
+    return EvalConfig(
         dataset=dataset, split=f.split, batch_size=f.batch_size,
         max_num_batches=f.max_num_batches, use_ema=f.use_ema,
         log_every_n_batches=f.log_every_n_batches,
@@ -179,7 +179,7 @@ def _exported_model_config(f, model, dataset):
     labels_offset = f.labels_offset if f["labels_offset"].present else model.labels_offset
     central_fraction = (f.central_fraction if f["central_fraction"].present
                         else model.central_fraction)
-    return evaluation.EvalConfig(
+    return EvalConfig(
         dataset=dataset, split=f.split, model_name=model.meta.get("model_name"),
         num_classes=model.num_classes, labels_offset=labels_offset,
         image_size=model.image_size,
@@ -224,7 +224,7 @@ def watch(evaluator, directory, f, log):
     """Evaluates each new complete checkpoint of ``directory`` once, oldest first;
     checkpoints already in eval_results.json (an earlier watch) are not repeated."""
     started = time.time()
-    records = evaluation.load_results(evaluator.config.eval_dir)
+    records = load_results(evaluator.config.eval_dir)
     done = set(r["checkpoint"] for r in records)
     last_step = max([r["global_step"] for r in records] or [-1])
     last_new = time.time()
@@ -264,9 +264,9 @@ def main(argv):
     model = models.load_model(f.model_file) if f.model_file else None
     config = config_from_flags(f, model)
     ensure_writable_dir(config.eval_dir, "eval_dir")
-    evaluation.load_results(config.eval_dir)  # an unreadable results file fails now, not after
+    load_results(config.eval_dir)  # an unreadable results file fails now, not after
     log = logger_lib.get_logger(os.path.join(config.eval_dir, "eval_log.log"))
-    with evaluation.Evaluator(config, log) as evaluator:
+    with Evaluator(config, log) as evaluator:
         run_requested_evaluation(evaluator, config, ledger, model, f, log)
     return 0
 

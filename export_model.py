@@ -16,7 +16,7 @@ model_spec.json. The metadata (sizes, class names, source) goes beside the model
 <file>.meta.json, or export_meta.json inside a SavedModel.
 
 --checkpoint_path=<train_dir>/best exports the weights the evaluator's ledger chose
-(eval_image_classifier_mobilenet.py --ledger; see ledger.py), and the metadata says which
+(eval_image_classifier_mobilenet.py --ledger; see evaluation/ledger.py), and the metadata says which
 checkpoint and weights they came from; a bare --checkpoint_path=best means ./best.
 """
 import os
@@ -24,7 +24,7 @@ import time
 
 from absl import flags
 
-import ledger as ledger_lib
+from evaluation import ledger as ledger_lib
 import logger as logger_lib
 from dataloader import data_provider
 from datasets import dataset_factory

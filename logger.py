@@ -4,14 +4,13 @@ Lines look like
   step:120 epoch:2.67 ips:212.4 loss:0.8123 total_loss:0.9011 lr:0.0456 train_accuracy:0.7812 eta:0:01:05
 and go to stdout and to <train_dir>/train_log.log (appended, so resumed runs keep history).
 """
-import datetime
 import hashlib
 import logging
 import os
 import sys
-import time
 import warnings
 
+from utils.progress import ProgressMeter, format_eta
 from utils.tf_compat import tf
 
 _LOGGER_NAME = "mobilenet_pipeline"
@@ -54,12 +53,6 @@ def get_logger(log_file=None):
     return logger
 
 
-def format_eta(seconds):
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "?"
-    return str(datetime.timedelta(seconds=int(round(seconds))))
-
-
 def scalar_summary(tag, value):
     """A training scalar for TensorBoard tagged exactly ``tag``. (tf.summary.scalar tags
     by its op's unique name: 'learning_rate_1' when the graph has an op learning_rate.)
@@ -68,31 +61,6 @@ def scalar_summary(tag, value):
     summary = tf.raw_ops.ScalarSummary(tags=tag, values=value, name=tag)
     tf.add_to_collection(tf.GraphKeys.SUMMARIES, summary)
     return summary
-
-
-class ProgressMeter(object):
-    """Images/sec and ETA over the interval since the last report."""
-
-    def __init__(self, total_units, images_per_unit):
-        self._total = total_units
-        self._images_per_unit = images_per_unit
-        self._last_time = None
-        self._last_done = None
-
-    def start(self, done):
-        self._last_time = time.time()
-        self._last_done = done
-
-    def update(self, done):
-        """Returns (images_per_sec, eta_seconds) since the previous update."""
-        now = time.time()
-        elapsed = max(now - self._last_time, 1e-9)
-        units = done - self._last_done
-        self._last_time, self._last_done = now, done
-        if units <= 0:
-            return 0.0, None
-        rate = units / elapsed
-        return rate * self._images_per_unit, max(self._total - done, 0) / rate
 
 
 class TrainLoggerHook(tf.train.SessionRunHook):

@@ -23,6 +23,7 @@ from dataloader import image_files
 from export import models
 from utils.errors import UserError, exit_on_user_error, run_main, run_reporting_tf_errors
 from utils.files import write_json
+from utils.progress import ProgressMeter, format_eta
 
 flags.DEFINE_string("model", None, "Checkpoint dir/prefix, SavedModel dir, .pb, .tflite "
                                    "or .onnx.")
@@ -54,7 +55,7 @@ def top_classes(probabilities, k, class_names):
 def predict(model, paths, top_k, batch_size, log):
     """One result dict per file: {"file", "top_k": [{"class", "name", "probability"}]}."""
     results = []
-    meter = logger_lib.ProgressMeter(len(paths), 1)
+    meter = ProgressMeter(len(paths), 1)
     meter.start(0)
     batches = image_files.image_batches(paths, model.image_size, batch_size,
                                         model.central_fraction, model.preprocessing_name)
@@ -67,7 +68,7 @@ def predict(model, paths, top_k, batch_size, log):
         if len(paths) > batch_size:
             ips, eta = meter.update(len(results))
             log("predicted %d/%d images, %.1f images/s, eta %s"
-                % (len(results), len(paths), ips, logger_lib.format_eta(eta)))
+                % (len(results), len(paths), ips, format_eta(eta)))
     return results
 
 

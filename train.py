@@ -9,11 +9,11 @@ import sys
 from absl import flags
 
 import env as env_lib
-import finetune
+from training import finetune
 import logger as logger_lib
-import preflight
+from training import preflight
 from estimator_impl import EstimatorImpl
-from resilience import StopSignals, TrainingStopped, quiet_nan_hook
+from training.resilience import StopSignals, TrainingStopped, quiet_nan_hook
 from utils.errors import (exit_on_user_error, reject_positional_args, run_main,
                           run_reporting_tf_errors)
 from utils.files import ensure_writable_dir

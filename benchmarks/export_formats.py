@@ -17,7 +17,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-import evaluation
+from evaluation.evaluator import EvalConfig, Evaluator
 import logger as logger_lib
 from benchmarks import machine
 from dataloader import data_provider
@@ -50,7 +50,7 @@ def latency_ms(model, image, repeats):
 
 
 def eval_config(dataset, spec, eval_dir):
-    return evaluation.EvalConfig(
+    return EvalConfig(
         dataset=dataset, split="validation", model_name=spec.model_name,
         num_classes=spec.num_classes, labels_offset=spec.labels_offset,
         image_size=spec.image_size, preprocessing_name=spec.preprocessing_name,
@@ -64,7 +64,7 @@ def measure(f, work):
     dataset = dataset_factory.get_dataset("auto", f.dataset_dir)
     calibration = data_provider.sample_eval_images(dataset, "train", 200, spec.image_size)
     image = calibration[:1]
-    evaluator = evaluation.Evaluator(eval_config(dataset, spec, os.path.join(work, "eval")),
+    evaluator = Evaluator(eval_config(dataset, spec, os.path.join(work, "eval")),
                                      logger_lib.get_logger())
     rows = []
     for fmt in ("checkpoint",) + formats.FORMATS:

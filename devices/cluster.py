@@ -5,33 +5,10 @@ Several processes (TF_CONFIG, set by scripts/run_8p.sh or by you across hosts):
 MultiWorkerMirroredStrategy, NCCL between GPUs, ring all-reduce between CPUs. On TF 2.15
 an Estimator trains multi-worker only through tf.estimator.train_and_evaluate.
 """
-import json
-
 from devices import graph_rewrites, precision
-from devices.placement import Device
-from resilience import ResumeSafeSaverHook
-from utils.errors import UserError
+from devices.base import Device
+from devices.checkpoint_saver import ResumeSafeSaverHook
 from utils.tf_compat import tf
-
-
-def tf_config_ranks(environ):
-    """(rank_id, rank_size) from TF_CONFIG's cluster (chief first, then workers), or
-    None when TF_CONFIG is absent or names a single task."""
-    raw = environ.get("TF_CONFIG", "")
-    if not raw.strip():
-        return None
-    try:
-        config = json.loads(raw)
-        cluster, task = config.get("cluster", {}), config.get("task", {})
-        tasks = ([("chief", i) for i in range(len(cluster.get("chief", [])))]
-                 + [("worker", i) for i in range(len(cluster.get("worker", [])))])
-        if len(tasks) <= 1:
-            return None
-        return tasks.index((task["type"], int(task["index"]))), len(tasks)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise UserError("TF_CONFIG is not a cluster this trainer understands; it needs "
-                        '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": '
-                        '"worker", "index": i}} (a "chief" list is optional)')
 
 
 class TfDevice(Device):
@@ -73,7 +50,7 @@ class TfDevice(Device):
             model_dir=self.model_dir, tf_random_seed=env.seed,
             save_summary_steps=env.log_every_n_steps,
             save_checkpoints_steps=env.save_checkpoints_steps,
-            save_checkpoints_secs=getattr(env, "save_checkpoints_secs", None),
+            save_checkpoints_secs=env.save_checkpoints_secs,
             keep_checkpoint_max=env.keep_checkpoint_max,
             log_step_count_steps=env.log_every_n_steps,
             session_config=self.session_config(), train_distribute=self.strategy)
@@ -103,9 +80,9 @@ class TfDevice(Device):
         if not self.multi_worker:
             # Our saver hook in place of the Estimator's (it sees one and adds none).
             saver = ResumeSafeSaverHook(
-                self.model_dir, save_secs=getattr(self.env, "save_checkpoints_secs", None),
+                self.model_dir, save_secs=self.env.save_checkpoints_secs,
                 save_steps=self.env.save_checkpoints_steps, save_graph_def=False,
-                initial_checkpoint=getattr(self.env, "restore_checkpoint", None) is not None)
+                initial_checkpoint=self.env.restore_checkpoint is not None)
             estimator.train(input_fn, max_steps=max_steps, hooks=list(hooks) + [saver],
                             saving_listeners=list(saving_listeners) or None)
             return

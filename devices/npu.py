@@ -7,7 +7,7 @@ HCCL rank table (RANK_TABLE_FILE), which scripts/run_8p.sh sets per process.
 import importlib
 import os
 
-from devices.placement import Device
+from devices.base import Device
 from utils.errors import UserError
 from utils.tf_compat import tf
 
@@ -53,7 +53,7 @@ class NpuDevice(Device):
             precision_mode=env.precision_mode, hcom_parallel=True,
             iterations_per_loop=env.iterations_per_loop, enable_data_pre_proc=True,
             save_checkpoints_steps=env.save_checkpoints_steps,
-            save_checkpoints_secs=getattr(env, "save_checkpoints_secs", None),
+            save_checkpoints_secs=env.save_checkpoints_secs,
             keep_checkpoint_max=env.keep_checkpoint_max if env.is_chief else 1,
             # Summaries and step-rate events from rank 0 only.
             save_summary_steps=env.log_every_n_steps if env.is_chief else 0,

@@ -1,16 +1,11 @@
-"""Which device trains, and the Device object the training run talks to.
-
-A Device builds the Estimator, wraps the optimizer (loss scaling, cross-device
-gradient reduction) and runs the training loop the way its kind needs:
-
-  npu  devices.npu.NpuDevice      NPUEstimator, HCCL, npu_bridge's loss scaling
-  gpu  devices.cluster.TfDevice   tf.estimator, MirroredStrategy / MultiWorkerMirroredStrategy,
-                                  mixed float16 (devices.precision)
-  cpu  devices.cluster.TfDevice   float32, MultiWorkerMirroredStrategy across processes
-"""
+"""Which device trains, whether the environment suits it, and its Device object
+(the contract is devices.base.Device)."""
 import importlib
 
+from devices import cluster, npu
+from devices.ranks import tf_config_ranks
 from utils.errors import UserError
+from utils.tf_compat import tf
 
 DEVICE_KINDS = ("auto", "npu", "gpu", "cpu")
 
@@ -24,7 +19,6 @@ def npu_bridge_available():
 
 
 def visible_gpu_count():
-    from utils.tf_compat import tf
     return len(tf.config.experimental.list_physical_devices("GPU"))
 
 
@@ -66,52 +60,16 @@ def local_replicas(device, num_gpus):
 def create(env, logger):
     """The Device for env.device (already resolved by Env)."""
     if env.device == "npu":
-        from devices import npu
         return npu.NpuDevice(env, logger)
-    from devices import cluster
     return cluster.TfDevice(env, logger)
 
 
-class Device(object):
-    """What every device kind provides to the training run."""
-
-    # Global steps one session.run advances (Ascend runs iterations_per_loop per run).
-    steps_per_run = 1
-
-    def __init__(self, env, logger):
-        self.env = env
-        self.logger = logger
-
-    @property
-    def model_dir(self):
-        """Where this process's Estimator writes: train_dir (the chief's, shared)."""
-        return self.env.train_dir
-
-    def build_estimator(self, model_fn):
-        raise NotImplementedError
-
-    def wrap_optimizer(self, optimizer):
-        """The optimizer model_fn minimizes with (loss scaling, gradient all-reduce)."""
-        return optimizer
-
-    def training_hooks(self):
-        return []
-
-    def train_graph_cacheable(self):
-        """True when model_fn builds the training graph once, whole, for one device, so
-        graph_cache may import it instead (not on Ascend, not under tf.distribute)."""
-        return False
-
-    def skips_overflow_steps(self):
-        """True when loss scaling skips the steps whose float16 gradients overflow: a
-        non-finite value in a step is then expected now and then, not a divergence."""
-        return False
-
-    def train(self, estimator, input_fn, max_steps, hooks=(), saving_listeners=()):
-        """Trains to max_steps with extra run hooks (every rank) and checkpoint-saver
-        listeners (the chief's saver)."""
-        estimator.train(input_fn, max_steps=max_steps, hooks=list(hooks),
-                        saving_listeners=list(saving_listeners) or None)
-
-    def describe(self):
-        return self.env.device
+def check_device_environment(device, ranks, environ):
+    """The process environment a multi-process run on ``device`` needs: HCCL's rank
+    table on npu, TF_CONFIG naming every worker elsewhere."""
+    if device == "npu":
+        npu.check_npu_environment(environ, ranks.rank_size)
+    elif ranks.rank_size > 1 and tf_config_ranks(environ) is None:
+        raise UserError("RANK_SIZE=%d on %s needs TF_CONFIG naming every worker; start "
+                        "with scripts/run_8p.sh, which sets it per process"
+                        % (ranks.rank_size, device))

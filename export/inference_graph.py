@@ -8,7 +8,7 @@
 """
 import collections
 
-import evaluation
+from evaluation.evaluator import restore_map
 from dataloader import preprocessing
 from nets import nets_factory
 from utils.tf_compat import tf
@@ -59,7 +59,7 @@ def build_bytes_model(spec):
 def restore(sess, checkpoint, use_ema="auto"):
     """Loads the checkpoint into the default graph's variables (moving averages when
     present, unless use_ema is "false"); returns whether moving averages were used."""
-    mapping, used_ema = evaluation.restore_map(tf.global_variables(), checkpoint, use_ema)
+    mapping, used_ema = restore_map(tf.global_variables(), checkpoint, use_ema)
     tf.train.Saver(mapping).restore(sess, checkpoint)
     return used_ema
 

@@ -15,9 +15,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-import env as env_lib  # noqa: E402
-import optimization  # noqa: E402
 from devices import cluster  # noqa: E402
+from devices.ranks import rank_info_from_environ  # noqa: E402
+from training import optimization  # noqa: E402
 from logger import get_logger  # noqa: E402
 from utils.tf_compat import tf, slim  # noqa: E402
 
@@ -49,7 +49,7 @@ def build(features, labels, mode, device, env):
 
 
 def main(model_dir, batch, steps):
-    ranks = env_lib.rank_info_from_environ()
+    ranks = rank_info_from_environ(os.environ)
     rng = np.random.RandomState(7)
     images = rng.uniform(-1, 1, size=(2 * batch, 16, 16, 3)).astype(np.float32)
     labels = (np.arange(2 * batch) % 4).astype(np.int32)

@@ -8,7 +8,8 @@ import pytest
 from absl import flags
 
 import env as env_lib
-import optimization
+from devices.ranks import rank_info_from_environ
+from training import optimization
 from utils.errors import UserError
 from utils.tf_compat import tf
 
@@ -57,12 +58,12 @@ def test_rank_size_scales_global_batch(tiny_dataset):
 
 
 def test_ranks_from_tf_config_alone():
-    ranks = env_lib.rank_info_from_environ({"TF_CONFIG": tf_config(2, workers=3)})
+    ranks = rank_info_from_environ({"TF_CONFIG": tf_config(2, workers=3)})
     assert ranks == (2, 3)
     chief = json.dumps({"cluster": {"chief": ["h:1"], "worker": ["h:2", "h:3"]},
                         "task": {"type": "worker", "index": 0}})
-    assert env_lib.rank_info_from_environ({"TF_CONFIG": chief}) == (1, 3)
-    assert env_lib.rank_info_from_environ({"TF_CONFIG": json.dumps(
+    assert rank_info_from_environ({"TF_CONFIG": chief}) == (1, 3)
+    assert rank_info_from_environ({"TF_CONFIG": json.dumps(
         {"cluster": {"worker": ["h:1"]}, "task": {"type": "worker", "index": 0}})}) == (0, 1)
 
 
@@ -133,7 +134,7 @@ def test_bad_flags_raise_one_clear_error(tiny_dataset, overrides, fragment):
 @pytest.mark.parametrize("environ", [{"RANK_SIZE": "x"}, {"RANK_SIZE": "2", "RANK_ID": "2"}])
 def test_bad_rank_environment(environ):
     with pytest.raises(UserError):
-        env_lib.rank_info_from_environ(environ)
+        rank_info_from_environ(environ)
 
 
 def test_bn_decay_warning_only_for_short_runs():

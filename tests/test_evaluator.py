@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-import evaluation
+from evaluation.evaluator import EvalConfig, Evaluator
 import logger as logger_lib
 from datasets import dataset_factory
 from tests.cli_helpers import run_python as run, single_error_line
@@ -46,7 +46,7 @@ def trained(dataset_dir, tmp_path_factory):
 
 
 def eval_config(dataset_dir, eval_dir, use_ema="auto", batch_size=5):
-    return evaluation.EvalConfig(
+    return EvalConfig(
         dataset=dataset_factory.get_dataset("auto", dataset_dir), split="validation",
         model_name="mobilenet_v2_035", num_classes=6, labels_offset=0, image_size=32,
         preprocessing_name="inception", central_fraction=0.875, batch_size=batch_size,
@@ -82,7 +82,7 @@ def test_a_training_directory_needs_no_model_flags(trained, dataset_dir, tmp_pat
 def test_accuracy_matches_numpy_over_the_same_records(trained, dataset_dir, tmp_path):
     train_dir, _ = trained
     checkpoint = tf.train.latest_checkpoint(train_dir)
-    evaluator = evaluation.Evaluator(eval_config(dataset_dir, str(tmp_path)),
+    evaluator = Evaluator(eval_config(dataset_dir, str(tmp_path)),
                                      logger_lib.get_logger())
     result = evaluator.evaluate(checkpoint)
     with tf.Graph().as_default():
@@ -117,7 +117,7 @@ def test_moving_averages_are_the_weights_restored(trained, dataset_dir, tmp_path
     reader = tf.train.load_checkpoint(checkpoint)
     name = "MobilenetV2/Conv/weights"
     assert not np.allclose(reader.get_tensor(name), reader.get_tensor(name + EMA_SUFFIX))
-    evaluator = evaluation.Evaluator(eval_config(dataset_dir, str(tmp_path), use_ema),
+    evaluator = Evaluator(eval_config(dataset_dir, str(tmp_path), use_ema),
                                      logger_lib.get_logger())
     with tf.Graph().as_default():
         evaluator.build_logits()

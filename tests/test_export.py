@@ -142,20 +142,20 @@ def test_saved_model_bytes_signature_preprocesses_inside(exported, validation_ba
 
 def test_int8_top1_within_two_points_of_float(exported, digits):
     import logger as logger_lib
-    import evaluation
+    from evaluation.evaluator import EvalConfig, Evaluator
     from datasets import dataset_factory
     from export import models
     dataset = dataset_factory.get_dataset("auto", os.path.join(digits, "records"))
     top1 = {}
     for fmt in ("tflite", "tflite_int8"):
         model = models.load_model(exported[fmt])
-        config = evaluation.EvalConfig(
+        config = EvalConfig(
             dataset=dataset, split="validation", model_name=None, num_classes=10,
             labels_offset=0, image_size=32, preprocessing_name="inception",
             central_fraction=0.875, batch_size=100, max_num_batches=None, use_ema="auto",
             log_every_n_batches=100, eval_dir=os.path.join(digits, "eval_" + fmt),
             data_threads=1)
-        result = evaluation.Evaluator(config, logger_lib.get_logger()).evaluate_model(model)
+        result = Evaluator(config, logger_lib.get_logger()).evaluate_model(model)
         assert result["images"] == 359 and result["model_format"] == fmt
         top1[fmt] = result["top1"]
     # The float model must have learned (chance is 0.1) for the comparison to mean

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import env as env_lib
-import graph_cache
+from training import graph_cache
 from estimator_impl import EstimatorImpl
 from tests.cli_helpers import run_python
 from tests.conftest import ListHandler

@@ -12,11 +12,11 @@ import sys
 import numpy as np
 import pytest
 
-import evaluation
-import ledger
+from evaluation.evaluator import EvalConfig, Evaluator
+from evaluation import ledger
 from datasets import dataset_factory
 from tests.cli_helpers import ROOT, run_python, single_error_line
-from utils import checkpoint_average
+from evaluation import checkpoint_average
 from utils.checkpoints import EMA_SUFFIX, MODEL_SPEC_FILE, list_checkpoints
 from utils.errors import UserError
 from utils.files import write_json
@@ -62,7 +62,7 @@ def assert_holds_weights(best_prefix, source, ema):
 
 def eval_config(dataset_dir, eval_dir):
     """What the evaluator's flags in ``swept`` make."""
-    return evaluation.EvalConfig(
+    return EvalConfig(
         dataset=dataset_factory.get_dataset("auto", dataset_dir), split="validation",
         model_name="mobilenet_v2_035", num_classes=3, labels_offset=0, image_size=32,
         preprocessing_name="inception", central_fraction=0.875, batch_size=4,
@@ -186,7 +186,7 @@ def test_ledger_rows_best_and_best_checkpoint(run_dir, swept, tmp_path):
     assert os.path.exists(os.path.join(best_dir, MODEL_SPEC_FILE))
     assert_holds_weights(prefix, best["checkpoint"], best["weights"].endswith("ema"))
     # Read with no flags (use_ema=auto), it scores what its ledger row scored.
-    result = evaluation.Evaluator(eval_config(dataset_dir, str(tmp_path)), Lines()).evaluate(
+    result = Evaluator(eval_config(dataset_dir, str(tmp_path)), Lines()).evaluate(
         prefix)
     assert result["ema"] is False and result["global_step"] == best["global_step"]
     assert result["top1"] == best["top1"] and abs(result["loss"] - best["loss"]) < 1e-4
@@ -213,7 +213,7 @@ def test_rerun_skips_measured_rows(run_dir, swept):
     # As a sweep interrupted before its last row leaves it.
     write_json(path, dict(before, rows=before["rows"][:-1], best=None))
     log = Lines()
-    with evaluation.Evaluator(eval_config(dataset_dir, eval_dir), log) as evaluator:
+    with Evaluator(eval_config(dataset_dir, eval_dir), log) as evaluator:
         rows, best = ledger.sweep(evaluator, ledger.ledger_config(train_dir, 2), log)
     skipped = [l for l in log.lines if l.endswith("skipped")]
     measured = [l for l in log.lines if re.match(r"ledger row \d/8: .* top1=", l)]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import env as env_lib
-import resilience
+from training import resilience
 from devices import precision
 from estimator_impl import EstimatorImpl
 from logger import TrainLoggerHook

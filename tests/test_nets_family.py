@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import env as env_lib
-import evaluation
-import finetune
+from evaluation.evaluator import Evaluator
+from training import finetune
 import logger as logger_lib
-import optimization
+from training import optimization
 from estimator_impl import EstimatorImpl
 from nets import efficientnet_v2, nets_factory, summary
 from nets.mobilenet import conv_blocks
@@ -466,7 +466,7 @@ def test_family_trains_evaluates_and_fine_tunes(model_name, extra, tiny_dataset,
     checkpoint = EstimatorImpl(env, log).train()
     assert checkpoint.endswith("model.ckpt-2")
 
-    result = evaluation.Evaluator(env.eval_config(), log).evaluate(checkpoint)
+    result = Evaluator(env.eval_config(), log).evaluate(checkpoint)
     assert result["images"] == env.dataset.num_samples("validation")
     assert 0.0 <= result["top1"] <= 1.0 and np.isfinite(result["loss"])
 

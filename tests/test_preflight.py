@@ -1,4 +1,4 @@
-"""Pre-flight checks (preflight.py): each mistake of issue #10 caught in one line before
+"""Pre-flight checks (training/preflight.py): each mistake of issue #10 caught in one line before
 any graph: shards missing or empty, record counts against the metadata, a rank table
 that disagrees with the environment, iterations_per_loop not dividing the step counts on
 npu, a one-device LR on many devices, a checkpoint in train_dir that would win over
@@ -13,7 +13,7 @@ import types
 import pytest
 
 import env as env_lib
-import preflight
+from training import preflight
 from estimator_impl import EstimatorImpl
 from rank_tables import table as rank_table
 from tests.cli_helpers import ROOT, run_python, single_error_line

@@ -32,7 +32,8 @@ FORMAT = 1  # bump when what an entry holds changes
 KEEP_ENTRIES = 8
 SUFFIX = ".meta"
 RECORD_KEY = "graph_cache_record"  # the entry's own collection, removed before import
-PROJECT_ROOT = os.path.dirname(os.path.abspath(__file__))
+# The checkout: this file is training/graph_cache.py.
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Project packages whose Python never builds the training graph.
 NOT_GRAPH_SOURCE = ("tests", "benchmarks")
 # Env settings that steer the loop around the graph, never the ops model_fn builds.

@@ -5,7 +5,7 @@
 
 evaluates every complete checkpoint of TRAIN_DIR with its raw weights and, when it
 holds them, its moving averages (EMA); with --average_last=K also the average of the
-last K checkpoints (utils/checkpoint_average.py, written to TRAIN_DIR/average_last_K/),
+last K checkpoints (evaluation/checkpoint_average.py, written to TRAIN_DIR/average_last_K/),
 raw and EMA. One row per evaluation goes to <eval_dir>/ledger.json and ledger.csv,
 rewritten after every row, so an interrupted sweep keeps what it measured; a rerun
 skips rows measured before on the same checkpoint files (same real path, step, index
@@ -22,13 +22,13 @@ import io
 import os
 import time
 
-import evaluation
-import logger as logger_lib
+from evaluation import checkpoint_average
+from evaluation.evaluator import Evaluator
 from nets import nets_factory
-from utils import checkpoint_average
 from utils.checkpoints import EMA_SUFFIX, list_checkpoints
 from utils.errors import UserError, run_reporting_tf_errors
 from utils.files import ensure_writable_dir, read_json_if_present, write_json
+from utils.progress import format_eta
 from utils.tf_compat import tf
 
 LEDGER_JSON = "ledger.json"
@@ -237,7 +237,7 @@ def sweep(evaluator, ledger, log):
         log.info("%s: top1=%.4f top5=%.4f loss=%.4f images=%d images/s=%.1f eta=%s"
                  % (where, row["top1"], row["top5"], row["loss"], row["images"],
                     row["images_per_sec"],
-                    logger_lib.format_eta(seconds / measured * (to_measure - measured))))
+                    format_eta(seconds / measured * (to_measure - measured))))
     rows = [current[k] for k in order if k in current]
     if not rows:
         raise UserError("no checkpoint of %s could be read; is training deleting them?"
@@ -294,7 +294,7 @@ def write_best(config, directory, best, ledger_path):
             nets_factory.get_network_fn(config.model_name, config.num_classes,
                                         is_training=False)(images)
             tf.train.get_or_create_global_step()
-            evaluator = evaluation.Evaluator(config._replace(use_ema=use_ema), None)
+            evaluator = Evaluator(config._replace(use_ema=use_ema), None)
             with tf.Session() as sess:
                 evaluator.restore(sess, best["checkpoint"])
                 tf.train.Saver(tf.global_variables()).save(

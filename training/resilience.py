@@ -6,10 +6,8 @@ SIGTERM / SIGINT   StopSignals records the signal; GuardHook ends estimator.trai
                    signal stops at once (the default action).
 kill -9            nothing runs; the state file still names the last complete checkpoint
                    (utils.checkpoints.repair_checkpoints tidies what the save left).
-resumed runs       ResumeSafeSaverHook does not write again the checkpoint the run
-                   resumed from: TensorFlow's saver hook does at session start, rewriting
-                   the newest listed checkpoint's index in place, so a kill at that moment
-                   would leave the one checkpoint to resume from unreadable.
+resumed runs       devices.checkpoint_saver.ResumeSafeSaverHook does not write again the
+                   checkpoint the run resumed from.
 NaN / Inf          GuardHook stops after a step whose loss is not finite, before that
                    step can be saved (not under loss scaling, where such steps are skipped
                    and the scale lowered); FiniteWeightsListener refuses to save weights
@@ -21,7 +19,6 @@ loss scale         Under dynamic loss scaling GuardHook stops, before that step 
 import logging
 import math
 import os
-import re
 import signal
 import threading
 
@@ -211,48 +208,6 @@ class GuardHook(tf.train.SessionRunHook):
         self._streak = self._streak + self._steps_per_run if every_step_skipped else 0
         if self._streak >= FIXED_SCALE_OVERFLOW_LIMIT:
             raise LossScaleStalled(int(session.run(self._global_step)), scale, self._streak)
-
-
-def _checkpoint_step(prefix):
-    match = re.search(r"-(\d+)$", prefix or "")
-    return int(match.group(1)) if match else None
-
-
-class ResumeSafeSaverHook(tf.train.CheckpointSaverHook):
-    """tf.train.CheckpointSaverHook that never rewrites the checkpoint of the step it
-    resumed from. TensorFlow's hook saves at session start; in a resumed run that step's
-    checkpoint exists already and is the newest listed one, and the Saver writes its
-    .index in place, so a process killed then would lose the checkpoint to resume from
-    (and an evaluator could read it half-written).
-
-    Build it with save_graph_def=False: TensorFlow's default writes graph.pbtxt in
-    protobuf's text format, in pure Python (10 MB, about 3 s of MobileNetV2's start-up),
-    and a .meta graph beside every checkpoint; nothing here reads either (the evaluator
-    and the exporter build the graph from code). At session start it leaves TensorBoard's
-    graph to the Estimator's summary hook, which writes it too (each copy costs
-    MobileNetV2 ~0.7 s to serialize).
-
-    A run from scratch writes no step-0 checkpoint (initial_checkpoint=False): it would
-    hold only the seeded initial weights, which a rerun makes again (that save and its
-    finite-weights check measured ~1.4 s of MobileNetV2's start-up). A warm-started run
-    writes it, so the restored weights are on record and a crash before the first
-    interval resumes from them."""
-
-    def __init__(self, checkpoint_dir, initial_checkpoint=True, **kwargs):
-        super(ResumeSafeSaverHook, self).__init__(checkpoint_dir, **kwargs)
-        self._initial_checkpoint = initial_checkpoint
-
-    def after_create_session(self, session, coord):
-        global_step = session.run(self._global_step_tensor)
-        if self._initial_checkpoint or tf.train.latest_checkpoint(self._checkpoint_dir):
-            self._save(session, global_step)
-        self._timer.update_last_triggered_step(global_step)
-
-    def _save(self, session, step):
-        latest = tf.train.latest_checkpoint(self._checkpoint_dir)
-        if latest is not None and _checkpoint_step(latest) == step:
-            return False
-        return super(ResumeSafeSaverHook, self)._save(session, step)
 
 
 class _DropDivergedLog(logging.Filter):

@@ -24,10 +24,10 @@ import os
 import re
 import sys
 
-import env as env_lib
 from dataloader import record_check
 from datasets import layout
 from devices.npu import check_npu_environment
+from devices.ranks import rank_info_from_environ
 from rank_tables import check as rank_check
 from utils.checkpoints import checkpoint_global_step, read_model_spec
 from utils.errors import EXIT_USER_ERROR, UserError
@@ -151,7 +151,7 @@ def _some(names, shown=3):
 # ----------------------------------------------------------------------------- rank table
 
 def check_rank_table(env, environ, full):
-    ranks = env_lib.rank_info_from_environ(environ)
+    ranks = rank_info_from_environ(environ)
     table_file = environ.get("RANK_TABLE_FILE")
     if not table_file:
         if env.device == "npu":

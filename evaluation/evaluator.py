@@ -8,12 +8,12 @@ import time
 
 import numpy as np
 
-import logger as logger_lib
 from dataloader import data_provider
 from nets import nets_factory
 from utils.checkpoints import EMA_SUFFIX, checkpoint_global_step
 from utils.errors import UserError
 from utils.files import ensure_writable_dir, write_json
+from utils.progress import ProgressMeter, format_eta
 from utils.tf_compat import tf
 
 RESULTS_FILE = "eval_results.json"
@@ -188,7 +188,7 @@ class Evaluator(object):
         c = self.config
         totals = {"top1": 0.0, "top5": 0.0, "loss": 0.0, "images": 0}
         expected = self.num_images()
-        meter = logger_lib.ProgressMeter(expected, 1)
+        meter = ProgressMeter(expected, 1)
         meter.start(0)
         batches = 0
         while c.max_num_batches is None or batches < c.max_num_batches:
@@ -205,7 +205,7 @@ class Evaluator(object):
                 self.logger.info("eval batch:%d images:%d/%d top1:%.4f top5:%.4f ips:%.1f "
                                  "eta:%s" % (batches, totals["images"], expected,
                                              totals["top1"] / n, totals["top5"] / n, ips,
-                                             logger_lib.format_eta(eta)))
+                                             format_eta(eta)))
         return totals
 
 

@@ -1,0 +1,6 @@
+"""Scoring checkpoints.
+
+evaluator           one checkpoint on a split: restore, stream top-1 / top-5, record
+ledger              every checkpoint of a directory, raw and averaged, and the best
+checkpoint_average  the element-wise mean of the last K checkpoints
+"""

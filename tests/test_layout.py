@@ -1,0 +1,189 @@
+"""The shape of the codebase (README, Layout): entry points and the design's three modules at
+the root, every library in a package of its role, imports pointing downward only, no
+import cycle, and the device layer alone touching npu_bridge and tf.distribute."""
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.cli_helpers import ROOT
+
+ENTRY_POINTS = ("train", "eval_image_classifier_mobilenet", "export_model", "predict")
+# Lowest first. A module may import its own package and anything in a lower layer;
+# packages sharing a layer stay independent of each other.
+LAYERS = (
+    ("utils",),
+    ("nets", "dataloader", "rank_tables"),
+    ("datasets",),
+    ("devices",),
+    ("training", "evaluation"),
+    ("export",),
+    ("logger",),
+    ("env",),
+    ("estimator_impl",),
+    ENTRY_POINTS,
+)
+LAYER_OF = dict((unit, rank) for rank, units in enumerate(LAYERS) for unit in units)
+NOT_LIBRARY = ("tests", "benchmarks")
+
+
+def project_modules():
+    """{dotted module name: path} of every module outside tests/ and benchmarks/."""
+    modules = {}
+    for folder, subfolders, files in os.walk(ROOT):
+        relative = os.path.relpath(folder, ROOT)
+        subfolders[:] = [d for d in subfolders
+                         if os.path.isfile(os.path.join(folder, d, "__init__.py"))
+                         and not (relative == "." and d in NOT_LIBRARY)]
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            parts = [] if relative == "." else relative.split(os.sep)
+            if name != "__init__.py":
+                parts.append(name[:-3])
+            modules[".".join(parts)] = os.path.join(folder, name)
+    return modules
+
+
+MODULES = project_modules()
+
+
+def unit_of(module):
+    """The package a module belongs to, or the module itself at the root."""
+    return module.split(".")[0]
+
+
+def imported_modules(path):
+    """Project modules the file imports anywhere (function-level imports included)."""
+    tree = ast.parse(open(path).read(), path)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module + "." + alias.name for alias in node.names]
+            names.append(node.module)
+        else:
+            continue
+        for name in names:
+            # 'from a.b import c': the module a.b.c when it is one, else a.b.
+            while name and name not in MODULES:
+                name = name.rpartition(".")[0]
+            if name:
+                found.add(name)
+    return found
+
+
+IMPORTS = dict((module, imported_modules(path) - {module})
+               for module, path in MODULES.items())
+
+
+def test_the_layers_cover_every_top_level_unit():
+    units = set(unit_of(m) for m in MODULES if m)
+    assert units == set(LAYER_OF), ("place the new top-level package or module in LAYERS "
+                                    "(and README.md's Layout)", units ^ set(LAYER_OF))
+
+
+def test_root_holds_only_entry_points_and_the_three_design_modules():
+    root_modules = set(m for m in MODULES if m and "." not in m
+                       and not os.path.basename(MODULES[m]) == "__init__.py")
+    assert root_modules == set(ENTRY_POINTS) | {"env", "estimator_impl", "logger"}
+
+
+def test_imports_point_downward_only():
+    upward = []
+    for module, imported in sorted(IMPORTS.items()):
+        for target in sorted(imported):
+            same_unit = unit_of(module) == unit_of(target)
+            if not same_unit and not LAYER_OF[unit_of(target)] < LAYER_OF[unit_of(module)]:
+                upward.append("%s imports %s" % (module, target))
+    assert upward == []
+
+
+def find_cycle(graph):
+    """One import cycle of ``graph`` as a list of modules, or None."""
+    state = {}
+
+    def visit(module, path):
+        state[module] = "open"
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == "open":
+                return path[path.index(target):] + [target]
+            if target not in state:
+                cycle = visit(target, path + [target])
+                if cycle:
+                    return cycle
+        state[module] = "done"
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            cycle = visit(start, [start])
+            if cycle:
+                return cycle
+    return None
+
+
+def test_find_cycle_finds_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycle():
+    # Package __init__ files import nothing, so an edge to a package is no edge to its
+    # modules; every edge counts, function-level imports included.
+    assert find_cycle(IMPORTS) is None
+
+
+def attribute_chain(node):
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def test_only_the_device_layer_touches_npu_bridge_and_tf_distribute():
+    outside = []
+    for module, path in sorted(MODULES.items()):
+        if unit_of(module) == "devices":
+            continue
+        for node in ast.walk(ast.parse(open(path).read(), path)):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Attribute):
+                names = [attribute_chain(node) or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and node.value.startswith("npu_bridge"):
+                names = [node.value]
+            if any(n.startswith("npu_bridge") or n.startswith("tf.distribute")
+                   for n in names):
+                outside.append("%s:%d" % (module, node.lineno))
+    assert outside == []
+
+
+def test_every_library_module_imports():
+    """Imports every module but the entry points (each defines absl flags at import) in
+    one fresh interpreter: a module-level cycle or a broken import fails here."""
+    libraries = sorted(m for m in MODULES
+                       if m and unit_of(m) not in ENTRY_POINTS)
+    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
+    done = subprocess.run([sys.executable, "-c", code] + libraries, cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("package", sorted(m for m, path in MODULES.items()
+                                            if os.path.basename(path) == "__init__.py"))
+def test_package_init_files_import_nothing(package):
+    """So importing one module of a package (python -m devices.launch, which must start
+    without TensorFlow) does not import its siblings."""
+    assert imported_modules(MODULES[package]) == set()
