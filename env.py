@@ -3,8 +3,10 @@
 The flags are defined here and consumed only in ``Env.from_flags`` (training) or in
 the evaluator's own config, so one search finds where any flag is read. Env holds no
 TensorFlow session state: the graph-building helpers (learning rate, optimizer) are
-plain functions of the numbers it holds.
+plain functions of the numbers it holds. Its fields are declared once, in FIELDS, with
+their meaning; reading or writing a name not declared there raises AttributeError.
 """
+import collections
 import math
 import os
 
@@ -14,9 +16,9 @@ from datasets import dataset_factory
 from devices import placement
 from devices.npu import PRECISION_MODES
 from devices.ranks import rank_info_from_environ
-from training.finetune import parse_restore_exclude, parse_scopes
-from training import graph_cache
 from nets import nets_factory
+from training import graph_cache
+from training.finetune import parse_restore_exclude, parse_scopes
 from utils.checkpoints import resolve_checkpoint
 from utils.errors import UserError
 
@@ -60,14 +62,38 @@ def define_eval_flags():
 
 
 def define_train_flags():
+    """Every flag of train.py, by concern."""
     define_data_flags()
     define_eval_flags()
     if "train_dir" in flags.FLAGS:
         return
+    _define_run_flags()
+    _define_device_flags()
+    _define_optimizer_flags()
+    _define_regularization_flags()
+    _define_augmentation_flags()
+    _define_checkpoint_flags()
+    _define_finetune_flags()
+    _define_side_task_flags()
+
+
+def _define_run_flags():
+    """What to train for how long, where, from which data (the loop)."""
     flags.DEFINE_string("train_dir", "result/train", "Checkpoints, summaries and train_log.log.")
     flags.DEFINE_integer("train_image_size", None, "Training resolution (default: the model's).")
     flags.DEFINE_integer("max_epoch", None, "Epochs to train (exclusive with --max_train_steps).")
     flags.DEFINE_integer("max_train_steps", None, "Global steps to train (exclusive with --max_epoch).")
+    flags.DEFINE_integer("log_every_n_steps", 10, "Steps between progress lines and summaries.")
+    flags.DEFINE_integer("seed", None, "Graph-level random seed.")
+    flags.DEFINE_boolean("use_synthetic_data", False, "Random images (benchmarking).")
+    flags.DEFINE_boolean("skip_corrupt_records", False,
+                         "Train past records that do not parse, decode or have a label "
+                         "outside [0, num_classes), and truncated shards, logging and "
+                         "counting each (default: stop with an error naming the record).")
+
+
+def _define_device_flags():
+    """How the devices train: Ascend's device loop, GPUs, precision."""
     flags.DEFINE_integer("iterations_per_loop", 10,
                          "Steps per device loop on Ascend (NPU); ignored elsewhere.")
     flags.DEFINE_integer("num_gpus", None,
@@ -86,6 +112,10 @@ def define_train_flags():
                          "Ascend: dump the operators that overflow in float16 (debugging).")
     flags.DEFINE_string("over_dump_path", None,
                         "Folder of --over_dump's dumps (default <train_dir>/overflow_dump).")
+
+
+def _define_optimizer_flags():
+    """The learning-rate schedule and the optimizer."""
     flags.DEFINE_enum("learning_rate_decay_type", "cosine", LR_DECAY_TYPES, "LR schedule.")
     flags.DEFINE_float("learning_rate", 0.1, "Peak learning rate (reached after warmup).")
     flags.DEFINE_float("end_learning_rate", 0.0, "Final LR of polynomial and cosine decay.")
@@ -96,6 +126,10 @@ def define_train_flags():
     flags.DEFINE_float("momentum", 0.9, "Momentum of 'momentum' and 'rmsprop'.")
     flags.DEFINE_float("rmsprop_decay", 0.9, "RMSProp's gradient-square decay.")
     flags.DEFINE_float("opt_epsilon", 1.0, "Epsilon of rmsprop / adam (TF-Slim's default 1.0).")
+
+
+def _define_regularization_flags():
+    """Weight decay, label smoothing, averages, dropout, stochastic depth."""
     flags.DEFINE_float("weight_decay", 0.00004, "L2 weight decay of conv weights.")
     flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.")
     flags.DEFINE_float("moving_average_decay", None,
@@ -110,23 +144,28 @@ def define_train_flags():
     flags.DEFINE_float("clip_gradient_norm", None,
                        "Clip gradients to this global norm before applying them (default: "
                        "no clipping).")
+
+
+def _define_augmentation_flags():
+    """Training-time preprocessing."""
     flags.DEFINE_float("min_crop_area", 0.05,
                        "Smallest area fraction of the random training crop.")
     flags.DEFINE_boolean("random_flip", True, "Random horizontal flips when training.")
+
+
+def _define_checkpoint_flags():
+    """When checkpoints are written and how many are kept."""
     flags.DEFINE_integer("save_checkpoints_steps", None,
                          "Steps between checkpoints (default: one epoch; on npu rounded down "
                          "to a multiple of --iterations_per_loop).")
     flags.DEFINE_integer("save_checkpoints_secs", None,
                          "Seconds between checkpoints instead of steps (exclusive with "
                          "--save_checkpoints_steps; one process per run only).")
-    flags.DEFINE_boolean("skip_corrupt_records", False,
-                         "Train past records that do not parse, decode or have a label "
-                         "outside [0, num_classes), and truncated shards, logging and "
-                         "counting each (default: stop with an error naming the record).")
     flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept.")
-    flags.DEFINE_integer("log_every_n_steps", 10, "Steps between progress lines and summaries.")
-    flags.DEFINE_integer("seed", None, "Graph-level random seed.")
-    flags.DEFINE_boolean("use_synthetic_data", False, "Random images (benchmarking).")
+
+
+def _define_finetune_flags():
+    """Starting from another checkpoint; training only some scopes."""
     flags.DEFINE_string("restore_path", None,
                         "Fine-tune: start from this checkpoint (prefix or directory) when "
                         "--train_dir has no checkpoint of its own.")
@@ -144,12 +183,16 @@ def define_train_flags():
                         "statistics outside them stay frozen too.")
     flags.DEFINE_boolean("freeze_backbone", False,
                          "Train only the model's head (shortcut for --trainable_scopes).")
+
+
+def _define_side_task_flags():
+    """Evaluation while training, pre-flight, the graph cache."""
     flags.DEFINE_float("eval_every_n_epochs", None,
                        "Evaluate the validation split every this many epochs while "
                        "training (in this process; results in <train_dir>/eval).")
     flags.DEFINE_boolean("preflight", False,
-                         "Run every pre-flight check (training/preflight.py; the dataset's record "
-                         "counts too), print what was checked and exit: 0 when nothing is "
+                         "Run every pre-flight check (training/preflight.py; the "
+                         "dataset's record counts too), print what was checked and exit: 0 when nothing is "
                          "wrong, 2 otherwise. Trains nothing, writes nothing.")
     flags.DEFINE_string("graph_cache_dir", None,
                         "Where training graphs are kept for the next run with the same "
@@ -158,6 +201,87 @@ def define_train_flags():
                         "$XDG_CACHE_HOME/mobile-classifiers/train-graphs, ~/.cache when "
                         "unset; empty (--graph_cache_dir=) builds every graph afresh.")
 
+
+# ----------------------------------------------------------------------------- fields
+
+# One row per Env field: (name, the flag it copies as given or None when derived, whether
+# it only steers the loop around the training graph (never the ops model_fn builds, so
+# the graph cache leaves it out of its key), meaning).
+Field = collections.namedtuple("Field", "name flag loop_only meaning")
+
+FIELDS = tuple(Field(*row) for row in (
+    # data and model
+    ("dataset", None, False, "datasets.dataset_factory descriptor of --dataset_dir"),
+    ("model_name", "model_name", False, "registry name of the network (nets_factory)"),
+    ("model", None, False, "the network's nets_factory.ModelInfo"),
+    ("num_classes", None, False, "classes of the head (default: dataset's - offset)"),
+    ("labels_offset", "labels_offset", False, "subtracted from every stored label"),
+    ("preprocessing_name", None, False, "dataloader/preprocessing.py style"),
+    ("preprocessing_options", None, False, "training crop and flip settings"),
+    ("image_size", None, False, "training resolution"),
+    ("eval_image_size", None, False, "evaluation resolution"),
+    ("central_fraction", "central_fraction", False, "central crop kept when evaluating"),
+    ("data_threads", "data_threads", False, "tf.data private pool size (None: cores - 1)"),
+    ("use_synthetic_data", "use_synthetic_data", False, "random images instead of data"),
+    ("skip_corrupt_records", "skip_corrupt_records", False, "drop and count bad records"),
+    ("num_samples", None, False, "training images in the dataset"),
+    # devices and ranks
+    ("device", None, False, "npu | gpu | cpu (resolved from --device)"),
+    ("device_id", None, False, "DEVICE_ID / ASCEND_DEVICE_ID of this process"),
+    ("rank_id", None, False, "this process's rank"),
+    ("rank_size", None, False, "training processes"),
+    ("local_replicas", None, False, "replicas this process trains (its GPUs, else 1)"),
+    ("num_replicas", None, False, "replicas in all: rank_size * local_replicas"),
+    ("mixed_precision", "mixed_precision", False, "GPU float16 compute"),
+    ("precision_mode", "precision_mode", False, "Ascend's NPURunConfig precision mode"),
+    ("loss_scale", None, False, "'dynamic', a fixed float, or None (no loss scaling)"),
+    ("over_dump", "over_dump", False, "Ascend: dump overflowing operators"),
+    ("over_dump_path", None, True, "folder of those dumps"),
+    ("iterations_per_loop", "iterations_per_loop", False, "Ascend: steps per device loop"),
+    # batch and schedule
+    ("batch_size", "batch_size", False, "images per replica per step"),
+    ("global_batch", None, False, "images per step over all replicas"),
+    ("steps_per_epoch", None, False, "global steps in one pass over the training images"),
+    ("max_train_steps", None, False, "global step training ends at"),
+    ("warmup_steps", None, False, "steps of linear LR warmup"),
+    ("lr_decay_type", "learning_rate_decay_type", False, "LR schedule (LR_DECAY_TYPES)"),
+    ("learning_rate", "learning_rate", False, "peak learning rate"),
+    ("end_learning_rate", "end_learning_rate", False, "final LR of polynomial / cosine"),
+    ("decay_factor", "learning_rate_decay_factor", False, "exponential decay factor"),
+    ("decay_steps", None, False, "steps between exponential decays"),
+    ("optimizer_name", "optimizer", False, "optimizer (OPTIMIZERS)"),
+    ("momentum", "momentum", False, "momentum of momentum / rmsprop"),
+    ("rmsprop_decay", "rmsprop_decay", False, "RMSProp's gradient-square decay"),
+    ("opt_epsilon", "opt_epsilon", False, "epsilon of rmsprop / adam"),
+    ("clip_gradient_norm", "clip_gradient_norm", False, "global-norm clip, or None"),
+    # regularization
+    ("weight_decay", "weight_decay", False, "L2 decay of conv weights"),
+    ("label_smoothing", "label_smoothing", False, "label smoothing of the loss"),
+    ("moving_average_decay", "moving_average_decay", False, "weight EMA decay, or None"),
+    ("bn_decay", "bn_decay", False, "batch-norm moving-average decay"),
+    ("dropout_keep_prob", "dropout_keep_prob", False, "dropout keep probability"),
+    ("drop_path_rate", None, False, "stochastic depth of the last block"),
+    ("seed", "seed", False, "graph-level random seed, or None"),
+    # checkpoints and the loop
+    ("train_dir", "train_dir", True, "checkpoints, summaries, logs, results"),
+    ("log_every_n_steps", "log_every_n_steps", True, "steps between progress lines"),
+    ("save_checkpoints_steps", None, True, "steps between checkpoints, or None"),
+    ("save_checkpoints_secs", "save_checkpoints_secs", True, "seconds between them, or None"),
+    ("keep_checkpoint_max", "keep_checkpoint_max", False, "checkpoints kept (the Saver's)"),
+    ("eval_every_steps", None, True, "steps between evaluations while training, or None"),
+    ("verbose", "verbose", True, "show TensorFlow's own logs"),
+    ("preflight", "preflight", True, "run the pre-flight checks and exit"),
+    ("graph_cache_dir", None, True, "where training graphs are kept ('' : off)"),
+    # fine-tuning
+    ("restore_checkpoint", None, False, "--restore_path's checkpoint prefix, or None"),
+    ("restore_exclude", None, False, "scopes not restored (or 'auto')"),
+    ("restore_dry_run", "restore_dry_run", True, "print the restore plan and exit"),
+    ("ignore_missing_vars", "ignore_missing_vars", False, "start absent variables afresh"),
+    ("trainable_scopes", None, False, "scopes trained (empty: all)"),
+))
+
+
+# ----------------------------------------------------------------------------- deriving
 
 def _parse_loss_scale(value, float16):
     """'dynamic' | 'none' | a positive number -> 'dynamic' | None | float. Not given:
@@ -193,148 +317,165 @@ def _require_positive(name, value):
         raise UserError("--%s=%s must be positive" % (name, value))
 
 
-class Env(object):
-    """Everything derived from flags and environment for one training run."""
+def _require_fraction(name, value, low_open=False):
+    """[0, 1) by default; (0, 1] with low_open."""
+    if value is None:
+        return
+    if low_open and not 0.0 < value <= 1.0:
+        raise UserError("--%s=%s must be in (0, 1]" % (name, value))
+    if not low_open and not 0.0 <= value < 1.0:
+        raise UserError("--%s=%s must be in [0, 1)" % (name, value))
 
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
+
+def _check_flag_values(f):
+    """The checks that need nothing but the flags."""
+    if (f.max_epoch is None) == (f.max_train_steps is None):
+        raise UserError("give exactly one of --max_epoch and --max_train_steps")
+    for name in ("max_epoch", "max_train_steps", "batch_size", "learning_rate",
+                 "save_checkpoints_steps", "save_checkpoints_secs", "keep_checkpoint_max",
+                 "log_every_n_steps", "iterations_per_loop", "data_threads",
+                 "train_image_size", "num_classes", "clip_gradient_norm",
+                 "eval_every_n_epochs"):
+        _require_positive(name, getattr(f, name))
+    if f.save_checkpoints_steps is not None and f.save_checkpoints_secs is not None:
+        raise UserError("give --save_checkpoints_steps or --save_checkpoints_secs, not both")
+    if f.labels_offset < 0:
+        raise UserError("--labels_offset=%d must be >= 0" % f.labels_offset)
+    for name in ("bn_decay", "moving_average_decay", "label_smoothing", "drop_path_rate"):
+        _require_fraction(name, getattr(f, name))
+    for name in ("min_crop_area", "dropout_keep_prob"):
+        _require_fraction(name, getattr(f, name), low_open=True)
+    if f.warmup_epochs < 0:
+        raise UserError("--warmup_epochs=%s must be >= 0" % f.warmup_epochs)
+    if not f.dataset_dir:
+        raise UserError("--dataset_dir is required (a folder of TFRecord shards)")
+    if f.restore_dry_run and not f.restore_path:
+        raise UserError("--restore_dry_run shows the warm start from --restore_path; "
+                        "give --restore_path=CHECKPOINT too")
+    if f.freeze_backbone and f.trainable_scopes:
+        raise UserError("give --freeze_backbone or --trainable_scopes, not both")
+
+
+def _data_fields(f):
+    """The dataset, the network and the image sizes."""
+    model = nets_factory.get_model_info(f.model_name)
+    dataset = dataset_factory.get_dataset(f.dataset_name, f.dataset_dir)
+    num_classes = f.num_classes or dataset.num_classes - f.labels_offset
+    if num_classes < 2:
+        raise UserError("--num_classes=%d: need at least 2 classes" % num_classes)
+    image_size = nets_factory.check_image_size(
+        f.model_name, f.train_image_size or model.default_image_size)
+    # A size given for training is the one to evaluate at too, unless told otherwise.
+    eval_image_size = nets_factory.check_image_size(
+        f.model_name,
+        f.eval_image_size or f.train_image_size or model.default_eval_image_size)
+    return dict(
+        dataset=dataset, model=model, num_classes=num_classes, image_size=image_size,
+        eval_image_size=eval_image_size, num_samples=dataset.num_samples("train"),
+        preprocessing_name=f.preprocessing_name or model.preprocessing_name,
+        preprocessing_options=dict(min_crop_area=f.min_crop_area, random_flip=f.random_flip),
+        drop_path_rate=(model.default_drop_path_rate if f.drop_path_rate is None
+                        else f.drop_path_rate))
+
+
+def _device_fields(f, ranks, environ):
+    """Which device, this process's rank, how many replicas, which precision."""
+    device = placement.resolve_device(f.device)
+    placement.check_device_environment(device, ranks, environ)
+    local_replicas = placement.local_replicas(device, f.num_gpus)
+    if f.mixed_precision and device != "gpu":
+        raise UserError("--mixed_precision is for GPUs (this run uses %s); on Ascend "
+                        "use --precision_mode, on CPU train in float32" % device)
+    if f.save_checkpoints_secs is not None and ranks.rank_size > 1 and device != "npu":
+        raise UserError("--save_checkpoints_secs with %d worker processes: their "
+                        "collective saves must fall on the same step (TensorFlow "
+                        "would switch to every 1000 steps); use "
+                        "--save_checkpoints_steps" % ranks.rank_size)
+    return dict(
+        device=device, rank_id=ranks.rank_id, rank_size=ranks.rank_size,
+        device_id=environ.get("DEVICE_ID", environ.get("ASCEND_DEVICE_ID", "0")),
+        local_replicas=local_replicas, num_replicas=ranks.rank_size * local_replicas,
+        loss_scale=_parse_loss_scale(f.loss_scale, device == "npu" or f.mixed_precision),
+        over_dump_path=f.over_dump_path or os.path.join(f.train_dir, "overflow_dump"))
+
+
+def _schedule_fields(f, dataset, num_samples, device, num_replicas):
+    """Global batch, steps, warmup and decay steps, checkpoint and eval cadence."""
+    global_batch = f.batch_size * num_replicas
+    if global_batch > num_samples:
+        raise UserError("global batch %d (batch_size %d x %d devices) exceeds the %d "
+                        "training images; lower --batch_size"
+                        % (global_batch, f.batch_size, num_replicas, num_samples))
+    steps_per_epoch = num_samples // global_batch
+    max_train_steps = (f.max_train_steps if f.max_train_steps is not None
+                       else f.max_epoch * steps_per_epoch)
+    warmup_steps = int(round(f.warmup_epochs * steps_per_epoch))
+    if warmup_steps >= max_train_steps and f.warmup_epochs > 0:
+        raise UserError("--warmup_epochs=%s covers the whole run (%d steps); lower it"
+                        % (f.warmup_epochs, max_train_steps))
+    eval_every_steps = None
+    if f.eval_every_n_epochs is not None:
+        dataset.list_files("validation")  # fail now, not after the first epochs
+        eval_every_steps = max(1, int(round(f.eval_every_n_epochs * steps_per_epoch)))
+    return dict(
+        global_batch=global_batch, steps_per_epoch=steps_per_epoch,
+        max_train_steps=max_train_steps, warmup_steps=warmup_steps,
+        decay_steps=max(1, int(f.num_epochs_per_decay * steps_per_epoch)),
+        eval_every_steps=eval_every_steps,
+        save_checkpoints_steps=(None if f.save_checkpoints_secs
+                                else f.save_checkpoints_steps or _default_save_steps(
+                                    steps_per_epoch, device, f.iterations_per_loop)))
+
+
+def _finetune_fields(f, model):
+    """The warm start's checkpoint and exclusions, and the trained scopes."""
+    return dict(
+        restore_checkpoint=(resolve_checkpoint(f.restore_path, "restore_path")
+                            if f.restore_path else None),
+        restore_exclude=parse_restore_exclude(
+            f.restore_exclude if f.restore_exclude is not None
+            else model.default_restore_exclude),
+        trainable_scopes=(tuple(model.head_scopes) if f.freeze_backbone
+                          else parse_scopes(f.trainable_scopes)),
+        graph_cache_dir=(graph_cache.default_dir() if f.graph_cache_dir is None
+                         else f.graph_cache_dir))
+
+
+class Env(object):
+    """Everything derived from flags and environment for one training run: the fields
+    of FIELDS, nothing else. Tests may build one from a few fields; reading a field
+    that was not given raises AttributeError."""
+
+    __slots__ = tuple(field.name for field in FIELDS)
+
+    def __init__(self, **values):
+        unknown = sorted(set(values) - set(self.__slots__))
+        if unknown:
+            raise TypeError("Env has no field %s (env.FIELDS declares them)"
+                            % ", ".join(unknown))
+        for name, value in values.items():
+            setattr(self, name, value)
 
     @classmethod
     def from_flags(cls, f, environ=None):
+        """Validates the flags (UserError naming the flag), then derives every field."""
         environ = os.environ if environ is None else environ
         ranks = rank_info_from_environ(environ)
-        if (f.max_epoch is None) == (f.max_train_steps is None):
-            raise UserError("give exactly one of --max_epoch and --max_train_steps")
-        for name in ("max_epoch", "max_train_steps", "batch_size", "learning_rate",
-                     "save_checkpoints_steps", "save_checkpoints_secs", "keep_checkpoint_max",
-                     "log_every_n_steps", "iterations_per_loop", "data_threads",
-                     "train_image_size", "num_classes"):
-            _require_positive(name, getattr(f, name))
-        if f.save_checkpoints_steps is not None and f.save_checkpoints_secs is not None:
-            raise UserError("give --save_checkpoints_steps or --save_checkpoints_secs, "
-                            "not both")
-        if f.labels_offset < 0:
-            raise UserError("--labels_offset=%d must be >= 0" % f.labels_offset)
-        for name in ("bn_decay", "moving_average_decay", "label_smoothing"):
-            value = getattr(f, name)
-            if value is not None and not 0.0 <= value < 1.0:
-                raise UserError("--%s=%s must be in [0, 1)" % (name, value))
-        if not 0.0 < f.min_crop_area <= 1.0:
-            raise UserError("--min_crop_area=%s must be in (0, 1]" % f.min_crop_area)
-        if not 0.0 < f.dropout_keep_prob <= 1.0:
-            raise UserError("--dropout_keep_prob=%s must be in (0, 1]" % f.dropout_keep_prob)
-        if f.drop_path_rate is not None and not 0.0 <= f.drop_path_rate < 1.0:
-            raise UserError("--drop_path_rate=%s must be in [0, 1)" % f.drop_path_rate)
-        _require_positive("clip_gradient_norm", f.clip_gradient_norm)
-        if f.warmup_epochs < 0:
-            raise UserError("--warmup_epochs=%s must be >= 0" % f.warmup_epochs)
-        if not f.dataset_dir:
-            raise UserError("--dataset_dir is required (a folder of TFRecord shards)")
+        _check_flag_values(f)
+        values = dict((field.name, getattr(f, field.flag)) for field in FIELDS
+                      if field.flag is not None)
+        values.update(_data_fields(f))
+        values.update(_device_fields(f, ranks, environ))
+        values.update(_schedule_fields(f, values["dataset"], values["num_samples"],
+                                       values["device"], values["num_replicas"]))
+        values.update(_finetune_fields(f, values["model"]))
+        return cls(**values)
 
-        model = nets_factory.get_model_info(f.model_name)
-        dataset = dataset_factory.get_dataset(f.dataset_name, f.dataset_dir)
-        num_classes = f.num_classes or dataset.num_classes - f.labels_offset
-        if num_classes < 2:
-            raise UserError("--num_classes=%d: need at least 2 classes" % num_classes)
-        image_size = f.train_image_size or model.default_image_size
-        nets_factory.check_image_size(f.model_name, image_size)
+    def graph_settings(self):
+        """(name, value) of every field that shapes the training graph, by name."""
+        return sorted((field.name, getattr(self, field.name)) for field in FIELDS
+                      if not field.loop_only)
 
-        device = placement.resolve_device(f.device)
-        placement.check_device_environment(device, ranks, environ)
-        local_replicas = placement.local_replicas(device, f.num_gpus)
-        if f.mixed_precision and device != "gpu":
-            raise UserError("--mixed_precision is for GPUs (this run uses %s); on Ascend "
-                            "use --precision_mode, on CPU train in float32" % device)
-        if f.save_checkpoints_secs is not None and ranks.rank_size > 1 and device != "npu":
-            raise UserError("--save_checkpoints_secs with %d worker processes: their "
-                            "collective saves must fall on the same step (TensorFlow "
-                            "would switch to every 1000 steps); use "
-                            "--save_checkpoints_steps" % ranks.rank_size)
-        num_replicas = ranks.rank_size * local_replicas
-        num_samples = dataset.num_samples("train")
-        global_batch = f.batch_size * num_replicas
-        if global_batch > num_samples:
-            raise UserError("global batch %d (batch_size %d x %d devices) exceeds the %d "
-                            "training images; lower --batch_size"
-                            % (global_batch, f.batch_size, num_replicas, num_samples))
-        steps_per_epoch = num_samples // global_batch
-        if f.max_train_steps is not None:
-            max_train_steps = f.max_train_steps
-        else:
-            max_train_steps = f.max_epoch * steps_per_epoch
-        # A size given for training is the one to evaluate at too, unless told otherwise.
-        eval_image_size = (f.eval_image_size or f.train_image_size
-                           or model.default_eval_image_size)
-        nets_factory.check_image_size(f.model_name, eval_image_size)
-        eval_every_steps = None
-        if f.eval_every_n_epochs is not None:
-            if f.eval_every_n_epochs <= 0:
-                raise UserError("--eval_every_n_epochs=%s must be positive" % f.eval_every_n_epochs)
-            dataset.list_files("validation")  # fail now, not after the first epochs
-            eval_every_steps = max(1, int(round(f.eval_every_n_epochs * steps_per_epoch)))
-        restore_checkpoint = None
-        if f.restore_path:
-            restore_checkpoint = resolve_checkpoint(f.restore_path, "restore_path")
-        if f.restore_dry_run and not f.restore_path:
-            raise UserError("--restore_dry_run shows the warm start from --restore_path; "
-                            "give --restore_path=CHECKPOINT too")
-        restore_exclude = parse_restore_exclude(
-            f.restore_exclude if f.restore_exclude is not None
-            else model.default_restore_exclude)
-        if f.freeze_backbone and f.trainable_scopes:
-            raise UserError("give --freeze_backbone or --trainable_scopes, not both")
-        trainable_scopes = (tuple(model.head_scopes) if f.freeze_backbone
-                            else parse_scopes(f.trainable_scopes))
-        warmup_steps = int(round(f.warmup_epochs * steps_per_epoch))
-        if warmup_steps >= max_train_steps and f.warmup_epochs > 0:
-            raise UserError("--warmup_epochs=%s covers the whole run (%d steps); lower it"
-                            % (f.warmup_epochs, max_train_steps))
-        return cls(
-            dataset=dataset, model_name=f.model_name, model=model,
-            num_classes=num_classes, labels_offset=f.labels_offset,
-            preprocessing_name=f.preprocessing_name or model.preprocessing_name,
-            preprocessing_options=dict(min_crop_area=f.min_crop_area,
-                                       random_flip=f.random_flip),
-            image_size=image_size, batch_size=f.batch_size, global_batch=global_batch,
-            rank_id=ranks.rank_id, rank_size=ranks.rank_size,
-            device=device, device_id=environ.get("DEVICE_ID",
-                                                 environ.get("ASCEND_DEVICE_ID", "0")),
-            local_replicas=local_replicas, num_replicas=num_replicas,
-            mixed_precision=f.mixed_precision, precision_mode=f.precision_mode,
-            loss_scale=_parse_loss_scale(f.loss_scale, device == "npu" or f.mixed_precision),
-            over_dump=f.over_dump,
-            over_dump_path=f.over_dump_path or os.path.join(f.train_dir, "overflow_dump"),
-            num_samples=num_samples, steps_per_epoch=steps_per_epoch,
-            max_train_steps=max_train_steps, warmup_steps=warmup_steps,
-            train_dir=f.train_dir,
-            iterations_per_loop=f.iterations_per_loop,
-            lr_decay_type=f.learning_rate_decay_type, learning_rate=f.learning_rate,
-            end_learning_rate=f.end_learning_rate,
-            decay_factor=f.learning_rate_decay_factor,
-            decay_steps=max(1, int(f.num_epochs_per_decay * steps_per_epoch)),
-            optimizer_name=f.optimizer, momentum=f.momentum, rmsprop_decay=f.rmsprop_decay,
-            opt_epsilon=f.opt_epsilon, weight_decay=f.weight_decay,
-            label_smoothing=f.label_smoothing, moving_average_decay=f.moving_average_decay,
-            bn_decay=f.bn_decay, dropout_keep_prob=f.dropout_keep_prob,
-            drop_path_rate=(model.default_drop_path_rate if f.drop_path_rate is None
-                            else f.drop_path_rate),
-            clip_gradient_norm=f.clip_gradient_norm,
-            save_checkpoints_steps=(None if f.save_checkpoints_secs
-                                    else f.save_checkpoints_steps or _default_save_steps(
-                                        steps_per_epoch, device, f.iterations_per_loop)),
-            save_checkpoints_secs=f.save_checkpoints_secs,
-            skip_corrupt_records=f.skip_corrupt_records,
-            keep_checkpoint_max=f.keep_checkpoint_max,
-            log_every_n_steps=f.log_every_n_steps, seed=f.seed,
-            data_threads=f.data_threads, use_synthetic_data=f.use_synthetic_data,
-            restore_checkpoint=restore_checkpoint, restore_exclude=restore_exclude,
-            restore_dry_run=f.restore_dry_run,
-            ignore_missing_vars=f.ignore_missing_vars, trainable_scopes=trainable_scopes,
-            eval_every_steps=eval_every_steps, eval_image_size=eval_image_size,
-            central_fraction=f.central_fraction,
-            verbose=f.verbose, preflight=f.preflight,
-            graph_cache_dir=(graph_cache.default_dir() if f.graph_cache_dir is None
-                             else f.graph_cache_dir))
 
     @property
     def is_chief(self):

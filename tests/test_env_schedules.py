@@ -211,3 +211,42 @@ def test_label_smoothing_loss_closed_form():
     log_p = np.log(np.exp([2.0, 0, 0, 0]) / np.exp([2.0, 0, 0, 0]).sum())
     target = np.array([0.9 + 0.025, 0.025, 0.025, 0.025])
     assert abs(value - float(-(target * log_p).sum())) < 1e-5
+
+
+def test_env_fields_are_declared_and_misspellings_fail(tiny_dataset):
+    env = env_lib.Env.from_flags(flag_values(dataset_dir=tiny_dataset, batch_size=4,
+                                             max_train_steps=5, train_image_size=32),
+                                 environ={})
+    declared = [field.name for field in env_lib.FIELDS]
+    assert len(declared) == len(set(declared))
+    for name in declared:  # from_flags sets every declared field
+        getattr(env, name)
+    with pytest.raises(AttributeError):
+        env.trian_dir  # noqa: B018, a misspelt read
+    with pytest.raises(AttributeError):
+        env.trian_dir = "elsewhere"
+    with pytest.raises(TypeError, match="no field bn_decy"):
+        env_lib.Env(bn_decy=0.9)
+    with pytest.raises(AttributeError):  # declared but not given: an error, not None
+        env_lib.Env(bn_decay=0.9).max_train_steps
+
+
+def test_every_train_flag_is_consumed_by_from_flags():
+    """Each flag env.py defines is copied by a FIELDS row or read in env.py by name."""
+    source = open(env_lib.__file__).read()
+    copied = set(field.flag for field in env_lib.FIELDS if field.flag)
+    defined = [flag.name for flag in flags.FLAGS.get_flags_for_module(env_lib.__name__)]
+    assert len(defined) >= 58
+    assert [name for name in defined
+            if name not in copied and "f.%s" % name not in source] == []
+
+
+def test_graph_settings_leave_out_only_the_loop(tiny_dataset):
+    env = env_lib.Env.from_flags(flag_values(dataset_dir=tiny_dataset, batch_size=4,
+                                             max_train_steps=5, train_image_size=32),
+                                 environ={})
+    shaping = set(name for name, _ in env.graph_settings())
+    assert set(field.name for field in env_lib.FIELDS) - shaping == {
+        "train_dir", "over_dump_path", "log_every_n_steps", "eval_every_steps",
+        "save_checkpoints_steps", "save_checkpoints_secs", "verbose", "preflight",
+        "restore_dry_run", "graph_cache_dir"}

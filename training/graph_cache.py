@@ -36,10 +36,7 @@ RECORD_KEY = "graph_cache_record"  # the entry's own collection, removed before 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Project packages whose Python never builds the training graph.
 NOT_GRAPH_SOURCE = ("tests", "benchmarks")
-# Env settings that steer the loop around the graph, never the ops model_fn builds.
-LOOP_SETTINGS = ("train_dir", "over_dump_path", "log_every_n_steps", "eval_every_steps",
-                 "save_checkpoints_steps", "save_checkpoints_secs", "verbose", "preflight",
-                 "restore_dry_run", "graph_cache_dir")
+
 
 
 class NotCacheable(Exception):
@@ -98,9 +95,8 @@ def _plain(value):
 
 
 def settings_of(env):
-    """The Env settings that shape the training graph."""
-    return sorted((name, _plain(value)) for name, value in vars(env).items()
-                  if name not in LOOP_SETTINGS)
+    """The Env settings that shape the training graph (env.FIELDS says which)."""
+    return [(name, _plain(value)) for name, value in env.graph_settings()]
 
 
 def entry_key(settings, graph, inputs):
