@@ -62,9 +62,7 @@ class EstimatorImpl(object):
         if mode == tf.estimator.ModeKeys.PREDICT:
             return tf.estimator.EstimatorSpec(
                 mode, predictions={"classes": classes, "probabilities": probabilities})
-        optimization.classification_loss(self.env, logits, labels)
-        total_loss = tf.losses.get_total_loss(add_regularization_losses=True)
-        correct = tf.cast(tf.equal(classes, labels), tf.float32)
+        _, total_loss, correct = self._losses(logits, classes, labels)
         metrics = {"top1": tf.metrics.mean(correct),
                    "top5": tf.metrics.mean(top_k_hits(logits, labels, 5))}
         return tf.estimator.EstimatorSpec(mode, loss=total_loss, eval_metric_ops=metrics)
@@ -77,6 +75,14 @@ class EstimatorImpl(object):
         probabilities = tf.nn.softmax(logits, name="probabilities")
         classes = tf.argmax(logits, axis=1, output_type=tf.int32, name="classes")
         return logits, classes, probabilities
+
+    def _losses(self, logits, classes, labels):
+        """(classification loss, total loss with regularization, float32 1/0 per image
+        for a correct top-1 class)."""
+        loss = optimization.classification_loss(self.env, logits, labels)
+        total_loss = tf.losses.get_total_loss(add_regularization_losses=True)
+        correct = tf.cast(tf.equal(classes, labels), tf.float32)
+        return loss, total_loss, correct
 
     def _train_spec(self, features, labels):
         """The training EstimatorSpec: its graph built by _build_train, or imported by
@@ -113,9 +119,7 @@ class EstimatorImpl(object):
         "logged" (the progress line's tensors), "loss_scale_state" (or None)}."""
         env = self.env
         logits, classes, _ = self._classify(features, is_training=True)
-        loss = optimization.classification_loss(env, logits, labels)
-        total_loss = tf.losses.get_total_loss(add_regularization_losses=True)
-        correct = tf.cast(tf.equal(classes, labels), tf.float32)
+        loss, total_loss, correct = self._losses(logits, classes, labels)
         global_step = tf.train.get_or_create_global_step()
         lr = optimization.learning_rate(env, global_step)
         train_accuracy = tf.reduce_mean(correct, name="train_accuracy")

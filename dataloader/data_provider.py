@@ -99,6 +99,16 @@ def _bad_record_assertion(problem, file_name, index, raw_label, labels_offset, n
         summarize=1)
 
 
+def _parse_record(serialized, is_training, labels_offset, num_classes):
+    """(encoded image, raw label, problem code, boxes or None) of one serialized record;
+    the boxes only for training crops."""
+    features = tf.io.parse_single_example(serialized, _FEATURES)
+    raw_label = features["image/class/label"]
+    encoded = features["image/encoded"]
+    problem = _record_problem(encoded, raw_label, labels_offset, num_classes)
+    return encoded, raw_label, problem, _bbox(features) if is_training else None
+
+
 def _parse_fn(preprocess_fn, image_size, is_training, labels_offset, num_classes, files):
     """parse(file_id, index, serialized) -> (image, label); a record with a label outside
     [0, num_classes) or bytes that are no image fails the step naming its shard file
@@ -106,15 +116,12 @@ def _parse_fn(preprocess_fn, image_size, is_training, labels_offset, num_classes
     in the decoder, without a name (training's error handler looks for the record)."""
     def parse(file_id, index, serialized):
         names = tf.constant(files or [""])  # made in the dataset function's graph
-        features = tf.io.parse_single_example(serialized, _FEATURES)
-        raw_label = features["image/class/label"]
-        encoded = features["image/encoded"]
-        problem = _record_problem(encoded, raw_label, labels_offset, num_classes)
+        encoded, raw_label, problem, bbox = _parse_record(serialized, is_training,
+                                                          labels_offset, num_classes)
         check = _bad_record_assertion(problem, tf.gather(names, file_id), index, raw_label,
                                       labels_offset, num_classes)
         with tf.control_dependencies([check]):
             encoded = tf.identity(encoded)
-        bbox = _bbox(features) if is_training else None
         image = preprocess_fn(encoded, image_size, image_size, is_training, bbox=bbox)
         return image, tf.cast(raw_label - labels_offset, tf.int32)
     # No data-dependent Python control flow: autograph would spend seconds of every
@@ -136,11 +143,8 @@ def _skipping_parse_fn(preprocess_fn, image_size, is_training, labels_offset, nu
     shape = [image_size, image_size, 3]
 
     def parse_and_decode(serialized):
-        features = tf.io.parse_single_example(serialized, _FEATURES)
-        raw_label = features["image/class/label"]
-        encoded = features["image/encoded"]
-        problem = _record_problem(encoded, raw_label, labels_offset, num_classes)
-        bbox = _bbox(features) if is_training else None
+        encoded, raw_label, problem, bbox = _parse_record(serialized, is_training,
+                                                          labels_offset, num_classes)
         image = tf.cond(tf.equal(problem, RECORD_OK),
                         lambda: preprocess_fn(encoded, image_size, image_size, is_training,
                                               bbox=bbox),
