@@ -9,12 +9,12 @@ all of them otherwise. Rank 0 then writes the trained weights to <model_dir>/wei
 """
 import os
 import sys
-import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+import env as env_lib  # noqa: E402
 from devices import cluster  # noqa: E402
 from devices.ranks import rank_info_from_environ  # noqa: E402
 from training import optimization  # noqa: E402
@@ -61,12 +61,12 @@ def main(model_dir, batch, steps):
             (images[start:start + per_rank], labels[start:start + per_rank])
         ).batch(per_rank).repeat()
 
-    env = types.SimpleNamespace(
+    env = env_lib.Env(
         device="cpu", rank_id=ranks.rank_id, rank_size=ranks.rank_size, local_replicas=1,
-        is_chief=ranks.rank_id == 0,
         mixed_precision=False, loss_scale=None, train_dir=model_dir, seed=1,
-        log_every_n_steps=1, save_checkpoints_steps=steps, keep_checkpoint_max=1,
-        optimizer_name="momentum", momentum=0.9)
+        log_every_n_steps=1, save_checkpoints_steps=steps, save_checkpoints_secs=None,
+        keep_checkpoint_max=1, restore_checkpoint=None, optimizer_name="momentum",
+        momentum=0.9)
     device = cluster.TfDevice(env, get_logger())
     estimator = device.build_estimator(make_model_fn(device, env))
     device.train(estimator, input_fn, steps)

@@ -2,10 +2,10 @@
 loss scaling skipping an overflowing step, and the log counting the skips."""
 import logging
 import re
-import types
 
 import numpy as np
 
+import env as env_lib
 from devices import cluster, precision
 from logger import TrainLoggerHook
 from tests.conftest import ListHandler
@@ -16,7 +16,7 @@ def gpu_env(**overrides):
     values = dict(device="gpu", rank_id=0, rank_size=1, local_replicas=1,
                   mixed_precision=True, loss_scale="dynamic")
     values.update(overrides)
-    return types.SimpleNamespace(**values)
+    return env_lib.Env(**values)
 
 
 def test_mixed_precision_turns_on_the_float16_rewrite():

@@ -1,9 +1,9 @@
 """The CPU session config's trimmed Grappler passes: which are off, and that training
 steps compute the same numbers as under TensorFlow's default passes."""
-import types
 
 import numpy as np
 
+import env as env_lib
 from devices import cluster, graph_rewrites
 from nets import nets_factory
 from utils.tf_compat import tf
@@ -11,7 +11,7 @@ from utils.tf_compat import tf
 
 def device_config(device):
     tf_device = cluster.TfDevice.__new__(cluster.TfDevice)
-    tf_device.env = types.SimpleNamespace(device=device, mixed_precision=False)
+    tf_device.env = env_lib.Env(device=device, mixed_precision=False)
     return tf_device.session_config()
 
 

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import types
 
 import pytest
 
@@ -211,7 +210,7 @@ def recipe_env(**fields):
                   restore_checkpoint=None, batch_size=256, num_replicas=8,
                   global_batch=2048, learning_rate=0.1)
     values.update(fields)
-    return types.SimpleNamespace(**values)
+    return env_lib.Env(**values)
 
 
 def test_one_device_lr_on_eight_devices_is_a_warning():
