@@ -1,30 +1,26 @@
 """EfficientNetV2-S and -B0 (https://arxiv.org/abs/2104.00298) as tables.
 
 The block strings are google/automl efficientnetv2/effnetv2_configs.py's
-(``c1`` = Fused-MBConv), read by ``mobilenet.block_rows``: swish (SiLU) everywhere,
-squeeze-excite to a quarter of the block's input depth (swish inside, sigmoid gate),
-a 3x3 stride-2 stem as wide as the first block's input, a 1x1 head conv of 1280 and
-stochastic depth (hparams.py: survival_prob 0.8, i.e. drop_path_rate 0.2, falling
-linearly to 0 at the first block).  Sizes (effnetv2_configs.py): S trains at 300 and
-evaluates at 384, B0 trains at 192 and evaluates at 224.  The source's batch norm
-uses momentum 0.9 (at batch 4096) and epsilon 1e-3; dropout 0.2; 1000 classes.
-No TF-Slim checkpoints exist; names are our builder's under ``EfficientNetV2/``.
+(``c1`` = Fused-MBConv, ``blocks.fused_expanded_conv``), read by
+``builder.block_rows``: swish (SiLU) everywhere, squeeze-excite to a quarter of the
+block's input depth (swish inside, sigmoid gate), a 3x3 stride-2 stem as wide as the
+first block's input, a 1x1 head conv of 1280 and stochastic depth (hparams.py:
+survival_prob 0.8, i.e. drop_path_rate 0.2, falling linearly to 0 at the first
+block).  Sizes (effnetv2_configs.py): S trains at 300 and evaluates at 384, B0 trains
+at 192 and evaluates at 224.  The source's batch norm uses momentum 0.9 (at batch
+4096) and epsilon 1e-3; dropout 0.2; 1000 classes.  No TF-Slim checkpoints exist;
+names are our builder's under ``EfficientNetV2/``.
 """
-from utils.tf_compat import tf, slim
-from nets.mobilenet import conv_blocks as ops
-from nets.mobilenet import mobilenet as lib
+import collections
+import functools
+
+from nets import blocks as ops
+from nets import builder as lib
 
 SCOPE = "EfficientNetV2"
 DEFAULT_DROP_PATH_RATE = 0.2
 
-DEFAULTS = {
-    (slim.batch_norm,): {"center": True, "scale": True},
-    (slim.conv2d, slim.fully_connected, slim.separable_conv2d): {
-        "normalizer_fn": slim.batch_norm, "activation_fn": ops.swish},
-    (ops.conv_bn_act,): {"normalizer_fn": slim.batch_norm, "padding": "SAME"},
-    (ops.expanded_conv,): {"normalizer_fn": slim.batch_norm, "padding": "SAME"},
-    (ops.squeeze_excite,): {"inner_activation_fn": ops.swish, "gating_fn": tf.sigmoid},
-}
+DEFAULTS = lib.default_arg_scopes(ops.swish)
 HEAD = lib.op(ops.conv_bn_act, kernel_size=[1, 1], num_outputs=1280)
 
 
@@ -50,4 +46,23 @@ EFFICIENTNET_V2_B0 = lib.conv_defs(defaults=DEFAULTS, spec=[stem(32)] + lib.bloc
     "r8_k3_s2_e6_i112_o192_se0.25",
 ]) + [HEAD])
 
-__all__ = ["SCOPE", "DEFAULT_DROP_PATH_RATE", "EFFICIENTNET_V2_S", "EFFICIENTNET_V2_B0"]
+
+# The model function: builder.classifier (depth_multiplier, is_training,
+# drop_path_rate: DEFAULT_DROP_PATH_RATE trains as the source does, ...) with
+# EfficientNetV2's scope, table (S unless conv_defs says otherwise) and class count.
+efficientnet_v2 = functools.partial(lib.classifier, conv_defs=EFFICIENTNET_V2_S,
+                                    scope=SCOPE, num_classes=1000)
+
+# name -> arguments of ``efficientnet_v2``, and (train, eval) image sizes.
+VARIANTS = collections.OrderedDict([
+    ("efficientnet_v2_s", {"conv_defs": EFFICIENTNET_V2_S}),
+    ("efficientnet_v2_b0", {"conv_defs": EFFICIENTNET_V2_B0}),
+])
+IMAGE_SIZES = {"efficientnet_v2_s": (300, 384), "efficientnet_v2_b0": (192, 224)}
+MODELS = lib.variants(efficientnet_v2, VARIANTS)
+efficientnet_v2_s = MODELS["efficientnet_v2_s"]
+efficientnet_v2_b0 = MODELS["efficientnet_v2_b0"]
+
+__all__ = ["SCOPE", "DEFAULT_DROP_PATH_RATE", "EFFICIENTNET_V2_S", "EFFICIENTNET_V2_B0",
+           "VARIANTS", "IMAGE_SIZES", "MODELS", "efficientnet_v2", "efficientnet_v2_s",
+           "efficientnet_v2_b0"]

@@ -8,8 +8,7 @@ import functools
 
 from utils.errors import UserError
 from utils.tf_compat import do_not_convert, slim
-from nets import efficientnet_v2, mnasnet
-from nets.mobilenet import mobilenet as mobilenet_lib
+from nets import builder, efficientnet_v2, mnasnet
 from nets.mobilenet import mobilenet_v2, mobilenet_v3
 
 ModelInfo = collections.namedtuple("ModelInfo", [
@@ -50,45 +49,18 @@ def _register(name, model_fn, scope, preprocessing_name, image_size=224,
                                                       **model_kwargs))
 
 
-# The < 1.0 multipliers keep Conv_1 at 1280 channels (finegrain mode), as the
-# published mobilenet_v2_0.75/0.5/0.35 checkpoints do.
-for _name, _multiplier, _finegrain in [
-        ("mobilenet_v2", 1.0, False),
-        ("mobilenet_v2_140", 1.4, False),
-        ("mobilenet_v2_130", 1.3, False),
-        ("mobilenet_v2_075", 0.75, True),
-        ("mobilenet_v2_050", 0.5, True),
-        ("mobilenet_v2_035", 0.35, True)]:
-    _register(_name, mobilenet_v2.mobilenet, mobilenet_v2.SCOPE, "inception",
-              depth_multiplier=_multiplier, finegrain_classification_mode=_finegrain)
-
-# TF-Slim's published V3 checkpoints.  The 0.75 ones keep Conv_2 at 1280 / 1024
-# (finegrain mode): 3.99M / 2.04M parameters as loaded by timm, against 3.44M / 1.68M
-# with every layer scaled.
-for _name, _defs, _multiplier in [
-        ("mobilenet_v3_large", mobilenet_v3.V3_LARGE, 1.0),
-        ("mobilenet_v3_large_075", mobilenet_v3.V3_LARGE, 0.75),
-        ("mobilenet_v3_small", mobilenet_v3.V3_SMALL, 1.0),
-        ("mobilenet_v3_small_075", mobilenet_v3.V3_SMALL, 0.75),
-        ("mobilenet_v3_large_minimalistic", mobilenet_v3.V3_LARGE_MINIMALISTIC, 1.0),
-        ("mobilenet_v3_small_minimalistic", mobilenet_v3.V3_SMALL_MINIMALISTIC, 1.0)]:
-    _register(_name, mobilenet_v3.mobilenet, mobilenet_v3.SCOPE, "mobilenet_v3",
-              conv_defs=_defs, depth_multiplier=_multiplier,
-              finegrain_classification_mode=_multiplier < 1)
-
-_register("mnasnet_a1", mobilenet_lib.mobilenet, mnasnet.SCOPE, "mnasnet",
-          conv_defs=mnasnet.MNASNET_A1)
-_register("mnasnet_b1", mobilenet_lib.mobilenet, mnasnet.SCOPE, "mnasnet",
-          conv_defs=mnasnet.MNASNET_B1)
+# Every family's variants, as its module defines them (VARIANTS -> MODELS), with the
+# preprocessing each family trains with.
+for _family, _preprocessing in ((mobilenet_v2, "inception"),
+                                (mobilenet_v3, "mobilenet_v3"), (mnasnet, "mnasnet")):
+    for _name, _model_fn in _family.MODELS.items():
+        _register(_name, _model_fn, _family.SCOPE, _preprocessing)
 # EfficientNetV2 trains at 300 (progressively from 128) and evaluates at 384: any size.
-_register("efficientnet_v2_s", mobilenet_lib.mobilenet, efficientnet_v2.SCOPE,
-          "efficientnet_v2", image_size=300, eval_image_size=384, size_multiple=1,
-          drop_path_rate=efficientnet_v2.DEFAULT_DROP_PATH_RATE,
-          conv_defs=efficientnet_v2.EFFICIENTNET_V2_S)
-_register("efficientnet_v2_b0", mobilenet_lib.mobilenet, efficientnet_v2.SCOPE,
-          "efficientnet_v2", image_size=192, eval_image_size=224, size_multiple=1,
-          drop_path_rate=efficientnet_v2.DEFAULT_DROP_PATH_RATE,
-          conv_defs=efficientnet_v2.EFFICIENTNET_V2_B0)
+for _name, _model_fn in efficientnet_v2.MODELS.items():
+    _register(_name, _model_fn, efficientnet_v2.SCOPE, "efficientnet_v2",
+              image_size=efficientnet_v2.IMAGE_SIZES[_name][0],
+              eval_image_size=efficientnet_v2.IMAGE_SIZES[_name][1], size_multiple=1,
+              drop_path_rate=efficientnet_v2.DEFAULT_DROP_PATH_RATE)
 
 
 def model_names():
@@ -145,7 +117,7 @@ def get_network_fn(name, num_classes, is_training=False, weight_decay=0.00004,
     def network_fn(images, **call_kwargs):
         arguments = dict(model_kwargs)
         arguments.update(call_kwargs)
-        with slim.arg_scope(mobilenet_lib.training_scope(
+        with slim.arg_scope(builder.training_scope(
                 is_training=is_training, weight_decay=weight_decay, bn_decay=bn_decay,
                 dropout_keep_prob=dropout_keep_prob, **scope_kwargs)):
             return entry.builder(images, num_classes=num_classes, is_training=is_training,

@@ -18,9 +18,7 @@ from training import finetune
 import logger as logger_lib
 from training import optimization
 from estimator_impl import EstimatorImpl
-from nets import efficientnet_v2, nets_factory, summary
-from nets.mobilenet import conv_blocks
-from nets.mobilenet import mobilenet as mobilenet_lib
+from nets import blocks, builder, efficientnet_v2, nets_factory, summary
 from tests.test_env_schedules import flag_values
 from tests.test_nets_mobilenet_v2 import ALL_NAMES as V2_NAMES, shapes
 from utils.errors import UserError
@@ -184,11 +182,12 @@ def test_depth_multiplier_rules():
     from nets.mobilenet import mobilenet_v3
 
     def scaled(row):
-        return row.multiplier_func(row.params, 0.5, divisible_by=8,
-                                   min_depth=8)["num_outputs"]
+        params = dict(row.params)  # the rules edit in place, as TF-Slim's
+        row.multiplier_func(params, 0.5)
+        return params["num_outputs"]
     assert scaled(mnasnet.MNASNET_A1["spec"][-1]) == 1280
     assert scaled(efficientnet_v2.EFFICIENTNET_V2_B0["spec"][-1]) == 640
-    fine = mobilenet_lib.keep_last_depth(mobilenet_v3.V3_LARGE)["spec"]
+    fine = builder.keep_last_depth(mobilenet_v3.V3_LARGE)["spec"]
     assert (scaled(fine[-1]), scaled(fine[-3])) == (1280, 480)
 
 
@@ -236,18 +235,18 @@ def test_mobilenet_v3_variants(name, total, head, last_layer):
 # ----------------------------------------------------------------------- blocks
 
 def test_block_strings_read_like_the_sources():
-    rows = mobilenet_lib.block_rows(["r2_k5_s22_e6_i16_o24_se0.25",
-                                     "r1_k3_s1_e1_i24_o24_c1_noskip"])
-    assert [r.op for r in rows] == [conv_blocks.expanded_conv] * 3
+    rows = builder.block_rows(["r2_k5_s22_e6_i16_o24_se0.25",
+                               "r1_k3_s1_e1_i24_o24_c1_noskip"])
+    assert [r.op for r in rows] == [blocks.expanded_conv] * 2 + [blocks.fused_expanded_conv]
     assert [r.params["stride"] for r in rows] == [2, 1, 1]
     first = rows[0].params
-    assert (first["num_outputs"], first["kernel_size"], first["fused"],
-            first["residual"]) == (24, (5, 5), False, True)
+    assert (first["num_outputs"], first["kernel_size"], first["residual"]) == (
+        24, (5, 5), True)
     assert first["expansion_size"](num_inputs=16) == 96
-    assert rows[2].params["fused"] and not rows[2].params["residual"]
+    assert not rows[2].params["residual"]
     assert "expansion_transform" not in rows[2].params
     with pytest.raises(ValueError):
-        mobilenet_lib.block_rows(["r1_k3_s1_e1_o24_x7"])
+        builder.block_rows(["r1_k3_s1_e1_o24_x7"])
 
 
 def test_fused_and_squeeze_from_input_blocks():
@@ -255,13 +254,14 @@ def test_fused_and_squeeze_from_input_blocks():
     is the projection.  se0.25 squeezes to a quarter of the block's input depth."""
     with tf.Graph().as_default():
         x = tf.zeros([2, 16, 16, 24])
-        block = do_not_convert(conv_blocks.expanded_conv)
+        block = do_not_convert(blocks.expanded_conv)
+        fused_block = do_not_convert(blocks.fused_expanded_conv)
         with slim.arg_scope([slim.conv2d, slim.separable_conv2d],
-                            normalizer_fn=slim.batch_norm, activation_fn=conv_blocks.swish):
-            fused = block(x, 48, expansion_size=96, stride=2, fused=True, scope="fused")
-            single = block(x, 24, expansion_size=24, fused=True, scope="single")
+                            normalizer_fn=slim.batch_norm, activation_fn=blocks.swish):
+            fused = fused_block(x, 48, expansion_size=96, stride=2, scope="fused")
+            single = fused_block(x, 24, expansion_size=24, scope="single")
             se = block(x, 32, expansion_size=144, scope="se",
-                       expansion_transform=conv_blocks.squeeze_excite_transform(
+                       expansion_transform=blocks.squeeze_excite_transform(
                            input_ratio=0.25))
         got = shapes(tf.trainable_variables())
     assert fused.get_shape().as_list() == [2, 8, 8, 48]
@@ -277,8 +277,8 @@ def test_fused_and_squeeze_from_input_blocks():
 def test_activations():
     x = np.array([-4.0, -3.0, -1.0, 0.0, 1.0, 3.0, 5.0], np.float32)
     with tf.Graph().as_default(), tf.Session() as sess:
-        got = sess.run([conv_blocks.hard_sigmoid(x), conv_blocks.hard_swish(x),
-                        conv_blocks.swish(x)])
+        got = sess.run([blocks.hard_sigmoid(x), blocks.hard_swish(x),
+                        blocks.swish(x)])
     np.testing.assert_allclose(got[0], np.clip(x + 3, 0, 6) / 6, rtol=1e-6)
     np.testing.assert_allclose(got[1], x * np.clip(x + 3, 0, 6) / 6, rtol=1e-6)
     np.testing.assert_allclose(got[2], x / (1 + np.exp(-x)), rtol=1e-5)
@@ -287,19 +287,19 @@ def test_activations():
 # ----------------------------------------------------------------------- stochastic depth
 
 def test_drop_path_rates_rise_linearly_over_blocks():
-    rates = mobilenet_lib._drop_path_rates(efficientnet_v2.EFFICIENTNET_V2_B0["spec"], 0.2)
+    rates = builder._drop_path_rates(efficientnet_v2.EFFICIENTNET_V2_B0["spec"], 0.2)
     blocks = sorted(rates)
     assert len(blocks) == 21 and blocks[0] == 1  # row 0 is the stem
     assert rates[blocks[0]] == 0.0
     np.testing.assert_allclose([rates[i] for i in blocks], 0.2 * np.arange(21) / 21.0)
-    assert mobilenet_lib._drop_path_rates(efficientnet_v2.EFFICIENTNET_V2_B0["spec"], 0) == {}
+    assert builder._drop_path_rates(efficientnet_v2.EFFICIENTNET_V2_B0["spec"], 0) == {}
 
 
 # A small table read by the same builder: a fused stage with residuals, an SE stage.
-TINY = mobilenet_lib.conv_defs(
-    defaults={(slim.conv2d, slim.separable_conv2d): {"activation_fn": conv_blocks.swish}},
-    spec=[mobilenet_lib.op(conv_blocks.conv_bn_act, stride=2, num_outputs=8)]
-    + mobilenet_lib.block_rows(["r3_k3_s1_e2_i8_o8_c1", "r2_k3_s2_e4_i8_o16_se0.25"]))
+TINY = builder.conv_defs(
+    defaults={(slim.conv2d, slim.separable_conv2d): {"activation_fn": blocks.swish}},
+    spec=[builder.op(blocks.conv_bn_act, stride=2, num_outputs=8)]
+    + builder.block_rows(["r3_k3_s1_e2_i8_o8_c1", "r2_k3_s2_e4_i8_o16_se0.25"]))
 
 
 def _two_runs(is_training, drop_path_rate):
@@ -307,9 +307,9 @@ def _two_runs(is_training, drop_path_rate):
     with tf.Graph().as_default():
         tf.set_random_seed(1)
         images = tf.placeholder(tf.float32, [4, 32, 32, 3])
-        with slim.arg_scope(mobilenet_lib.training_scope(is_training=is_training,
-                                                         dropout_keep_prob=1.0)):
-            logits, _ = do_not_convert(mobilenet_lib.mobilenet)(
+        with slim.arg_scope(builder.training_scope(is_training=is_training,
+                                                   dropout_keep_prob=1.0)):
+            logits, _ = do_not_convert(builder.mobilenet)(
                 images, num_classes=5, conv_defs=TINY, scope="Tiny",
                 drop_path_rate=drop_path_rate)
         with tf.Session() as sess:
@@ -329,10 +329,10 @@ def test_drop_path_only_while_training():
 def test_drop_path_keeps_the_expectation():
     with tf.Graph().as_default(), tf.Session() as sess:
         x = tf.ones([20000, 1, 1, 2])
-        with slim.arg_scope([conv_blocks.drop_path], is_training=True):
-            kept = conv_blocks.drop_path(x, 0.3)
+        with slim.arg_scope([blocks.drop_path], is_training=True):
+            kept = blocks.drop_path(x, 0.3)
         out = sess.run(kept)
-        assert conv_blocks.drop_path(x, 0.3) is x  # eval: identity, no ops
+        assert blocks.drop_path(x, 0.3) is x  # eval: identity, no ops
     np.testing.assert_allclose(np.unique(out), [0.0, 1 / 0.7], rtol=1e-6)
     assert np.all(out[:, :, :, 0] == out[:, :, :, 1])  # one draw per example
     assert abs(out.mean() - 1.0) < 0.03

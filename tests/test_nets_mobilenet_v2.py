@@ -6,9 +6,7 @@ The expected variable table below is written from TF-Slim's V2_DEF
 import numpy as np
 import pytest
 
-from nets import nets_factory
-from nets.mobilenet import conv_blocks
-from nets.mobilenet import mobilenet as mobilenet_lib
+from nets import blocks, builder, nets_factory
 from utils.errors import UserError
 from utils.tf_compat import do_not_convert, tf, slim
 
@@ -246,13 +244,13 @@ def test_registry_facts():
 
 
 def test_make_divisible_rule():
-    assert conv_blocks.make_divisible(32 * 0.35, 8) == 16   # 11.2 -> 8 is >10% down
-    assert conv_blocks.make_divisible(24 * 0.5, 8) == 16    # 12 rounds half up
-    assert conv_blocks.make_divisible(16 * 0.35, 8) == 8
-    assert conv_blocks.make_divisible(320 * 1.4, 8) == 448
-    assert conv_blocks.make_divisible(96 * 0.75, 8) == 72
-    assert conv_blocks.make_divisible(3.0, 8, min_value=4) == 4
-    assert conv_blocks.make_divisible(1280 / 0.35 * 0.35, 8) == 1280
+    assert blocks.make_divisible(32 * 0.35, 8) == 16   # 11.2 -> 8 is >10% down
+    assert blocks.make_divisible(24 * 0.5, 8) == 16    # 12 rounds half up
+    assert blocks.make_divisible(16 * 0.35, 8) == 8
+    assert blocks.make_divisible(320 * 1.4, 8) == 448
+    assert blocks.make_divisible(96 * 0.75, 8) == 72
+    assert blocks.make_divisible(3.0, 8, min_value=4) == 4
+    assert blocks.make_divisible(1280 / 0.35 * 0.35, 8) == 1280
 
 
 def test_squeeze_excite_hook():
@@ -261,9 +259,9 @@ def test_squeeze_excite_hook():
         x = tf.zeros([2, 8, 8, 16])
         with slim.arg_scope([slim.conv2d, slim.separable_conv2d],
                             activation_fn=tf.nn.relu):
-            out = do_not_convert(conv_blocks.expanded_conv)(
-                x, 16, expansion_size=conv_blocks.expand_input_by_factor(4),
-                expansion_transform=conv_blocks.squeeze_excite_transform(
+            out = do_not_convert(blocks.expanded_conv)(
+                x, 16, expansion_size=blocks.expand_input_by_factor(4),
+                expansion_transform=blocks.squeeze_excite_transform(
                     squeeze_factor=4, gating_fn=tf.sigmoid))
         got = shapes(tf.global_variables())
     assert out.get_shape().as_list() == [2, 8, 8, 16]
@@ -275,14 +273,14 @@ def test_squeeze_excite_hook():
 
 def test_spec_rows_are_data():
     """A new variant is a new table read by the same builder."""
-    tiny = mobilenet_lib.conv_defs(
+    tiny = builder.conv_defs(
         defaults={(slim.conv2d, slim.separable_conv2d): {"activation_fn": tf.nn.relu6}},
-        spec=[mobilenet_lib.op(conv_blocks.conv_bn_act, stride=2, num_outputs=16),
-              mobilenet_lib.op(conv_blocks.expanded_conv, stride=2, num_outputs=24),
-              mobilenet_lib.op(conv_blocks.expanded_conv, num_outputs=24)])
+        spec=[builder.op(blocks.conv_bn_act, stride=2, num_outputs=16),
+              builder.op(blocks.expanded_conv, stride=2, num_outputs=24),
+              builder.op(blocks.expanded_conv, num_outputs=24)])
     with tf.Graph().as_default():
-        net, end_points = mobilenet_lib.mobilenet_base(tf.zeros([1, 32, 32, 3]), tiny,
-                                                       scope="Tiny")
+        net, end_points = builder.mobilenet_base(tf.zeros([1, 32, 32, 3]), tiny,
+                                                 scope="Tiny")
         names = sorted(v.op.name for v in tf.global_variables() if "BatchNorm" not in
                        v.op.name)
     assert net.get_shape().as_list() == [1, 8, 8, 24]

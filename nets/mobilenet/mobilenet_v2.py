@@ -3,29 +3,23 @@
 Variables live under ``MobilenetV2/`` exactly as in the published TF-Slim checkpoints
 (``Conv``, ``expanded_conv``..``expanded_conv_16``, ``Conv_1``,
 ``Logits/Conv2d_1c_1x1``).  The 1.0 model: ~300M multiply-adds, 3.47M parameters at
-1001 classes.
+1001 classes.  TF-Slim's public API: ``V2_DEF``, ``mobilenet``, ``mobilenet_base``,
+``training_scope``, ``wrapped_partial`` and the variant partials
+(``mobilenet_v2_140`` ...), made from ``VARIANTS`` as the registry's are.
 """
-import functools
+import collections
 
 from utils.tf_compat import tf, slim
-from nets.mobilenet import conv_blocks as ops
-from nets.mobilenet import mobilenet as lib
+from nets import blocks as ops
+from nets import builder as lib
 
 op = lib.op
 expand_input = ops.expand_input_by_factor
+wrapped_partial = lib.wrapped_partial
 
-# The batch-norm center/scale flags change the variables, so they belong to the
-# architecture (here), not to training_scope.
 V2_DEF = lib.conv_defs(
-    defaults={
-        (slim.batch_norm,): {"center": True, "scale": True},
-        (slim.conv2d, slim.fully_connected, slim.separable_conv2d): {
-            "normalizer_fn": slim.batch_norm, "activation_fn": tf.nn.relu6},
-        (ops.conv_bn_act,): {"normalizer_fn": slim.batch_norm, "padding": "SAME"},
-        (ops.expanded_conv,): {"expansion_size": expand_input(6),
-                               "normalizer_fn": slim.batch_norm, "residual": True,
-                               "padding": "SAME"},
-    },
+    defaults=lib.default_arg_scopes(tf.nn.relu6,
+                                    expanded_conv={"expansion_size": expand_input(6)}),
     spec=[
         # layer_1: MobilenetV2/Conv
         op(ops.conv_bn_act, stride=2, num_outputs=32, kernel_size=[3, 3]),
@@ -59,17 +53,20 @@ DEFAULT_IMAGE_SIZE = 224
 
 @slim.add_arg_scope
 def mobilenet(input_tensor, num_classes=1001, depth_multiplier=1.0, scope=SCOPE,
-              conv_defs=None, finegrain_classification_mode=False, min_depth=8,
-              divisible_by=8, activation_fn=None, **kwargs):
-    """MobileNetV2 classifier (inference mode unless is_training / training_scope).
+              conv_defs=None, finegrain_classification_mode=False, min_depth=None,
+              divisible_by=None, activation_fn=None, **kwargs):
+    """MobileNetV2 classifier (inference mode unless is_training / training_scope);
+    TF-Slim's signature.
 
     Args:
       finegrain_classification_mode: keep the last layer (Conv_1) at 1280 channels
         when depth_multiplier < 1, as the published 0.75/0.5/0.35 checkpoints do.
+      min_depth, divisible_by: the depth rule's, only when given (else the
+        arg_scope on ``mobilenet.depth_multiplier``, default 8 and 8).
       activation_fn: replaces relu6 everywhere (the projections stay linear).
-      **kwargs: passed to ``mobilenet.mobilenet`` (is_training, dropout_keep_prob,
-        reuse, base_only, final_endpoint, prediction_fn, use_explicit_padding,
-        drop_path_rate).
+      **kwargs: to ``builder.mobilenet`` (is_training, dropout_keep_prob, reuse,
+        base_only, final_endpoint, output_stride, prediction_fn,
+        use_explicit_padding, drop_path_rate); ``multiplier`` is refused.
     Returns:
       (logits, end_points).
     """
@@ -79,38 +76,34 @@ def mobilenet(input_tensor, num_classes=1001, depth_multiplier=1.0, scope=SCOPE,
         conv_defs = lib.with_overrides(
             conv_defs, (slim.conv2d, slim.fully_connected, slim.separable_conv2d),
             activation_fn=activation_fn)
-    return lib.mobilenet(input_tensor, num_classes=num_classes, conv_defs=conv_defs,
-                         scope=scope, depth_multiplier=depth_multiplier,
-                         min_depth=min_depth, divisible_by=divisible_by,
-                         finegrain_classification_mode=finegrain_classification_mode,
-                         **kwargs)
+    return lib.classifier(input_tensor, conv_defs, num_classes=num_classes,
+                          depth_multiplier=depth_multiplier, scope=scope,
+                          finegrain_classification_mode=finegrain_classification_mode,
+                          min_depth=min_depth, divisible_by=divisible_by, **kwargs)
 
 
 mobilenet.default_image_size = DEFAULT_IMAGE_SIZE
-
-
-def _variant(depth_multiplier, finegrain):
-    variant = functools.partial(mobilenet, depth_multiplier=depth_multiplier,
-                                finegrain_classification_mode=finegrain)
-    variant.default_image_size = DEFAULT_IMAGE_SIZE
-    return variant
-
-
-mobilenet_v2_140 = _variant(1.4, False)
-mobilenet_v2_130 = _variant(1.3, False)
-mobilenet_v2_075 = _variant(0.75, True)
-mobilenet_v2_050 = _variant(0.5, True)
-mobilenet_v2_035 = _variant(0.35, True)
-
-
-def mobilenet_base(input_tensor, depth_multiplier=1.0, **kwargs):
-    """The MobileNetV2 stack without pooling and logits."""
-    return mobilenet(input_tensor, depth_multiplier=depth_multiplier, base_only=True,
-                     **kwargs)
-
-
+mobilenet_base = lib.base_of(mobilenet)
 training_scope = lib.training_scope
 
-__all__ = ["V2_DEF", "SCOPE", "DEFAULT_IMAGE_SIZE", "mobilenet", "mobilenet_base",
-           "training_scope", "mobilenet_v2_140", "mobilenet_v2_130", "mobilenet_v2_075",
-           "mobilenet_v2_050", "mobilenet_v2_035"]
+# The published variants (name -> arguments of ``mobilenet``).  The < 1.0 ones keep
+# Conv_1 at 1280 channels (finegrain mode), as their checkpoints do.
+VARIANTS = collections.OrderedDict([
+    ("mobilenet_v2", {}),
+    ("mobilenet_v2_140", {"depth_multiplier": 1.4}),
+    ("mobilenet_v2_130", {"depth_multiplier": 1.3}),
+    ("mobilenet_v2_075", {"depth_multiplier": 0.75, "finegrain_classification_mode": True}),
+    ("mobilenet_v2_050", {"depth_multiplier": 0.5, "finegrain_classification_mode": True}),
+    ("mobilenet_v2_035", {"depth_multiplier": 0.35, "finegrain_classification_mode": True}),
+])
+MODELS = lib.variants(mobilenet, VARIANTS)  # they keep mobilenet.default_image_size
+
+mobilenet_v2_140 = MODELS["mobilenet_v2_140"]
+mobilenet_v2_130 = MODELS["mobilenet_v2_130"]
+mobilenet_v2_075 = MODELS["mobilenet_v2_075"]
+mobilenet_v2_050 = MODELS["mobilenet_v2_050"]
+mobilenet_v2_035 = MODELS["mobilenet_v2_035"]
+
+__all__ = ["V2_DEF", "SCOPE", "DEFAULT_IMAGE_SIZE", "VARIANTS", "MODELS", "mobilenet",
+           "mobilenet_base", "training_scope", "wrapped_partial", "mobilenet_v2_140",
+           "mobilenet_v2_130", "mobilenet_v2_075", "mobilenet_v2_050", "mobilenet_v2_035"]

@@ -6,13 +6,16 @@ Variables live under ``MobilenetV3/`` exactly as in the published TF-Slim checkp
 ``squeeze_excite/Conv_1`` where the row has SE, ``Conv_1`` (the last 1x1 conv with
 batch norm), ``Conv_2`` (1x1 conv after the pooling row, with biases and no batch
 norm) and ``Logits/Conv2d_1c_1x1``; 1001 classes.  The minimalistic variants drop
-squeeze-excite, hard-swish and 5x5 kernels and keep the same layer names.
+squeeze-excite, hard-swish and 5x5 kernels and keep the same layer names.  The table
+includes its pooling row (layer_18) and ``Conv_2`` (layer_19), as TF-Slim's does:
+``mobilenet_base`` ends there, and ``final_endpoint='layer_17'`` gives the last
+feature map before pooling.
 """
-import functools
+import collections
 
 from utils.tf_compat import tf, slim
-from nets.mobilenet import conv_blocks as ops
-from nets.mobilenet import mobilenet as lib
+from nets import blocks as ops
+from nets import builder as lib
 
 SCOPE = "MobilenetV3"
 DEFAULT_IMAGE_SIZE = 224
@@ -44,14 +47,7 @@ def _head(last_conv, embedding, act):
                    normalizer_fn=None, activation_fn=act)]
 
 
-DEFAULTS = {
-    (slim.batch_norm,): {"center": True, "scale": True},
-    (slim.conv2d, slim.fully_connected, slim.separable_conv2d): {
-        "normalizer_fn": slim.batch_norm, "activation_fn": tf.nn.relu},
-    (ops.conv_bn_act,): {"normalizer_fn": slim.batch_norm, "padding": "SAME"},
-    (ops.expanded_conv,): {"normalizer_fn": slim.batch_norm, "residual": True,
-                           "padding": "SAME"},
-}
+DEFAULTS = lib.default_arg_scopes(tf.nn.relu)
 
 V3_LARGE = lib.conv_defs(defaults=DEFAULTS, spec=[
     lib.op(ops.conv_bn_act, stride=2, num_outputs=16, kernel_size=[3, 3],
@@ -113,26 +109,50 @@ V3_SMALL_MINIMALISTIC = minimalistic(V3_SMALL)
 
 @slim.add_arg_scope
 def mobilenet(input_tensor, num_classes=1001, depth_multiplier=1.0, scope=SCOPE,
-              conv_defs=None, **kwargs):
-    """MobileNetV3 classifier, V3_LARGE unless ``conv_defs`` says otherwise.
+              conv_defs=None, finegrain_classification_mode=False, **kwargs):
+    """MobileNetV3 classifier, V3_LARGE unless ``conv_defs`` says otherwise; TF-Slim's
+    signature.
 
-    ``kwargs`` go to ``mobilenet.mobilenet`` (is_training, dropout_keep_prob,
-    finegrain_classification_mode, drop_path_rate, base_only, ...).
+    ``finegrain_classification_mode``: TF-Slim's V3 rule, the last row (Conv_2)
+    ignores the depth multiplier.  ``kwargs`` go to ``builder.classifier``
+    (min_depth, divisible_by, is_training, dropout_keep_prob, drop_path_rate,
+    base_only, output_stride, ...); ``multiplier`` is refused.
     """
-    return lib.mobilenet(input_tensor, num_classes=num_classes,
-                         conv_defs=conv_defs or V3_LARGE, scope=scope,
-                         depth_multiplier=depth_multiplier, **kwargs)
+    if conv_defs is None:
+        conv_defs = V3_LARGE
+    if finegrain_classification_mode:
+        conv_defs = lib.keep_last_depth(conv_defs)
+    return lib.classifier(input_tensor, conv_defs, num_classes=num_classes,
+                          depth_multiplier=depth_multiplier, scope=scope, **kwargs)
 
 
 mobilenet.default_image_size = DEFAULT_IMAGE_SIZE
-
-large = functools.partial(mobilenet, conv_defs=V3_LARGE)
-small = functools.partial(mobilenet, conv_defs=V3_SMALL)
-large_minimalistic = functools.partial(mobilenet, conv_defs=V3_LARGE_MINIMALISTIC)
-small_minimalistic = functools.partial(mobilenet, conv_defs=V3_SMALL_MINIMALISTIC)
-
+mobilenet_base = lib.base_of(mobilenet)
 training_scope = lib.training_scope
+wrapped_partial = lib.wrapped_partial
+
+# TF-Slim's published V3 checkpoints (name -> arguments of ``mobilenet``).  The 0.75
+# ones keep Conv_2 at 1280 / 1024 (finegrain mode): 3.99M / 2.04M parameters as
+# loaded by timm, against 3.44M / 1.68M with every layer scaled.
+VARIANTS = collections.OrderedDict([
+    ("mobilenet_v3_large", {"conv_defs": V3_LARGE}),
+    ("mobilenet_v3_large_075", {"conv_defs": V3_LARGE, "depth_multiplier": 0.75,
+                                "finegrain_classification_mode": True}),
+    ("mobilenet_v3_small", {"conv_defs": V3_SMALL}),
+    ("mobilenet_v3_small_075", {"conv_defs": V3_SMALL, "depth_multiplier": 0.75,
+                                "finegrain_classification_mode": True}),
+    ("mobilenet_v3_large_minimalistic", {"conv_defs": V3_LARGE_MINIMALISTIC}),
+    ("mobilenet_v3_small_minimalistic", {"conv_defs": V3_SMALL_MINIMALISTIC}),
+])
+MODELS = lib.variants(mobilenet, VARIANTS)
+
+# TF-Slim's partials.
+large = MODELS["mobilenet_v3_large"]
+small = MODELS["mobilenet_v3_small"]
+large_minimalistic = MODELS["mobilenet_v3_large_minimalistic"]
+small_minimalistic = MODELS["mobilenet_v3_small_minimalistic"]
 
 __all__ = ["SCOPE", "DEFAULT_IMAGE_SIZE", "V3_LARGE", "V3_SMALL", "V3_LARGE_MINIMALISTIC",
-           "V3_SMALL_MINIMALISTIC", "mobilenet", "large", "small", "large_minimalistic",
-           "small_minimalistic", "training_scope"]
+           "V3_SMALL_MINIMALISTIC", "VARIANTS", "MODELS", "mobilenet", "mobilenet_base",
+           "training_scope", "wrapped_partial", "large", "small", "large_minimalistic",
+           "small_minimalistic"]
