@@ -64,7 +64,7 @@ def _import_slim_without_sklearn():
 
 
 def _bridge_ops_tensor():
-    # tf-slim's own fused batch norm (see nets/mobilenet/mobilenet.py training_scope)
+    # tf-slim's own fused batch norm (see nets/builder.py training_scope)
     # checks isinstance(x, ops.Tensor); TF 2.14+ moved the class out of that module and
     # kept it as tf.Tensor. TF 1.15 still has it: nothing to do there.
     from tensorflow.python.framework import ops
