@@ -41,9 +41,9 @@ class EstimatorImpl(object):
     def network_fn(self, is_training):
         env = self.env
         return nets_factory.get_network_fn(
-            env.model_name, env.num_classes, is_training, weight_decay=env.weight_decay,
-            bn_decay=env.bn_decay, dropout_keep_prob=env.dropout_keep_prob,
-            drop_path_rate=env.drop_path_rate)
+            env.model_name, env.num_classes, weight_decay=env.weight_decay,
+            is_training=is_training, bn_decay=env.bn_decay,
+            dropout_keep_prob=env.dropout_keep_prob, drop_path_rate=env.drop_path_rate)
 
     def estimator_model_fn(self):
         """model_fn for tf.estimator, kept away from autograph (see do_not_convert);

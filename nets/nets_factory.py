@@ -95,9 +95,10 @@ def check_image_size(name, size):
     return size
 
 
-def get_network_fn(name, num_classes, is_training=False, weight_decay=0.00004,
+def get_network_fn(name, num_classes, weight_decay=0.00004, is_training=False,
                    bn_decay=0.997, dropout_keep_prob=0.8, **kwargs):
-    """A function ``network_fn(images) -> (logits, end_points)`` for model ``name``.
+    """A function ``network_fn(images) -> (logits, end_points)`` for model ``name``;
+    the first four arguments in TF-Slim's order, so its callers' code runs as written.
 
     ``images`` is [B, H, W, 3]; logits are [B, num_classes] (with num_classes 0/None:
     the pooled features [B, 1, 1, C]).  The graph is built inside the model's

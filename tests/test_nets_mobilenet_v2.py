@@ -294,3 +294,18 @@ def test_spec_rows_are_data():
                                   "layer_2/expansion_output", "layer_2/output",
                                   "layer_3", "layer_3/depthwise_output",
                                   "layer_3/expansion_output", "layer_3/output"]
+
+
+def test_get_network_fn_takes_tf_slims_positional_order():
+    """TF-Slim's get_network_fn(name, num_classes, weight_decay, is_training): code
+    written against it passes them positionally."""
+    with tf.Graph().as_default():
+        nets_factory.get_network_fn("mobilenet_v2_035", 10, 0.0, True)(
+            tf.zeros([1, 32, 32, 3]))
+        assert tf.get_collection(tf.GraphKeys.UPDATE_OPS)  # batch norm in training mode
+        assert tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES) == []  # decay 0.0
+    with tf.Graph().as_default():
+        nets_factory.get_network_fn("mobilenet_v2_035", 10, 0.00004, False)(
+            tf.zeros([1, 32, 32, 3]))
+        assert tf.get_collection(tf.GraphKeys.UPDATE_OPS) == []
+        assert tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES)
