@@ -187,3 +187,19 @@ def test_package_init_files_import_nothing(package):
     """So importing one module of a package (python -m devices.launch, which must start
     without TensorFlow) does not import its siblings."""
     assert imported_modules(MODULES[package]) == set()
+
+
+def test_the_device_contract_declares_what_the_run_calls():
+    """Every member estimator_impl reaches on its device is declared by devices.base.Device,
+    and the device kinds add no public member of their own beyond it."""
+    from devices import base, cluster, npu
+    called = set()
+    for node in ast.walk(ast.parse(open(MODULES["estimator_impl"]).read())):
+        chain = attribute_chain(node) if isinstance(node, ast.Attribute) else None
+        if chain and chain.startswith("self.device."):
+            called.add(chain.split(".")[2])
+    assert called and called <= set(dir(base.Device)), called - set(dir(base.Device))
+    for kind in (cluster.TfDevice, npu.NpuDevice):
+        public = set(name for name in vars(kind) if not name.startswith("_"))
+        assert public <= set(dir(base.Device)) | {"session_config", "run_config_kwargs"}, (
+            kind.__name__, public - set(dir(base.Device)))
