@@ -162,6 +162,10 @@ def _define_checkpoint_flags():
                          "Seconds between checkpoints instead of steps (exclusive with "
                          "--save_checkpoints_steps; one process per run only).")
     flags.DEFINE_integer("keep_checkpoint_max", 5, "Checkpoints kept.")
+    flags.DEFINE_boolean("allow_fresh_start", False,
+                         "When no checkpoint in --train_dir is intact, move them all to "
+                         "<train_dir>/damaged_checkpoints/ and train from step 0 (default: "
+                         "stop with an error naming the damage).")
 
 
 def _define_finetune_flags():
@@ -268,6 +272,7 @@ FIELDS = tuple(Field(*row) for row in (
     ("save_checkpoints_steps", None, True, "steps between checkpoints, or None"),
     ("save_checkpoints_secs", "save_checkpoints_secs", True, "seconds between them, or None"),
     ("keep_checkpoint_max", "keep_checkpoint_max", False, "checkpoints kept (the Saver's)"),
+    ("allow_fresh_start", "allow_fresh_start", True, "start over when no checkpoint is whole"),
     ("eval_every_steps", None, True, "steps between evaluations while training, or None"),
     ("verbose", "verbose", True, "show TensorFlow's own logs"),
     ("preflight", "preflight", True, "run the pre-flight checks and exit"),

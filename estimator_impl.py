@@ -188,6 +188,9 @@ class EstimatorImpl(object):
         env = self.env
         ensure_writable_dir(env.train_dir)
         if env.is_chief:
+            # Damaged checkpoints go aside before anything reads train_dir's newest.
+            for line in repair_checkpoints(env.train_dir, env.allow_fresh_start):
+                self.logger.info(line)
             write_json(os.path.join(env.train_dir, MODEL_SPEC_FILE),
                        env.model_spec(self._resumed_spec()))
         start_step = self._prepare_start()
@@ -352,7 +355,7 @@ class EstimatorImpl(object):
         """Evaluates the checkpoint estimator.train just wrote, in this process."""
         checkpoint = tf.train.latest_checkpoint(self.env.train_dir)
         with Evaluator(self.env.eval_config(), self.logger) as evaluator:
-            evaluator.evaluate_and_record(checkpoint)
+            evaluator.evaluate_or_skip(checkpoint)
 
     def _resumed_spec(self):
         """train_dir's model_spec.json when this run resumes from a checkpoint there
@@ -372,9 +375,6 @@ class EstimatorImpl(object):
         if env.trainable_scopes:
             self.logger.info("training only %s; everything else frozen, batch-norm "
                              "statistics included" % ", ".join(env.trainable_scopes))
-        if env.is_chief:
-            for line in repair_checkpoints(env.train_dir):
-                self.logger.info(line)
         checkpoint = tf.train.latest_checkpoint(env.train_dir)
         if checkpoint is None:
             self.warm_start_checkpoint = env.restore_checkpoint

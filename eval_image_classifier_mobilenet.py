@@ -196,10 +196,6 @@ def checkpoint_dir(path, is_directory=False):
     return path if is_directory or os.path.isdir(path) else os.path.dirname(path) or "."
 
 
-def evaluate_and_record(evaluator, checkpoint):
-    return run_reporting_tf_errors(evaluator.evaluate_and_record, checkpoint)
-
-
 def all_checkpoints(directory):
     checkpoints = list_checkpoints(directory)
     if not checkpoints:
@@ -238,14 +234,15 @@ def watch(evaluator, directory, f, log):
         for checkpoint in new:
             done.add(checkpoint)
             try:
-                result = evaluate_and_record(evaluator, checkpoint)
+                result = run_reporting_tf_errors(evaluator.evaluate_or_skip, checkpoint)
             except UserError:
                 if tf.io.gfile.exists(checkpoint + ".index"):
                     raise
                 # Training's keep_checkpoint_max removed it while we were reading.
                 log.info("skipped %s: training deleted it before it was read" % checkpoint)
                 continue
-            last_step = max(last_step, result["global_step"])
+            if result is not None:
+                last_step = max(last_step, result["global_step"])
         if new:
             last_new = time.time()
         elif time.time() - last_new > f.watch_timeout:
@@ -285,9 +282,10 @@ def run_requested_evaluation(evaluator, config, ledger, model, f, log):
         watch(evaluator, f.checkpoint_path, f, log)
     elif f.eval_all_checkpoints:
         for checkpoint in all_checkpoints(f.checkpoint_path):
-            evaluate_and_record(evaluator, checkpoint)
-    else:
-        evaluate_and_record(evaluator, resolve_checkpoint(f.checkpoint_path))
+            run_reporting_tf_errors(evaluator.evaluate_or_skip, checkpoint)
+    else:  # evaluate() reads the checkpoint whole before restoring it
+        run_reporting_tf_errors(evaluator.evaluate_and_record,
+                                resolve_checkpoint(f.checkpoint_path, verify=False))
 
 
 define_eval_flags()

@@ -10,6 +10,7 @@ import numpy as np
 
 from dataloader import data_provider
 from nets import nets_factory
+from utils.checkpoint_health import DamagedCheckpoint, require_intact
 from utils.checkpoints import EMA_SUFFIX, checkpoint_global_step
 from utils.errors import UserError
 from utils.files import ensure_writable_dir, write_json
@@ -17,6 +18,8 @@ from utils.progress import ProgressMeter, format_eta
 from utils.tf_compat import tf
 
 RESULTS_FILE = "eval_results.json"
+DAMAGED_ADVICE = ("copy it again from where it came from, or evaluate another checkpoint "
+                  "(--eval_all_checkpoints, --watch and --ledger skip damaged ones)")
 
 # What one evaluation needs; built from the evaluator's flags or from a training Env.
 EvalConfig = collections.namedtuple(
@@ -107,6 +110,8 @@ class Evaluator(object):
     def evaluate(self, checkpoint, use_ema=None):
         """Evaluates one checkpoint (moving averages per ``use_ema``, default the
         config's); returns its result record (see result_line)."""
+        # Read whole first: TensorFlow would fail deep inside the restore otherwise.
+        require_intact(checkpoint, advice=DAMAGED_ADVICE)
         if self._kept is None:
             self._kept = self._build_kept_graph()
         kept = self._kept
@@ -183,6 +188,17 @@ class Evaluator(object):
         self.logger.info(result_line(result))
         return result
 
+    def evaluate_or_skip(self, checkpoint):
+        """evaluate_and_record(), but a damaged checkpoint is skipped: a warning line and
+        a "skipped" record in eval_results.json; returns None then. For sweeps over many
+        checkpoints (--eval_all_checkpoints, --watch, evaluation while training)."""
+        try:
+            return self.evaluate_and_record(checkpoint)
+        except DamagedCheckpoint as err:
+            self.logger.info("warning: skipped %s: damaged (%s)" % (checkpoint, err.problem))
+            record_skipped(self.config.eval_dir, checkpoint, err.problem)
+            return None
+
     def _run_batches(self, run_batch):
         """Sums run_batch()'s top1 / top5 / loss / images over the split, with progress."""
         c = self.config
@@ -246,28 +262,55 @@ def top_k_hits(logits, labels, k):
     return tf.cast(tf.nn.in_top_k(tf.cast(logits, tf.float32), labels, k), tf.float32)
 
 
-def load_results(eval_dir):
-    """The records of eval_results.json in eval_dir (empty when there is none)."""
+def _results_file(eval_dir):
+    """eval_results.json's content: results (one per checkpoint), best, skipped."""
     path = os.path.join(eval_dir, RESULTS_FILE)
     if not os.path.exists(path):
-        return []
+        return {"results": [], "skipped": []}
     try:
         with open(path) as handle:
-            return json.load(handle)["results"]
+            content = json.load(handle)
+        if not isinstance(content["results"], list):
+            raise TypeError("its results are no list")
     except (ValueError, KeyError, TypeError) as err:
         raise UserError("%s is unreadable (%s); move it away or pass another --eval_dir"
                         % (path, err))
+    content.setdefault("skipped", [])
+    return content
+
+
+def load_results(eval_dir):
+    """The records of eval_results.json in eval_dir (empty when there is none)."""
+    return _results_file(eval_dir)["results"]
+
+
+def _write_results(eval_dir, records, skipped):
+    records.sort(key=lambda r: r["global_step"])
+    content = {"results": records, "skipped": skipped}
+    if records:
+        content["best"] = max(records, key=lambda r: (r["top1"], r["global_step"]))
+    write_json(os.path.join(eval_dir, RESULTS_FILE), content)
+
+
+def record_skipped(eval_dir, checkpoint, problem):
+    """Notes in eval_results.json that ``checkpoint`` was skipped, and why."""
+    ensure_writable_dir(eval_dir, "eval_dir")
+    content = _results_file(eval_dir)
+    skipped = [s for s in content["skipped"] if s["checkpoint"] != checkpoint]
+    skipped.append({"checkpoint": checkpoint, "problem": problem,
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    _write_results(eval_dir, content["results"], skipped)
 
 
 def record_result(eval_dir, result):
     """Adds ``result`` to eval_results.json (one record per checkpoint, best named)
     and writes TensorBoard scalars at the checkpoint's global step."""
     ensure_writable_dir(eval_dir, "eval_dir")
-    records = [r for r in load_results(eval_dir) if r["checkpoint"] != result["checkpoint"]]
-    records.append(dict(result))
-    records.sort(key=lambda r: r["global_step"])
-    best = max(records, key=lambda r: (r["top1"], r["global_step"]))
-    write_json(os.path.join(eval_dir, RESULTS_FILE), {"results": records, "best": best})
+    content = _results_file(eval_dir)
+    source = result["checkpoint"]
+    _write_results(eval_dir, [r for r in content["results"] if r["checkpoint"] != source]
+                   + [dict(result)],
+                   [s for s in content["skipped"] if s["checkpoint"] != source])
     summary = tf.Summary(value=[tf.Summary.Value(tag="eval/" + key, simple_value=result[key])
                                 for key in ("top1", "top5", "loss")])
     with tf.Graph().as_default():  # FileWriter refuses to run eagerly on TF 2.x

@@ -25,6 +25,8 @@ import time
 from evaluation import checkpoint_average
 from evaluation.evaluator import Evaluator
 from nets import nets_factory
+from utils import checkpoint_health
+from utils.checkpoint_health import DamagedCheckpoint
 from utils.checkpoints import EMA_SUFFIX, list_checkpoints
 from utils.errors import UserError, run_reporting_tf_errors
 from utils.files import ensure_writable_dir, read_json_if_present, write_json
@@ -126,11 +128,14 @@ def best_row(rows):
 
 def measure(evaluator, planned):
     """One ledger row: the evaluator's result for ``planned``; None when training's
-    --keep_checkpoint_max deleted the checkpoint before it was read."""
+    --keep_checkpoint_max deleted the checkpoint before it was read. A damaged
+    checkpoint raises DamagedCheckpoint."""
     try:
         fingerprint = checkpoint_average.fingerprint(planned.checkpoint)
         result = run_reporting_tf_errors(evaluator.evaluate, planned.checkpoint,
                                          planned.use_ema)
+    except DamagedCheckpoint:
+        raise
     except (UserError, OSError):
         if tf.io.gfile.exists(planned.checkpoint + ".index"):
             raise
@@ -144,11 +149,12 @@ def measure(evaluator, planned):
     return row
 
 
-def write_ledger(eval_dir, settings, rows, best=None):
-    """ledger.json (rows with fingerprints, settings, best) and ledger.csv (COLUMNS),
-    each written to a temporary name and renamed."""
+def write_ledger(eval_dir, settings, rows, best=None, skipped=()):
+    """ledger.json (rows with fingerprints, settings, best, the damaged checkpoints
+    skipped) and ledger.csv (COLUMNS, measured rows only), each written to a temporary
+    name and renamed."""
     write_json(os.path.join(eval_dir, LEDGER_JSON),
-               {"eval": settings, "rows": rows, "best": best})
+               {"eval": settings, "rows": rows, "best": best, "skipped": list(skipped)})
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(COLUMNS)
@@ -190,60 +196,36 @@ def row_line(row):
 
 def sweep(evaluator, ledger, log):
     """Measures every row the ledger lacks with ``evaluator`` (one graph for every row),
-    writes the ledger after each, then best/; returns (rows, best row)."""
+    writes the ledger after each, then best/; returns (rows, best row). Damaged
+    checkpoints are skipped with a warning and listed in ledger.json's "skipped"."""
     config = evaluator.config
     directory = ledger.directory
     ensure_writable_dir(config.eval_dir, "eval_dir")
     settings = eval_settings(config)
     current = standing_rows(load_rows(config.eval_dir, settings), log)
-    checkpoints = list_checkpoints(directory)
-    average = None
-    if ledger.average_last:
-        inputs = checkpoints[-ledger.average_last:]
-        folder = os.path.join(directory,
-                              checkpoint_average.average_dir_name(ledger.average_last))
-        average, written = checkpoint_average.write_average(inputs, folder)
-        log.info("%s the average of the last %d checkpoints (%s)"
-                 % ("wrote %s:" % average if written else "%s already holds" % folder,
-                    ledger.average_last, ", ".join(os.path.basename(c) for c in inputs)))
+    skipped = []
+    checkpoints = _intact_checkpoints(directory, skipped, log)
+    average = _average_of_last(checkpoints, ledger, log)
     plan = plan_rows(checkpoints, average, ledger.average_last)
     keys = [(os.path.realpath(p.checkpoint), p.weights) for p in plan]
     # Kept at the end: standing rows of no planned kind (an average of another K).
     planned_keys = set(keys)
     order = keys + [k for k in current if k not in planned_keys]
-    to_measure = sum(1 for k in keys if k not in current)
     log.info("ledger of %s: %d checkpoints, %d rows, %d to measure, into %s"
-             % (directory, len(checkpoints), len(plan), to_measure,
+             % (directory, len(checkpoints), len(plan),
+                sum(1 for k in keys if k not in current),
                 os.path.join(config.eval_dir, LEDGER_CSV)))
-    measured, seconds = 0, 0.0
-    for index, (planned, key) in enumerate(zip(plan, keys)):
-        where = "ledger row %d/%d: %s %s" % (index + 1, len(plan),
-                                             _shown(planned.checkpoint, directory),
-                                             planned.weights)
-        if key in current:
-            log.info("%s: measured before (top1=%.4f), skipped"
-                     % (where, current[key]["top1"]))
-            continue
-        started = time.time()
-        row = measure(evaluator, planned)
-        if row is None:
-            log.info("%s: training deleted it before it was read, skipped" % where)
-            continue
-        current[key] = row
-        seconds += time.time() - started
-        measured += 1
-        write_ledger(config.eval_dir, settings,
-                     [current[k] for k in order if k in current])
-        log.info("%s: top1=%.4f top5=%.4f loss=%.4f images=%d images/s=%.1f eta=%s"
-                 % (where, row["top1"], row["top5"], row["loss"], row["images"],
-                    row["images_per_sec"],
-                    format_eta(seconds / measured * (to_measure - measured))))
+
+    def write(best=None):
+        write_ledger(config.eval_dir, settings, [current[k] for k in order if k in current],
+                     best, skipped)
+    _measure_plan(evaluator, zip(plan, keys), current, skipped, write, directory, log)
     rows = [current[k] for k in order if k in current]
     if not rows:
         raise UserError("no checkpoint of %s could be read; is training deleting them?"
                         % directory)
     best = best_row(rows)
-    write_ledger(config.eval_dir, settings, rows, best)
+    write(best)
     for line in table_lines(rows, best, directory):
         log.info(line)
     ledger_path = os.path.join(config.eval_dir, LEDGER_JSON)
@@ -251,6 +233,78 @@ def sweep(evaluator, ledger, log):
     log.info("ledger best: %s; %s %s" % (row_line(best), "wrote it to" if written
                                           else "already in", folder))
     return rows, best
+
+
+def _skip(skipped, checkpoint, problem, log):
+    """Records a damaged checkpoint once, with a warning line."""
+    if any(s["checkpoint"] == checkpoint for s in skipped):
+        return
+    skipped.append({"checkpoint": checkpoint, "problem": problem})
+    log.info("warning: skipped %s: damaged (%s)" % (checkpoint, problem))
+
+
+def _intact_checkpoints(directory, skipped, log):
+    """The checkpoints of ``directory`` that pass the cheap check (checkpoint_health);
+    the others go to ``skipped``. The full read comes with each evaluation."""
+    intact = []
+    for checkpoint in list_checkpoints(directory):
+        problem = checkpoint_health.damage(checkpoint)
+        if problem:
+            _skip(skipped, os.path.abspath(checkpoint), problem, log)
+        else:
+            intact.append(checkpoint)
+    return intact
+
+
+def _average_of_last(checkpoints, ledger, log):
+    """--average_last=K: the average of the last K intact checkpoints (written once)."""
+    if not ledger.average_last:
+        return None
+    inputs = checkpoints[-ledger.average_last:]
+    if len(inputs) < ledger.average_last:
+        log.info("warning: only %d intact checkpoints: no average of the last %d"
+                 % (len(inputs), ledger.average_last))
+        return None
+    folder = os.path.join(ledger.directory,
+                          checkpoint_average.average_dir_name(ledger.average_last))
+    average, written = checkpoint_average.write_average(inputs, folder)
+    log.info("%s the average of the last %d checkpoints (%s)"
+             % ("wrote %s:" % average if written else "%s already holds" % folder,
+                ledger.average_last, ", ".join(os.path.basename(c) for c in inputs)))
+    return average
+
+
+def _measure_plan(evaluator, planned_keys, current, skipped, write, directory, log):
+    """Measures each planned row ``current`` lacks, writing the ledger after each."""
+    planned_keys = list(planned_keys)
+    to_measure = sum(1 for _, key in planned_keys if key not in current)
+    measured, seconds = 0, 0.0
+    for index, (planned, key) in enumerate(planned_keys):
+        where = "ledger row %d/%d: %s %s" % (index + 1, len(planned_keys),
+                                             _shown(planned.checkpoint, directory),
+                                             planned.weights)
+        if key in current:
+            log.info("%s: measured before (top1=%.4f), skipped"
+                     % (where, current[key]["top1"]))
+            continue
+        started = time.time()
+        try:
+            row = measure(evaluator, planned)
+        except DamagedCheckpoint as err:
+            _skip(skipped, os.path.abspath(planned.checkpoint), err.problem, log)
+            write()
+            continue
+        if row is None:
+            log.info("%s: training deleted it before it was read, skipped" % where)
+            continue
+        current[key] = row
+        seconds += time.time() - started
+        measured += 1
+        write()
+        log.info("%s: top1=%.4f top5=%.4f loss=%.4f images=%d images/s=%.1f eta=%s"
+                 % (where, row["top1"], row["top5"], row["loss"], row["images"],
+                    row["images_per_sec"],
+                    format_eta(seconds / measured * (to_measure - measured))))
 
 
 def standing_rows(earlier, log):

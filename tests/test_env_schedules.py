@@ -236,7 +236,7 @@ def test_every_train_flag_is_consumed_by_from_flags():
     source = open(env_lib.__file__).read()
     copied = set(field.flag for field in env_lib.FIELDS if field.flag)
     defined = [flag.name for flag in flags.FLAGS.get_flags_for_module(env_lib.__name__)]
-    assert len(defined) >= 58
+    assert len(defined) >= 59
     assert [name for name in defined
             if name not in copied and "f.%s" % name not in source] == []
 
@@ -249,4 +249,4 @@ def test_graph_settings_leave_out_only_the_loop(tiny_dataset):
     assert set(field.name for field in env_lib.FIELDS) - shaping == {
         "train_dir", "over_dump_path", "log_every_n_steps", "eval_every_steps",
         "save_checkpoints_steps", "save_checkpoints_secs", "verbose", "preflight",
-        "restore_dry_run", "graph_cache_dir"}
+        "restore_dry_run", "graph_cache_dir", "allow_fresh_start"}

@@ -205,8 +205,10 @@ def _save_tiny_checkpoints(directory, steps):
 
 def test_repair_after_a_save_cut_short(tmp_path):
     """What a kill during a save leaves (a half-written newer checkpoint, the Saver's
-    temporary folder and files, a listed checkpoint made unreadable) is cleared, and the
-    state file keeps only checkpoints that restore."""
+    temporary folder and files, a listed checkpoint made unreadable) is cleared from the
+    training directory: temporary files removed, checkpoint files moved to
+    damaged_checkpoints/ (never deleted), and the state file keeps only checkpoints
+    that restore."""
     directory = str(tmp_path)
     _save_tiny_checkpoints(directory, [3, 6, 9])
     # Kill during the save of step 12: data renamed into place, index half-written.
@@ -217,23 +219,28 @@ def test_repair_after_a_save_cut_short(tmp_path):
     os.makedirs(os.path.join(directory, "model.ckpt-15_temp"))
     open(os.path.join(directory, "checkpoint.tmp" + "ab" * 16), "w").close()
     assert checkpoints.repair_checkpoints(directory) != []
+    kept = ["model.ckpt-%d.%s" % (s, ext) for s in (3, 6, 9)
+            for ext in ("index", "data-00000-of-00001", "meta")]
     assert sorted(os.listdir(directory)) == sorted(
-        ["checkpoint"] + ["model.ckpt-%d.%s" % (s, ext) for s in (3, 6, 9)
-                          for ext in ("index", "data-00000-of-00001", "meta")])
+        ["checkpoint", checkpoints.DAMAGED_DIR] + kept)
+    assert sorted(os.listdir(os.path.join(directory, checkpoints.DAMAGED_DIR))) == [
+        "model.ckpt-12.data-00000-of-00001", "model.ckpt-12.index"]
     assert checkpoints.repair_checkpoints(directory) == []  # nothing more to do
-    # A listed checkpoint that no longer restores is dropped from the state file.
+    # A listed checkpoint that no longer restores is moved aside, out of the state file.
     with open(os.path.join(directory, "model.ckpt-9.index"), "r+b") as handle:
         handle.truncate(30)
     lines = checkpoints.repair_checkpoints(directory)
-    assert any("model.ckpt-9 does not restore" in line for line in lines), lines
+    assert any("model.ckpt-9 is damaged" in line and "resuming from model.ckpt-6" in line
+               for line in lines), lines
     assert tf.train.latest_checkpoint(directory).endswith("model.ckpt-6")
     assert [os.path.basename(p) for p in listed_checkpoints(directory)] == [
         "model.ckpt-3", "model.ckpt-6"]
-    # None left that restores: one clear error, nothing deleted behind the user's back.
+    # None left that restores: one clear error, nothing moved behind the user's back.
     for step in (3, 6):
         os.remove(os.path.join(directory, "model.ckpt-%d.data-00000-of-00001" % step))
-    with pytest.raises(errors.UserError, match="no checkpoint in .* restores"):
+    with pytest.raises(errors.UserError, match="no intact checkpoint in "):
         checkpoints.repair_checkpoints(directory)
+    assert os.path.exists(os.path.join(directory, "model.ckpt-6.index"))
 
 
 # ----------------------------------------------------------------------------- NaN

@@ -29,7 +29,8 @@ from datasets import layout
 from devices.npu import check_npu_environment
 from devices.ranks import rank_info_from_environ
 from rank_tables import check as rank_check
-from utils.checkpoints import checkpoint_global_step, read_model_spec
+from utils.checkpoints import (DAMAGED_DIR, checkpoint_global_step, no_intact_checkpoint,
+                               plan_resume, read_model_spec)
 from utils.errors import EXIT_USER_ERROR, UserError
 from utils.tf_compat import tf
 
@@ -282,11 +283,28 @@ def _recipe_rate(env):
 # ----------------------------------------------------------------------------- train_dir
 
 def check_train_dir(env, environ, full):
+    """Damaged checkpoints in train_dir (training moves them aside and resumes from the
+    newest intact one, or stops when none is), and --restore_path against a checkpoint
+    to resume from (see _resume_over_restore_path)."""
+    checkpoint, damaged = plan_resume(env.train_dir, full=full)
+    if damaged and checkpoint is None and not env.allow_fresh_start:
+        return PROBLEM, no_intact_checkpoint(env.train_dir, damaged)
+    status, detail = _resume_over_restore_path(env, checkpoint)
+    if not damaged:
+        return status, detail
+    prefix, problem = damaged[0]
+    return (PROBLEM if status == PROBLEM else WARNING), (
+        "%s is damaged (%s)%s and will be moved to %s; %s"
+        % (os.path.basename(prefix), problem,
+           ", with %d older ones" % (len(damaged) - 1) if len(damaged) > 1 else "",
+           os.path.join(env.train_dir, DAMAGED_DIR), detail))
+
+
+def _resume_over_restore_path(env, checkpoint):
     """A checkpoint in train_dir wins over --restore_path (the Estimator resumes from
     its model_dir). Resuming a fine-tune with its own command is fine: model_spec.json
     records where the run in train_dir started (Env.model_spec)."""
     train_dir = env.train_dir
-    checkpoint = tf.train.latest_checkpoint(train_dir) if os.path.isdir(train_dir) else None
     given = env.restore_checkpoint
     if checkpoint is None:
         return OK, "%s holds no checkpoint: starts from %s" % (
@@ -313,7 +331,7 @@ def check_train_dir(env, environ, full):
 def _step_of(checkpoint):
     try:
         return checkpoint_global_step(checkpoint)
-    except (tf.errors.OpError, ValueError):  # unreadable: the step in its name
+    except (tf.errors.OpError, ValueError, IndexError):  # unreadable: the name's step
         match = re.search(r"-(\d+)$", checkpoint)
         return int(match.group(1)) if match else -1
 

@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 
+from utils import checkpoint_health
 from utils.errors import UserError
 from utils.files import read_json_if_present
 from utils.tf_compat import tf
@@ -11,6 +12,8 @@ from utils.tf_compat import tf
 EMA_SUFFIX = "/ExponentialMovingAverage"
 # Written by training beside its checkpoints: model name, classes, sizes, dataset.
 MODEL_SPEC_FILE = "model_spec.json"
+# Inside a training directory: where damaged checkpoints are moved (never deleted).
+DAMAGED_DIR = "damaged_checkpoints"
 
 
 def first_given(*values):
@@ -22,18 +25,24 @@ def first_given(*values):
     return None
 
 
-def resolve_checkpoint(path, flag_name="checkpoint_path"):
-    """A checkpoint prefix from a prefix or a directory; UserError when there is none."""
+def resolve_checkpoint(path, flag_name="checkpoint_path", verify=True):
+    """A checkpoint prefix from a prefix or a directory (its latest); UserError when
+    there is none, DamagedCheckpoint when it does not read back whole (``verify``: the
+    full check, for callers about to restore it; they read it all anyway)."""
     if os.path.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        if latest is None:
+        prefix = tf.train.latest_checkpoint(path)
+        if prefix is None:
             raise UserError("no checkpoint in %s; point --%s at a training directory or a "
                             "checkpoint prefix (model.ckpt-N)" % (path, flag_name))
-        return latest
-    if tf.io.gfile.exists(path + ".index"):
-        return path
-    raise UserError("no checkpoint at %s (expected %s.index); pass a checkpoint prefix or its "
-                    "directory to --%s" % (path, path, flag_name))
+    elif tf.io.gfile.exists(path + ".index"):
+        prefix = path
+    else:
+        raise UserError("no checkpoint at %s (expected %s.index); pass a checkpoint prefix "
+                        "or its directory to --%s" % (path, path, flag_name))
+    if verify:
+        checkpoint_health.require_intact(prefix, advice=(
+            "copy it again from where it came from, or pass another --%s" % flag_name))
+    return prefix
 
 
 def checkpoint_global_step(checkpoint):
@@ -75,83 +84,127 @@ _SAVE_LEFTOVER = re.compile(r"^(model\.ckpt-\d+_temp.*|(checkpoint|graph\.pbtxt|
 _CHECKPOINT_FILE = re.compile(r"^(model\.ckpt-\d+)\.(index|data-\d+-of-\d+|meta)$")
 
 
-def checkpoint_problem(prefix):
-    """None when the checkpoint at ``prefix`` restores (index readable, every data shard
-    present, global_step readable), else what is wrong, in a few words."""
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        shards = glob.glob(glob.escape(prefix) + ".data-*-of-*")
-        expected = int(shards[0].rsplit("-of-", 1)[1]) if shards else 1
-        if len(shards) != expected:
-            return "%d of its %d data files are missing" % (expected - len(shards), expected)
-        if reader.has_tensor(tf.GraphKeys.GLOBAL_STEP):
-            reader.get_tensor(tf.GraphKeys.GLOBAL_STEP)
-    except (tf.errors.OpError, ValueError, IndexError) as err:
-        lines = (getattr(err, "message", None) or str(err)).strip().splitlines()
-        return lines[-1] if lines else type(err).__name__
-    return None
+def plan_resume(directory, full=True):
+    """(newest intact listed checkpoint or None, [(damaged listed prefix, problem)]) of
+    ``directory``'s state file, newest first, without changing anything. With ``full``
+    the newest candidates are read whole (the restore reads them anyway) until one
+    passes; older ones, which the run would not read, get the cheap check."""
+    state = tf.train.get_checkpoint_state(directory) if os.path.isdir(directory) else None
+    if state is None:
+        return None, []
+    listed = list(state.all_model_checkpoint_paths)
+    if state.model_checkpoint_path not in listed:
+        listed.append(state.model_checkpoint_path)
+    listed = [p if os.path.isabs(p) else os.path.join(directory, p) for p in listed]
+    intact, damaged = None, []
+    for prefix in sorted(set(listed), key=_step_in_name, reverse=True):
+        problem = checkpoint_health.damage(prefix, full=full and intact is None)
+        if problem:
+            damaged.append((prefix, problem))
+        elif intact is None:
+            intact = prefix
+    return intact, damaged
 
 
-def repair_checkpoints(directory):
-    """Makes ``directory`` safe to resume from after a crash; returns what it did, one
-    line each (nothing when there was nothing to do).
+def _move_into(folder, path):
+    """Moves ``path`` into ``folder``, never over a file already there."""
+    target = os.path.join(folder, os.path.basename(path))
+    suffix = 1
+    while os.path.lexists(target):  # the same step damaged before: keep both
+        target = os.path.join(folder, "%s.%d" % (os.path.basename(path), suffix))
+        suffix += 1
+    os.rename(path, target)
 
-    The ``checkpoint`` state file is written only once a checkpoint is complete, so a
-    process killed while saving leaves the state file pointing at the previous,
-    complete checkpoint; what it leaves are files nothing lists: a half-written
-    ``model.ckpt-N.index`` / data file, the Saver's ``model.ckpt-N_temp`` folder and
-    temporary files. Those are removed (a later save of step N would rewrite them
-    anyway). Should a listed checkpoint be unreadable (damaged by hand, or a disk
-    error), the state file is rewritten without it, so training resumes from the
-    newest checkpoint that restores; when none of the listed ones does, that is a
-    UserError rather than a silent start from scratch.
+
+def set_aside(prefix, directory):
+    """Moves the files of checkpoint ``prefix`` into <directory>/damaged_checkpoints/
+    (never deleted: a copy may still be repaired by hand); returns that folder."""
+    folder = os.path.join(directory, DAMAGED_DIR)
+    os.makedirs(folder, exist_ok=True)
+    for path in glob.glob(glob.escape(prefix) + ".*"):
+        _move_into(folder, path)
+    return folder
+
+
+def repair_checkpoints(directory, allow_fresh_start=False):
+    """Makes ``directory`` safe to resume from; returns what it did, one line each
+    (nothing when there was nothing to do).
+
+    Damaged checkpoints the state file lists (checkpoint_health: cut short, corrupted,
+    missing files) are moved to <directory>/damaged_checkpoints/ and the state file is
+    rewritten without them, so training resumes from the newest intact one. When none
+    is intact that is a UserError, unless ``allow_fresh_start``: then they are all moved
+    aside and training starts from step 0. What a process killed while saving leaves
+    (the state file is written only once a checkpoint is complete, so nothing lists it:
+    a half-written checkpoint, the Saver's ``_temp`` folder, temporary files) is moved
+    aside too, or removed when it is only a temporary file.
     """
     if not os.path.isdir(directory):
         return []
+    intact, damaged = plan_resume(directory)
+    if damaged and intact is None and not allow_fresh_start:
+        raise UserError(no_intact_checkpoint(directory, damaged))
+    done = [_set_aside_damaged(directory, intact, damaged)] if damaged else []
+    return done + _tidy_unlisted(directory, intact)
+
+
+def no_intact_checkpoint(directory, damaged):
+    """The line for a train_dir whose listed checkpoints are all damaged."""
+    prefix, problem = damaged[0]
+    return ("no intact checkpoint in %s: the newest, %s, is damaged (%s)%s; copy them "
+            "again from where they came from, or pass --allow_fresh_start to move them to "
+            "%s and train from step 0"
+            % (directory, os.path.basename(prefix), problem,
+               " and so are the %d older ones" % (len(damaged) - 1) if len(damaged) > 1
+               else "", os.path.join(directory, DAMAGED_DIR)))
+
+
+def _set_aside_damaged(directory, intact, damaged):
+    """Moves the damaged listed checkpoints aside, lists only intact ones; one line."""
+    folder = None
+    for prefix, _ in damaged:
+        folder = set_aside(prefix, directory)
+    remaining = list_checkpoints(directory) if intact else []
+    if remaining:
+        tf.train.update_checkpoint_state(
+            directory, os.path.relpath(intact, directory),
+            all_model_checkpoint_paths=[os.path.relpath(p, directory) for p in remaining])
+    elif os.path.exists(os.path.join(directory, "checkpoint")):
+        _move_into(folder, os.path.join(directory, "checkpoint"))
+    newest, problem = damaged[0]
+    more = (" (and %d older damaged ones)" % (len(damaged) - 1)) if len(damaged) > 1 else ""
+    return ("checkpoint %s is damaged (%s)%s: moved to %s; %s"
+            % (os.path.basename(newest), problem, more, folder,
+               "resuming from %s" % os.path.basename(intact) if intact else
+               "no intact checkpoint is left, training starts from step 0 "
+               "(--allow_fresh_start)"))
+
+
+def _tidy_unlisted(directory, intact):
+    """Removes the temporary files of an interrupted save and moves aside the
+    checkpoints nothing lists that are newer than the one resumed from (a save cut
+    short) or not whole; older whole ones (kept by hand) stay. A line for each."""
     done = []
-    state = tf.train.get_checkpoint_state(directory)
-    listed = list(state.all_model_checkpoint_paths) if state is not None else []
-    if state is not None and state.model_checkpoint_path not in listed:
-        listed.append(state.model_checkpoint_path)
-    good, bad = [], []
-    for prefix in listed:
-        problem = checkpoint_problem(prefix)
-        (bad if problem else good).append((prefix, problem))
-    if bad:
-        if not good:
-            raise UserError("no checkpoint in %s restores: %s (%s); restore the files, or "
-                            "delete %s to train from the start"
-                            % (directory, os.path.basename(bad[-1][0]), bad[-1][1],
-                               os.path.join(directory, "checkpoint")))
-        good.sort(key=lambda item: _step_in_name(item[0]))
-        here = os.path.abspath(directory)
-        names = [os.path.basename(p) if os.path.dirname(os.path.abspath(p)) == here else p
-                 for p, _ in good]
-        tf.train.update_checkpoint_state(directory, names[-1],
-                                         all_model_checkpoint_paths=names)
-        for prefix, problem in bad:
-            done.append("checkpoint %s does not restore (%s); left out of %s"
-                        % (prefix, problem, os.path.join(directory, "checkpoint")))
-    kept = set(os.path.basename(p) for p, _ in good)
-    newest = max([_step_in_name(p) for p, _ in good] or [-1])
+    listed = tf.train.get_checkpoint_state(directory) is not None
+    kept = set(os.path.basename(p) for p in list_checkpoints(directory)) if listed else set()
+    newest = _step_in_name(intact) if intact else -1
+    unfinished = set()
     for name in sorted(os.listdir(directory)):
         path = os.path.join(directory, name)
         match = _CHECKPOINT_FILE.match(name)
         if _SAVE_LEFTOVER.match(name):
-            reason = "left by a save that did not finish"
-        elif match and match.group(1) not in kept and (
-                (state is not None and _step_in_name(match.group(1)) > newest)
-                or checkpoint_problem(os.path.join(directory, match.group(1)))):
-            # Not restorable, or unlisted and newer than every listed checkpoint: a
-            # save that was cut short. Older complete ones (kept by hand) stay.
-            reason = "an unfinished checkpoint"
-        else:
-            continue
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        elif os.path.exists(path):
-            os.remove(path)
-        done.append("removed %s (%s)" % (name, reason))
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.exists(path):
+                os.remove(path)
+            done.append("removed %s (left by a save that did not finish)" % name)
+        elif match and match.group(1) not in kept:
+            unfinished.add(match.group(1))
+    for name in sorted(unfinished, key=_step_in_name):
+        prefix = os.path.join(directory, name)
+        if (listed and _step_in_name(name) > newest) or checkpoint_health.damage(prefix):
+            set_aside(prefix, directory)
+            done.append("moved %s to %s (an unfinished checkpoint)" % (name, DAMAGED_DIR))
     return done
 
 
