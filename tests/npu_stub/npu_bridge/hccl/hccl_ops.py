@@ -17,6 +17,7 @@ def allreduce(tensor, reduction, fusion=1, fusion_id=-1, group="hccl_world_group
         raise ValueError("reduction must be sum, prod, max or min, got %s" % reduction)
     size = _rank_size()
     with tf.name_scope("HcomAllReduce"):
+        tensor = tf.convert_to_tensor(tensor)  # a list of one tensor, as callers pass
         if reduction == "sum":
             return tf.multiply(tensor, tf.cast(size, tensor.dtype))
         if reduction == "prod":
