@@ -79,7 +79,7 @@ class NPURunConfig(tf.estimator.RunConfig):
         options = dict(bound.arguments)
         _check(options)
         # Neither steps nor seconds: a checkpoint every 100 steps.
-        if options["save_checkpoints_secs"] is None and options["save_checkpoints_steps"] is None:
+        if (options["save_checkpoints_secs"], options["save_checkpoints_steps"]) == (None, None):
             options["save_checkpoints_steps"] = 100
         for name, value in options.items():
             if name not in _RUN_CONFIG_ARGS and name != "distribute":

@@ -127,7 +127,7 @@ class DeviceLoop(tf.train.SessionRunHook):
 
 
 def _check_model_dir(model_dir, config):
-    if model_dir is not None and config.model_dir is not None and model_dir != config.model_dir:
+    if None not in (model_dir, config.model_dir) and model_dir != config.model_dir:
         raise ValueError("model_dir are set both in NPUEstimator and NPURunConfig, but with "
                          "different values. In constructor: '{}', in NPURunConfig: '{}' "
                          .format(model_dir, config.model_dir))
