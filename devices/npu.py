@@ -3,11 +3,17 @@
 The only module that imports npu_bridge (Ascend's tf_adapter, present only in the
 vendor's TF 1.15 image). Ranks come from RANK_ID / RANK_SIZE / DEVICE_ID and the
 HCCL rank table (RANK_TABLE_FILE), which scripts/run_8p.sh sets per process.
+
+NPUEstimator adds hooks of its own to training (tests/npu_stub/README.md has the details):
+with RANK_SIZE > 1 the broadcast of rank 0's trainable variables, and, on every rank,
+NPUCheckpointSaverHook into the Estimator's model_dir; the device then runs
+iterations_per_loop steps per session.run.
 """
 import importlib
 import os
 
 from devices.base import Device
+from devices.launch import DEFAULT_JOB_ID
 from utils.errors import UserError
 from utils.tf_compat import tf
 
@@ -32,15 +38,27 @@ class NpuDevice(Device):
     # The loss-scale manager wrap_optimizer built (None without loss scaling).
     _manager = None
 
+    def __init__(self, env, logger):
+        super(NpuDevice, self).__init__(env, logger)
+        if env.save_checkpoints_secs and env.rank_size > 1:
+            # NPUEstimator's saver hook runs on every rank, each on its own clock.
+            raise UserError(
+                "--save_checkpoints_secs with RANK_SIZE=%d on npu: every rank saves its own "
+                "checkpoints (npu_bridge's saver runs on each), timed by its own clock, so "
+                "the ranks' checkpoints would hold different steps and a resumed run would "
+                "start them at different steps; use --save_checkpoints_steps"
+                % env.rank_size)
+
     @property
     def steps_per_run(self):
         return self.env.iterations_per_loop
 
     @property
     def model_dir(self):
-        """Only rank 0 checkpoints into train_dir: the other ranks' Estimators write to
-        their own folders, so no two processes ever write the same file (their weights
-        equal rank 0's: same seed, broadcast at start, all-reduced gradients)."""
+        """Only rank 0 checkpoints into train_dir: the other ranks' Estimators (whose
+        NPUCheckpointSaverHook saves too) write to their own folders, so no two processes
+        ever write the same file (their trainable weights equal rank 0's: same seed,
+        npu_bridge's broadcast at start, all-reduced gradients)."""
         env = self.env
         if env.is_chief:
             return env.train_dir
@@ -65,6 +83,12 @@ class NpuDevice(Device):
         return kwargs
 
     def build_estimator(self, model_fn):
+        # npu_bridge reads its job from the environment and refuses to start without a
+        # JOB_ID; the launcher sets one for several ranks, a one-device run may not.
+        if not os.environ.get("JOB_ID"):
+            os.environ["JOB_ID"] = DEFAULT_JOB_ID
+        if self.env.over_dump:  # tf_adapter refuses a dump_path that is not a folder
+            os.makedirs(self.env.over_dump_path, exist_ok=True)
         config = _bridge("npu_config").NPURunConfig(**self.run_config_kwargs())
         return _bridge("npu_estimator").NPUEstimator(model_fn=model_fn, config=config)
 
@@ -95,13 +119,6 @@ class NpuDevice(Device):
             return managers.ExponentialUpdateLossScaleManager(**DYNAMIC_LOSS_SCALE)
         return managers.FixedLossScaleManager(loss_scale=env.loss_scale)
 
-    def training_hooks(self):
-        """Every rank starts from rank 0's variables (fresh or resumed)."""
-        if self.env.rank_size == 1:
-            return []
-        hook = _bridge("npu_hook").NPUBroadcastGlobalVariablesHook
-        return [hook(0, self.env.rank_id)]
-
     def describe(self):
         env = self.env
         scale = ("loss scale %s" % env.loss_scale if self._loss_scale_needed()
@@ -120,6 +137,11 @@ class NpuDevice(Device):
 
 def check_npu_environment(environ, rank_size):
     """HCCL needs a rank table that matches RANK_SIZE; say so before any graph."""
+    if environ.get("CM_WORKER_SIZE") is not None:
+        # npu_bridge counts ranks from CM_WORKER_SIZE when RANK_SIZE is unset, and refuses
+        # the two together; this trainer counts them from RANK_SIZE alone.
+        raise UserError("CM_WORKER_SIZE is set (to %r) but npu training counts its ranks from "
+                        "RANK_SIZE; unset CM_WORKER_SIZE" % environ["CM_WORKER_SIZE"])
     table_file = environ.get("RANK_TABLE_FILE")
     if rank_size > 1 and not table_file:
         raise UserError("RANK_SIZE=%d on npu needs RANK_TABLE_FILE (the HCCL rank table); "

@@ -28,15 +28,23 @@ class ListHandler(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-# The npu_bridge stand-in: records what it is given (the real one installs only in
-# Huawei's image).
+# The npu_bridge stand-in (tests/npu_stub/README.md): behaves as the real one does on the
+# host and records what it is given (the real one installs only in Huawei's image).
 STUB = os.path.join(ROOT, "tests", "npu_stub")
+# What npu_bridge reads from the environment; the run may set JOB_ID (devices.npu).
+NPU_BRIDGE_ENVIRON = ("JOB_ID", "RANK_SIZE", "RANK_ID", "CM_WORKER_SIZE", "POD_NAME",
+                      "RESTORE_FROM", "LOCAL_CHECKPOINT_DIR", "NPU_STUB_BRANCH")
 
 
 @pytest.fixture
 def npu_bridge(monkeypatch):
-    """The stand-in importable for one test, its records emptied; tf.distribute's
-    strategies booby-trapped, since the NPU path must never build one."""
+    """The stand-in importable for one test, freshly imported (its one-per-process job
+    information included) with its records emptied, in an environment without npu_bridge's
+    variables (restored afterwards, whatever the test sets); tf.distribute's strategies
+    booby-trapped, since the NPU path must never build one."""
+    for name in NPU_BRIDGE_ENVIRON:
+        monkeypatch.setenv(name, "")  # remembered as it was, then removed for the test
+        monkeypatch.delenv(name)
     monkeypatch.syspath_prepend(STUB)
     import npu_bridge as stub
     del stub.RECORDS[:]

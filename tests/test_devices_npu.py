@@ -1,19 +1,24 @@
 """The Ascend path, wired against the npu_bridge stand-in in tests/npu_stub (the real
-one installs only in Huawei's image): what NPURunConfig, the optimizers, the loss-scale
-managers and the broadcast hook are given, and that tf.distribute stays out of it."""
+one installs only in Huawei's image; the stand-in follows its sources, see its README):
+what NPURunConfig, NPUEstimator, the optimizers and the loss-scale managers are given, the
+hooks the estimator ends up with, a run's iterations_per_loop loop, and that
+tf.distribute stays out of it."""
 import json
+import logging
 import os
+import re
 
 import pytest
 
 import env as env_lib
 from estimator_impl import EstimatorImpl
 from tests.cli_helpers import ROOT, run_python
-from tests.conftest import STUB
+from tests.conftest import STUB, ListHandler
 from tests.test_env_schedules import flag_values
 from utils.errors import UserError
 from utils.tf_compat import tf
 
+PROGRESS_STEP = re.compile(r"^step:(\d+) ")
 
 
 def two_device_rank_table(path):
@@ -40,21 +45,35 @@ def records(stub, api):
     return [r["arguments"] for r in stub.RECORDS if r["api"] == api]
 
 
-def build_training_graph(impl):
-    """model_fn in TRAIN mode on a real batch shape, in a fresh graph."""
+def build_training_graph(impl, estimator=None):
+    """model_fn in TRAIN mode on a real batch shape, in a fresh graph: ours, or with
+    ``estimator`` the one NPUEstimator wraps around it (which adds its hooks)."""
     with tf.Graph().as_default():
         images = tf.zeros([impl.env.batch_size, 32, 32, 3])
         labels = tf.zeros([impl.env.batch_size], tf.int32)
-        return impl.model_fn(images, labels, tf.estimator.ModeKeys.TRAIN)
+        if estimator is None:
+            return impl.model_fn(images, labels, tf.estimator.ModeKeys.TRAIN)
+        tf.train.get_or_create_global_step()  # the Estimator makes it before model_fn
+        return estimator.model_fn(images, labels, tf.estimator.ModeKeys.TRAIN,
+                                  estimator.config)
 
 
-def test_two_rank_wiring(npu_bridge, npu_dataset, tmp_path):
+def two_ranks(tmp_path, monkeypatch, rank_id):
+    """The environment of rank ``rank_id`` of 2, in os.environ too (npu_bridge reads it)."""
     table = two_device_rank_table(str(tmp_path / "2p.json"))
-    environ = {"RANK_SIZE": "2", "RANK_ID": "1", "DEVICE_ID": "1", "RANK_TABLE_FILE": table}
+    environ = {"RANK_SIZE": "2", "RANK_ID": str(rank_id), "DEVICE_ID": str(rank_id),
+               "RANK_TABLE_FILE": table}
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    return environ
+
+
+def test_two_rank_wiring(npu_bridge, npu_dataset, tmp_path, monkeypatch):
+    environ = two_ranks(tmp_path, monkeypatch, 1)
     env = npu_env(npu_dataset, tmp_path / "train", environ)
     impl = EstimatorImpl(env)
-    impl.device.build_estimator(impl.estimator_model_fn())
-    spec = build_training_graph(impl)
+    estimator = impl.device.build_estimator(impl.estimator_model_fn())
+    spec = build_training_graph(impl, estimator)
 
     config, = records(npu_bridge, "NPURunConfig")
     assert config["precision_mode"] == "allow_mix_precision"
@@ -67,17 +86,58 @@ def test_two_rank_wiring(npu_bridge, npu_dataset, tmp_path):
     assert config["save_summary_steps"] == 0 and config["log_step_count_steps"] is None
     assert records(npu_bridge, "NPUEstimator")[0]["train_distribute"] is None
     assert records(npu_bridge, "NPUDistributedOptimizer") == [
-        {"optimizer": "MomentumOptimizer", "name": None}]
+        {"optimizer": "MomentumOptimizer", "is_weight_update_sharding": False, "name": None}]
     scaler, = records(npu_bridge, "NPULossScaleOptimizer")
     assert scaler["opt"] == "NPUDistributedOptimizer" and scaler["is_distributed"] is True
     assert scaler["loss_scale_manager"] == {
         "type": "ExponentialUpdateLossScaleManager",
         "arguments": {"init_loss_scale": 2 ** 32, "incr_every_n_steps": 1000,
                       "decr_every_n_nan_or_inf": 2, "incr_ratio": 2, "decr_ratio": 0.5}}
+    # NPUEstimator broadcasts by itself when RANK_SIZE > 1: once, ours adds none. Its
+    # saver hook is among every rank's training hooks, into this rank's own folder.
     assert records(npu_bridge, "NPUBroadcastGlobalVariablesHook") == [
-        {"root_rank": 0, "index": 1}]
-    assert len(spec.training_hooks) == 2
+        {"root_rank": 0, "index": "1"}]
+    assert [type(h).__name__ for h in spec.training_hooks] == [
+        "NPUBroadcastGlobalVariablesHook", "NPUCheckpointSaverHook", "SetIterationsVarHook",
+        "DeviceLoop", "TrainLoggerHook"]
+    assert records(npu_bridge, "NPUCheckpointSaverHook") == [
+        {"checkpoint_dir": config["model_dir"], "save_secs": None, "save_steps": 2}]
+    assert records(npu_bridge, "NPUSaver") == [{"max_to_keep": 1}]
+    assert spec.train_op.name == "IterationOp"
     assert env.global_batch == 8 and env.device_id == "1"
+
+
+def test_a_two_rank_run_loops_and_broadcasts_once(npu_bridge, npu_dataset, tmp_path,
+                                                  monkeypatch):
+    """Rank 0 of 2 trains 4 steps in loops of 2 on the stand-in: one broadcast when the
+    session starts, the progress line at every loop (steps 2 and 4, never 1 or 3), and
+    NPUCheckpointSaverHook's checkpoints in train_dir (step 0 at start: TensorFlow's
+    saver hook, not ours, runs on Ascend)."""
+    environ = two_ranks(tmp_path, monkeypatch, 0)
+    train_dir = str(tmp_path / "train")
+    env = npu_env(npu_dataset, train_dir, environ, iterations_per_loop=2, max_train_steps=4,
+                  save_checkpoints_steps=4, log_every_n_steps=1, learning_rate=0.01)
+    log = logging.getLogger("test_devices_npu")
+    lines = ListHandler()
+    log.handlers[:] = [lines]
+    log.setLevel(logging.INFO)
+    EstimatorImpl(env, log).train()
+    assert [int(m.group(1)) for m in map(PROGRESS_STEP.match, lines.lines) if m] == [2, 4]
+    assert len(records(npu_bridge, "NPUBroadcastGlobalVariablesHook")) == 1
+    assert records(npu_bridge, "NPUBroadcastGlobalVariablesHook.run") == [{"root_rank": 0}]
+    state = tf.train.get_checkpoint_state(train_dir)
+    assert [p.rsplit("-", 1)[1] for p in state.all_model_checkpoint_paths] == ["0", "4"]
+    reader = tf.train.load_checkpoint(state.model_checkpoint_path)
+    assert reader.get_tensor("global_step") == 4 and reader.get_tensor("steps_run") == 4
+    assert reader.get_tensor("loss_scale") == 2.0 ** 32  # the dynamic manager's variable
+
+
+def test_save_checkpoints_secs_with_several_ranks_is_refused(npu_bridge, npu_dataset,
+                                                             tmp_path, monkeypatch):
+    environ = two_ranks(tmp_path, monkeypatch, 0)
+    env = npu_env(npu_dataset, tmp_path / "train", environ, save_checkpoints_secs=60)
+    with pytest.raises(UserError, match="use --save_checkpoints_steps"):
+        EstimatorImpl(env)
 
 
 @pytest.mark.parametrize("overrides, manager", [
@@ -97,15 +157,18 @@ def test_one_rank_loss_scaling(npu_bridge, npu_dataset, tmp_path, overrides, man
     assert [s["loss_scale_manager"] for s in scalers] == ([manager] if manager else [])
 
 
-def test_overflow_dump_config(npu_bridge, npu_dataset, tmp_path):
+def test_overflow_dump_config_and_job_id(npu_bridge, npu_dataset, tmp_path):
     env = npu_env(npu_dataset, tmp_path / "train", {}, over_dump=True)
     impl = EstimatorImpl(env)
     impl.device.build_estimator(impl.estimator_model_fn())
     config, = records(npu_bridge, "NPURunConfig")
     assert config["model_dir"] == str(tmp_path / "train")
+    dump_path = os.path.join(str(tmp_path / "train"), "overflow_dump")
     assert config["dump_config"]["arguments"]["enable_dump_debug"] is True
-    assert config["dump_config"]["arguments"]["dump_path"] == os.path.join(
-        str(tmp_path / "train"), "overflow_dump")
+    assert config["dump_config"]["arguments"]["dump_path"] == dump_path
+    assert os.path.isdir(dump_path)  # tf_adapter refuses a dump_path that is no folder
+    # NPUEstimator refuses to start without a job: a one-device run gets the launcher's.
+    assert os.environ["JOB_ID"] == "10087"
 
 
 @pytest.mark.parametrize("environ, fragment", [
@@ -113,6 +176,7 @@ def test_overflow_dump_config(npu_bridge, npu_dataset, tmp_path):
     ({"RANK_SIZE": "4", "RANK_ID": "0", "RANK_TABLE_FILE": "TABLE"}, "RANK_SIZE=4"),
     ({"TF_CONFIG": '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}'},
      "unset TF_CONFIG"),
+    ({"CM_WORKER_SIZE": "2"}, "unset CM_WORKER_SIZE"),
 ])
 def test_npu_environment_mistakes(npu_bridge, npu_dataset, tmp_path, environ, fragment):
     table = two_device_rank_table(str(tmp_path / "2p.json"))
@@ -122,20 +186,23 @@ def test_npu_environment_mistakes(npu_bridge, npu_dataset, tmp_path, environ, fr
 
 
 def test_train_py_on_the_stand_in(npu_dataset, tmp_path):
-    """train.py --device=npu end to end: the stand-in's Estimator trains on the CPU."""
+    """train.py --device=npu end to end, without JOB_ID (as run_1p.sh starts it): the
+    stand-in's Estimator trains on the CPU, 2 steps per session.run."""
     record = str(tmp_path / "records.jsonl")
     out = run_python("train.py", "--dataset_dir=" + npu_dataset, "--device=npu",
                      "--train_dir=" + str(tmp_path / "train"), "--model_name=mobilenet_v2_035",
-                     "--train_image_size=32", "--batch_size=4", "--max_train_steps=3",
-                     "--iterations_per_loop=1", "--learning_rate=0.01", "--log_every_n_steps=1",
+                     "--train_image_size=32", "--batch_size=4", "--max_train_steps=4",
+                     "--iterations_per_loop=2", "--learning_rate=0.01", "--log_every_n_steps=1",
                      env={"PYTHONPATH": STUB + os.pathsep + ROOT, "NPU_STUB_RECORD": record})
     assert out.returncode == 0, out.stderr[-3000:]
     assert "device: npu (rank 0 of 1, device 0), precision_mode allow_mix_precision" in out.stdout
-    assert "step:3 " in out.stdout
-    assert tf.train.latest_checkpoint(str(tmp_path / "train")).endswith("model.ckpt-3")
+    logged = [int(step) for step in re.findall(r"^step:(\d+) ", out.stdout, re.M)]
+    assert logged == [2, 4]
+    assert tf.train.latest_checkpoint(str(tmp_path / "train")).endswith("model.ckpt-4")
     with open(record) as handle:
         apis = [json.loads(line)["api"] for line in handle]
     assert apis[:2] == ["NPURunConfig", "NPUEstimator"] and "NPULossScaleOptimizer" in apis
+    assert "NPUCheckpointSaverHook" in apis and "NPUBroadcastGlobalVariablesHook" not in apis
 
 
 def test_default_checkpoint_interval_is_a_whole_number_of_loops(npu_bridge, npu_dataset,

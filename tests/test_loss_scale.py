@@ -212,13 +212,66 @@ def test_npu_scale_comes_from_the_loss_scale_manager(npu_bridge, npu_dataset, tm
                       tf.estimator.ModeKeys.TRAIN)
         after = {name: graph.get_tensor_by_name(name + "_after_step:0")
                  for name in ("loss_scale", "overflow_steps")}
-        # The logged scale is the tensor the manager's get_loss_scale() returned.
-        assert after["loss_scale"].op.inputs[0].op.name == "npu_stub_loss_scale"
+        variables = [v.op.name for v in tf.global_variables()]
         with tf.Session() as session:
             session.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
             assert session.run(after) == {"loss_scale": scale, "overflow_steps": 0}
-    assert records(npu_bridge, manager + ".get_loss_scale") == [{}]
+    # Asked twice: NPULossScaleOptimizer scales the loss with it, the telemetry reads it
+    # again after the step.
+    assert records(npu_bridge, manager + ".get_loss_scale") == [{}, {}]
+    # The dynamic scale is the manager's variable, saved with the checkpoints.
+    assert ("loss_scale" in variables) == (manager == "ExponentialUpdateLossScaleManager")
     assert impl.loss_scale_state is not None
+
+
+def npu_scaled_square(manager, is_distributed=False):
+    """loss = w * w * x, minimized by npu_bridge's loss-scale optimizer with ``manager``."""
+    from npu_bridge.estimator.npu.npu_loss_scale_optimizer import NPULossScaleOptimizer
+    weight = tf.Variable(2.0)
+    x = tf.placeholder_with_default(1.0, [])
+    global_step = tf.train.get_or_create_global_step()
+    optimizer = NPULossScaleOptimizer(tf.train.GradientDescentOptimizer(0.1), manager,
+                                      is_distributed=is_distributed)
+    train_op = optimizer.minimize(weight * weight * x, global_step=global_step)
+    return train_op, x, [weight, global_step, manager.get_loss_scale()]
+
+
+@pytest.mark.parametrize("is_distributed", [False, True])
+def test_npu_exponential_manager_grows_shrinks_and_skips(npu_bridge, monkeypatch,
+                                                        is_distributed):
+    """Two finite steps in a row double the scale; an overflow is skipped (weights and
+    global step kept), the second one halves the scale. Distributed, every rank's overflow
+    status is summed (here: ranks that agree)."""
+    from npu_bridge.estimator.npu import npu_loss_scale_manager as managers
+    monkeypatch.setenv("RANK_SIZE", "2" if is_distributed else "1")
+    with tf.Graph().as_default():
+        manager = managers.ExponentialUpdateLossScaleManager(
+            init_loss_scale=4.0, incr_every_n_steps=2, decr_every_n_nan_or_inf=2,
+            decr_ratio=0.5)
+        train_op, x, state = npu_scaled_square(manager, is_distributed)
+        seen = []
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            for value in (1.0, 1.0, np.inf, np.inf, 1.0):
+                session.run(train_op, {x: value})
+                seen.append(tuple(round(float(v), 5) for v in session.run(state)))
+    w1, w2, w3 = 1.6, 1.28, 1.024  # w -= 0.1 * 2w, once per applied step
+    assert seen == [(w1, 1, 4), (w2, 2, 8), (w2, 2, 8), (w2, 2, 4), (w3, 3, 4)]
+
+
+@pytest.mark.parametrize("check, expected_step", [(True, 0), (False, 1)])
+def test_npu_fixed_manager_skips_overflows_unless_told_not_to(npu_bridge, check,
+                                                              expected_step):
+    from npu_bridge.estimator.npu import npu_loss_scale_manager as managers
+    with tf.Graph().as_default():
+        manager = managers.FixedLossScaleManager(1024, enable_overflow_check=check)
+        train_op, x, state = npu_scaled_square(manager)
+        with tf.Session() as session:
+            session.run(tf.global_variables_initializer())
+            session.run(train_op, {x: np.inf})
+            weight, step, scale = session.run(state)
+    assert (step, scale) == (expected_step, 1024.0)
+    assert (weight == 2.0) if check else not np.isfinite(weight)  # applied: w -= inf
 
 
 @pytest.mark.parametrize("over_dump, hint", [

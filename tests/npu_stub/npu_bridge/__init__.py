@@ -1,13 +1,30 @@
 """Test stand-in for Ascend's npu_bridge (tf_adapter), which installs only in the vendor's
-image. It records what the pipeline passes to each API in ``RECORDS`` (and, when
-NPU_STUB_RECORD names a file, appends them there as JSON lines for subprocess tests),
-then behaves like plain TensorFlow on the CPU so a run still trains end to end.
-No HCCL: the distributed optimizer and the broadcast hook only record.
+TF 1.15 image. It keeps the real package's module paths, class names, parameters and
+defaults, and the host-side behaviours that change what a training run does (the hooks
+NPUEstimator adds, the iterations_per_loop loop, NPURunConfig's checks, loss scaling), then
+runs on the CPU. tests/npu_stub/README.md lists each behaviour with the source file and
+branch of Ascend/tensorflow it follows, and what cannot be emulated here.
+
+It records what the pipeline passes to each API in ``RECORDS`` (and, when NPU_STUB_RECORD
+names a file, appends them there as JSON lines for subprocess tests).
+
+NPU_STUB_BRANCH picks the tf_adapter release to follow where they differ: ``master`` (the
+default; r1.15.0 is the same in everything emulated here) or ``r3.2.0``.
 """
 import json
 import os
 
 RECORDS = []
+
+BRANCHES = ("master", "r1.15.0", "r3.2.0")
+
+
+def branch():
+    """The tf_adapter branch the stand-in follows (r1.15.0 behaves as master here)."""
+    name = os.environ.get("NPU_STUB_BRANCH", "master")
+    if name not in BRANCHES:
+        raise ValueError("NPU_STUB_BRANCH=%s: one of %s" % (name, ", ".join(BRANCHES)))
+    return "master" if name == "r1.15.0" else name
 
 
 def record(api, **arguments):

@@ -1,18 +1,56 @@
+"""Stand-in for npu_bridge/estimator/npu/npu_optimizer.py's NPUDistributedOptimizer and
+allreduce (master, r1.15.0 and r3.2.0 are the same). NPUDistributedOptimizer is a
+tf.train.Optimizer of its own, not a proxy: besides compute_gradients and apply_gradients
+it passes on only get_slot, get_slot_names and variables."""
 from npu_bridge import record
+from npu_bridge.estimator.npu import util
+from npu_bridge.estimator.npu.npu_common import NPUBasics
+from npu_bridge.hccl import hccl_ops
+from utils.tf_compat import tf
 
 
-class _Delegating(object):
-    """Behaves as the optimizer it wraps (the real ones add HCCL / scaling ops)."""
+def allreduce(tensor, average=True):
+    """The sum over the ranks (divided by the job's rank count when ``average``); the
+    count comes from the job NPUBasics read, so an all-reduce needs one (JOB_ID)."""
+    size = NPUBasics("").size()
+    if isinstance(tensor, tf.IndexedSlices):
+        raise NotImplementedError("npu_bridge stand-in: no all-gather of IndexedSlices")
+    summed = hccl_ops.allreduce(tensor, "sum")
+    return tf.div(summed, tf.cast(size, dtype=tensor.dtype)) if average else summed
 
-    def __init__(self, optimizer):
-        self._wrapped = optimizer
-        self.stub_arguments = {"wraps": type(optimizer).__name__}
 
-    def __getattr__(self, name):
-        return getattr(self._wrapped, name)
+class NPUDistributedOptimizer(tf.train.Optimizer):
+    """Averages the gradients over the ranks (HCCL all-reduce) in compute_gradients, when
+    RANK_SIZE > 1 at graph build; otherwise the wrapped optimizer's gradients as they are."""
 
+    def __init__(self, optimizer, is_weight_update_sharding=False, name=None):
+        record("NPUDistributedOptimizer", optimizer=type(optimizer).__name__,
+               is_weight_update_sharding=is_weight_update_sharding, name=name)
+        if is_weight_update_sharding:
+            raise NotImplementedError("npu_bridge stand-in: no weight-update sharding")
+        if name is None:
+            name = "Distributed{}".format(type(optimizer).__name__)
+        self._optimizer = optimizer
+        self._is_weight_update_sharding = is_weight_update_sharding
+        super(NPUDistributedOptimizer, self).__init__(name=name, use_locking=False)
 
-class NPUDistributedOptimizer(_Delegating):
-    def __init__(self, optimizer, name=None):
-        record("NPUDistributedOptimizer", optimizer=type(optimizer).__name__, name=name)
-        super(NPUDistributedOptimizer, self).__init__(optimizer)
+    def compute_gradients(self, *args, **kwargs):
+        gradients = self._optimizer.compute_gradients(*args, **kwargs)
+        rank_size = util.get_ranksize()
+        if rank_size is None or int(rank_size) <= 1:
+            return gradients
+        with tf.name_scope(self._name + "_Allreduce"):
+            return [(allreduce(grad, True) if grad is not None else None, var)
+                    for grad, var in gradients]
+
+    def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+        return self._optimizer.apply_gradients(grads_and_vars, global_step, name)
+
+    def get_slot(self, *args, **kwargs):
+        return self._optimizer.get_slot(*args, **kwargs)
+
+    def get_slot_names(self, *args, **kwargs):
+        return self._optimizer.get_slot_names(*args, **kwargs)
+
+    def variables(self, *args, **kwargs):
+        return self._optimizer.variables(*args, **kwargs)
