@@ -257,6 +257,7 @@ class EstimatorImpl(object):
         try:
             self.device.train(estimator, self.train_input_fn(), stop_step,
                               hooks=[run_state], saving_listeners=listeners)
+            self._check_reached(stop_step)
         except tf.train.NanLossDuringTrainingError:
             raise UserError(self._diverged("loss became NaN" + (
                 " at step %d" % run_state.step if run_state.step is not None else "")))
@@ -282,6 +283,24 @@ class EstimatorImpl(object):
             if message is None:
                 raise
             raise UserError(message)
+
+    def _check_reached(self, stop_step):
+        """MonitoredSession ends training quietly on an OutOfRangeError, and that is
+        also how TensorFlow fails a write past a file-size limit (a checkpoint saver
+        other than ours: Ascend's, multi-worker's): a run that stopped short with no
+        signal must not pass for finished. The chief's checkpoints say where it got."""
+        signals = self.stop_signals
+        if not self.env.is_chief or (signals is not None and signals.received is not None):
+            return
+        checkpoint = tf.train.latest_checkpoint(self.device.model_dir)
+        step = checkpoint_global_step(checkpoint) if checkpoint else 0
+        if step < stop_step:
+            raise UserError(
+                "training ended at step %d, before step %d, with no error from TensorFlow: "
+                "a checkpoint save that found no room (a full disk or a file-size limit) "
+                "ends it so; make room in %s and run the same command again: it resumes "
+                "from %s" % (step, stop_step, self.device.model_dir,
+                             checkpoint or "the start"))
 
     def _diverged(self, what, hint=""):
         env = self.env

@@ -31,6 +31,22 @@ def quiet_tensorflow(verbose=False):
     warnings.filterwarnings("ignore")
 
 
+class _LogFileHandler(logging.FileHandler):
+    """A log file that, when a line cannot be written (a full disk), says so once on
+    stderr instead of printing logging's traceback for every line; the console keeps
+    every line."""
+
+    _warned = False
+
+    def handleError(self, record):
+        if not self._warned:
+            self._warned = True
+            error = sys.exc_info()[1]
+            sys.stderr.write("warning: cannot write %s (%s); lines from here on are on "
+                             "the console only\n" % (self.baseFilename, error))
+            sys.stderr.flush()
+
+
 def get_logger(log_file=None):
     """The project's logger: plain lines on stdout, plus ``log_file`` when given."""
     logger = logging.getLogger(_LOGGER_NAME)
@@ -47,7 +63,7 @@ def get_logger(log_file=None):
             directory = os.path.dirname(path)
             if directory and not os.path.isdir(directory):
                 os.makedirs(directory)
-            handler = logging.FileHandler(path, mode="a")
+            handler = _LogFileHandler(path, mode="a")
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
             logger.addHandler(handler)
     return logger

@@ -7,6 +7,8 @@
 import fnmatch
 import os
 
+from utils.files import write_text
+
 SPLITS = ("train", "validation")
 META_FILENAME = "dataset_meta.json"
 LABELS_FILENAME = "labels.txt"
@@ -42,9 +44,9 @@ def is_output_file(name):
 
 
 def write_labels_file(path, class_names):
-    with open(path, "w") as f:
-        for index, name in enumerate(class_names):
-            f.write("%d:%s\n" % (index, name))
+    """labels.txt, written whole."""
+    atomic_write_text(path, "".join("%d:%s\n" % (index, name)
+                                    for index, name in enumerate(class_names)))
 
 
 def read_labels_file(path):
@@ -65,8 +67,6 @@ def read_labels_file(path):
 
 
 def atomic_write_text(path, text):
-    """Writes via a temporary file and a rename, so readers never see half a file."""
-    temp = os.path.join(os.path.dirname(path), TEMP_PREFIX + os.path.basename(path))
-    with open(temp, "w") as f:
-        f.write(text)
-    os.replace(temp, path)
+    """Writes whole (utils.files.write_text) via a temporary name the shard globs skip."""
+    write_text(path, text, os.path.join(os.path.dirname(path),
+                                        TEMP_PREFIX + os.path.basename(path)))

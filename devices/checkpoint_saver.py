@@ -6,6 +6,7 @@ leave the one checkpoint to resume from unreadable. This one does not.
 """
 import re
 
+from utils.errors import UserError, no_room_line
 from utils.tf_compat import tf
 
 
@@ -48,4 +49,13 @@ class ResumeSafeSaverHook(tf.train.CheckpointSaverHook):
         latest = tf.train.latest_checkpoint(self._checkpoint_dir)
         if latest is not None and _checkpoint_step(latest) == step:
             return False
-        return super(ResumeSafeSaverHook, self)._save(session, step)
+        try:
+            return super(ResumeSafeSaverHook, self)._save(session, step)
+        except tf.errors.OpError as err:
+            # A file-size limit fails the write with OutOfRangeError, which
+            # MonitoredSession takes for the end of the input and ends training
+            # quietly, that checkpoint unwritten: say it instead.
+            line = no_room_line(err)
+            if line is None:
+                raise
+            raise UserError(line)

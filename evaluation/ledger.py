@@ -29,7 +29,7 @@ from utils import checkpoint_health
 from utils.checkpoint_health import DamagedCheckpoint
 from utils.checkpoints import EMA_SUFFIX, list_checkpoints
 from utils.errors import UserError, run_reporting_tf_errors
-from utils.files import ensure_writable_dir, read_json_if_present, write_json
+from utils.files import ensure_writable_dir, read_json_if_present, write_json, write_text
 from utils.progress import format_eta
 from utils.tf_compat import tf
 
@@ -160,10 +160,7 @@ def write_ledger(eval_dir, settings, rows, best=None, skipped=()):
     writer.writerow(COLUMNS)
     for row in rows:
         writer.writerow([row[c] for c in COLUMNS])
-    path = os.path.join(eval_dir, LEDGER_CSV)
-    with open(path + ".tmp", "w") as handle:
-        handle.write(text.getvalue())
-    os.replace(path + ".tmp", path)
+    write_text(os.path.join(eval_dir, LEDGER_CSV), text.getvalue())
 
 
 def _shown(checkpoint, directory):

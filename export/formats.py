@@ -13,7 +13,7 @@ from export import inference_graph as graph_lib
 from export import metadata
 from utils.checkpoints import checkpoint_global_step
 from utils import native_output
-from utils.errors import UserError
+from utils.errors import UserError, no_room_line
 from utils.files import publish, remove_path
 from utils.tf_compat import tf
 
@@ -150,12 +150,19 @@ def export_checkpoint(spec, checkpoint, fmt, output, use_ema="auto", calibration
     check_output(output, overwrite)
     staged = output + ".partial"
     remove_path(staged)
-    with tf.Graph().as_default():
-        model = graph_lib.build_image_model(spec)
-        with tf.Session() as sess:
-            used_ema = graph_lib.restore(sess, checkpoint, use_ema)
-            _WRITERS[fmt](sess, model, staged, spec,
-                          WriteOptions(calibration, opset, verbose))
+    try:
+        with tf.Graph().as_default():
+            model = graph_lib.build_image_model(spec)
+            with tf.Session() as sess:
+                used_ema = graph_lib.restore(sess, checkpoint, use_ema)
+                _WRITERS[fmt](sess, model, staged, spec,
+                              WriteOptions(calibration, opset, verbose))
+    except Exception as err:  # noqa: BLE001: re-raised; only the staging goes
+        remove_path(staged)  # the output, if any, is the earlier one, whole
+        line = no_room_line(err, staged)
+        if line is None:
+            raise
+        raise UserError(line)
     meta = dict(spec._asdict())
     meta.update({
         "format": fmt, "checkpoint": os.path.abspath(checkpoint),

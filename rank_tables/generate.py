@@ -17,6 +17,8 @@ import sys
 
 from rank_tables import table as rank_table
 from rank_tables.check import Parser, fail
+from utils.errors import UserError
+from utils.files import write_text
 
 _ADDRESS = re.compile(r"\s*address_([0-9]+)\s*=\s*(\S+)\s*$")
 
@@ -88,11 +90,8 @@ def merged_ranks(paths):
 
 
 def write(data, path):
-    """Writes FILE.tmp, then renames it, so a reader never sees half a table."""
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.replace(path + ".tmp", path)
+    """Writes the table whole (utils.files.write_text): a reader never sees half."""
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def main(argv=None):
@@ -134,9 +133,8 @@ def main(argv=None):
         return fail(["%s not written: %s" % (args.output, fault) for fault in faults])
     try:
         write(data, args.output)
-    except OSError as err:
-        return fail(["cannot write %s (%s); choose a writable path"
-                     % (args.output, err.strerror or err)])
+    except UserError as err:  # write_text names the path and the cause
+        return fail([str(err)])
     print("wrote " + rank_table.parse(data, args.output).summary())
     return 0
 

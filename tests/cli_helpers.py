@@ -14,15 +14,36 @@ def _env(extra):
     return env
 
 
-def run_python(script, *args, **options):
-    """Runs ``python script args`` from the repository root; ``background=True`` returns
-    the Popen instead of waiting."""
-    command = [sys.executable, os.path.join(ROOT, script)] + list(args)
+def _file_size_limit(size):
+    """preexec_fn: a real RLIMIT_FSIZE (what prlimit --fsize sets) on the child; Python
+    ignores SIGXFSZ, so its writes past ``size`` bytes fail with EFBIG."""
+    def limit():
+        import resource
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    return limit
+
+
+def _run(command, options):
+    """Runs ``command`` from the repository root (see run_python for ``options``)."""
     kwargs = dict(cwd=ROOT, env=_env(options.get("env", {})), stdout=subprocess.PIPE,
                   stderr=subprocess.PIPE, universal_newlines=True)
+    if options.get("fsize"):
+        kwargs["preexec_fn"] = _file_size_limit(options["fsize"])
     if options.get("background"):
         return subprocess.Popen(command, **kwargs)
     return subprocess.run(command, timeout=TIMEOUT_S, **kwargs)
+
+
+def run_python(script, *args, **options):
+    """Runs ``python script args`` from the repository root; ``background=True`` returns
+    the Popen instead of waiting; ``fsize=N`` limits every file it writes to N bytes;
+    ``env`` adds environment variables."""
+    return _run([sys.executable, os.path.join(ROOT, script)] + list(args), options)
+
+
+def run_module(module, *args, **options):
+    """``python -m module args``, as run_python runs a script."""
+    return _run([sys.executable, "-m", module] + list(args), options)
 
 
 def run_bash(script, *args, **env):

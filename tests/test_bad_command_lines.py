@@ -18,17 +18,6 @@ from tests.cli_helpers import ROOT, TIMEOUT_S, _env
 MODEL = "--model_name=mobilenet_v2_035"
 
 
-def run_module(module, *args, **options):
-    """``python -m module args`` from the repository root, as run_python runs a script;
-    ``background=True`` returns the Popen."""
-    command = [sys.executable, "-m", module] + list(args)
-    kwargs = dict(cwd=ROOT, env=_env(options.get("env", {})), stdout=subprocess.PIPE,
-                  stderr=subprocess.PIPE, universal_newlines=True)
-    if options.get("background"):
-        return subprocess.Popen(command, **kwargs)
-    return subprocess.run(command, timeout=TIMEOUT_S, **kwargs)
-
-
 # (id, how to run: "script" | "module" | "bash", what, arguments, extra environment,
 #  a fragment the error line must hold). {name} in an argument is a path of `world`.
 CASES = [

@@ -15,8 +15,7 @@ import pytest
 
 from dataloader import data_provider, record_check
 from datasets import build_tfrecords, dataset_factory
-from tests.cli_helpers import run_python, single_error_line
-from tests.test_bad_command_lines import run_module
+from tests.cli_helpers import run_module, run_python, single_error_line
 from utils import checkpoints, errors
 from utils.tf_compat import tf
 

@@ -1,4 +1,5 @@
 """User mistakes end in one clear line and a non-zero exit, never a traceback."""
+import errno
 import re
 import sys
 
@@ -11,17 +12,52 @@ EXIT_USER_ERROR = 2
 
 
 def exit_on_user_error(main):
-    """Wraps an absl ``main(argv)`` so a UserError prints one line and exits 2."""
+    """Wraps an absl ``main(argv)`` so a UserError, or a write that found no room on the
+    disk wherever it happened (see no_room_line), prints one line and exits 2."""
     def wrapped(argv):
         try:
             return main(argv)
-        except UserError as err:
-            sys.stderr.write("error: %s\n" % err)
+        except Exception as err:  # noqa: BLE001: anything else is re-raised as it was
+            line = str(err) if isinstance(err, UserError) else no_room_line(err)
+            if line is None:
+                raise
+            sys.stderr.write("error: %s\n" % line)
             sys.stderr.flush()
             sys.exit(EXIT_USER_ERROR)
     wrapped.__name__ = getattr(main, "__name__", "main")
     wrapped.__doc__ = main.__doc__
     return wrapped
+
+
+# ----------------------------------------------------------------------------- full disks
+
+NO_ROOM_ERRNOS = {errno.ENOSPC: "No space left on device", errno.EFBIG: "File too large",
+                  errno.EDQUOT: "Disk quota exceeded"}
+# TensorFlow's file errors (checkpoints, records, summaries, whatever the exception type
+# or the thread it came from) read "<path>; <strerror>".
+_TF_NO_ROOM = re.compile(r"(\S+?)(?:\.tempstate\d+)?; (%s)"
+                         % "|".join(NO_ROOM_ERRNOS.values()))
+
+
+def out_of_room(err, path=None):
+    """(path, cause) when ``err`` is a write that found no room (a full disk, a quota,
+    a file-size limit), else None; ``path`` names the file when the error does not."""
+    if isinstance(err, EnvironmentError) and err.errno in NO_ROOM_ERRNOS:
+        return err.filename or path or "a file", NO_ROOM_ERRNOS[err.errno]
+    match = _TF_NO_ROOM.search(str(err))
+    return (match.group(1), match.group(2)) if match else None
+
+
+def no_room_line(err, path=None):
+    """The one line for a write that found no room, or None for any other error. What
+    was written before stays whole (every writer here writes a new file and renames it,
+    or keeps complete files), so the same command carries on once there is room."""
+    found = out_of_room(err, path)
+    if found is None:
+        return None
+    return ("cannot write %s: %s; make room (free disk space, or raise the file-size "
+            "limit: ulimit -f) and run the same command again: what was written before "
+            "is intact and the run carries on from it" % found)
 
 
 def _parse_flags_or_exit(argv):
@@ -44,11 +80,27 @@ def reject_positional_args(argv):
                         % " ".join(argv[1:]))
 
 
+def _quiet_no_room_in_threads():
+    """A writer thread that finds no room (TensorFlow's summary writer) would print its
+    traceback; the main thread meets the same error and reports it in one line, so the
+    thread's is dropped. (threading.excepthook is Python 3.8+; 3.7 prints it.)"""
+    import threading
+    default = getattr(threading, "excepthook", None)
+    if default is None:
+        return
+
+    def hook(args):
+        if out_of_room(args.exc_value) is None:
+            default(args)
+    threading.excepthook = hook
+
+
 def run_main(main):
     """absl's app.run(main) with _parse_flags_or_exit (absl-py too old to take a flags
     parser keeps its own message)."""
     import inspect
     from absl import app
+    _quiet_no_room_in_threads()
     if "flags_parser" in inspect.signature(app.run).parameters:
         app.run(main, flags_parser=_parse_flags_or_exit)
     else:

@@ -4,7 +4,7 @@ import os
 import shutil
 import tempfile
 
-from utils.errors import UserError
+from utils.errors import UserError, no_room_line
 
 
 def ensure_writable_dir(path, flag_name="train_dir"):
@@ -21,13 +21,24 @@ def ensure_writable_dir(path, flag_name="train_dir"):
                         % (path, err.strerror or err, flag_name))
 
 
+def write_text(path, text, tmp=None):
+    """Writes ``text`` via a temporary file (``tmp``, default <path>.tmp) and rename, so
+    readers never see half a file and the old one stays whole when the write fails (a
+    UserError naming the path then, the temporary file removed)."""
+    tmp = tmp or path + ".tmp"
+    try:
+        with open(tmp, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except EnvironmentError as err:
+        remove_path(tmp)
+        raise UserError(no_room_line(err, path) or "cannot write %s (%s)"
+                        % (path, err.strerror or err))
+
+
 def write_json(path, payload):
-    """Writes via a temporary file and rename, so readers never see half a file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
+    """``payload`` as indented JSON, written whole (write_text)."""
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def read_json_if_present(path, advice):
