@@ -443,16 +443,20 @@ def test_converter_killed_midway_leaves_only_complete_shards_and_reruns_to_the_e
 def test_ranks_creating_one_train_dir_at_once_all_succeed(tmp_path):
     """Every rank of a multi-process run checks --train_dir at the same moment; a shared
     probe file name let one rank delete another's probe (a flaky 'No such file or
-    directory' on CI), and a check-then-makedirs let two create it ('File exists')."""
+    directory' on CI), and a check-then-makedirs let two create it ('File exists').
+    An exception in a thread does not fail pytest by itself: each thread records
+    whatever it raised (a UserError or anything else) and that it finished."""
     from utils.files import ensure_writable_dir
-    failures = []
+    raised, finished = [], []
 
     def rank(path):
         try:
             for _ in range(100):
                 ensure_writable_dir(path)
-        except errors.UserError as err:
-            failures.append(str(err))
+        except BaseException as err:  # noqa: B902, every exception is reported below
+            raised.append("%s: %s" % (type(err).__name__, err))
+        else:
+            finished.append(path)
 
     for trial in range(3):
         path = str(tmp_path / str(trial) / "train")
@@ -461,5 +465,6 @@ def test_ranks_creating_one_train_dir_at_once_all_succeed(tmp_path):
             thread.start()
         for thread in threads:
             thread.join()
+        assert raised == []
         assert os.listdir(path) == []  # no probe left behind
-    assert failures == []
+    assert len(finished) == 3 * 8
