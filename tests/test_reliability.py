@@ -389,8 +389,11 @@ def test_each_bad_record_is_found_by_shard_and_index(dataset_dir, tmp_path, chan
     err = _first_error(records)
     described = errors.bad_record_in(err)
     if named_by_assertion:
-        assert described.startswith("bad record in %s: record 3 " % shard), described
-        assert errors.describe_record_problem(problem, 7, 0, 3) in described
+        words = {errors.NOT_AN_IMAGE: "image/encoded is not a JPEG, PNG, GIF or BMP image",
+                 errors.BAD_LABEL: "label 7 (image/class/label 7 - --labels_offset 0) is "
+                                   "outside [0, 3)"}[problem]
+        assert described == "bad record in %s: record 3 (counting from 0): %s" % (
+            shard, words), described
         return
     assert described is None
     files = dataset_factory.get_dataset("auto", records).list_files("train")
