@@ -25,6 +25,7 @@ def flag_values(**overrides):
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
+    """3 classes of 10 training images (and 5 validation ones): 30 training images."""
     from tests.ds_helpers import write_tiny_dataset
     return write_tiny_dataset(str(tmp_path_factory.mktemp("env_ds")), num_classes=3,
                               per_class=10, size=32)
@@ -34,11 +35,11 @@ def test_steps_per_epoch_and_totals(tiny_dataset):
     env = env_lib.Env.from_flags(flag_values(dataset_dir=tiny_dataset, batch_size=4,
                                              max_epoch=3, train_image_size=32),
                                  environ={})
-    train_images = env.dataset.num_samples("train")
-    assert env.steps_per_epoch == train_images // 4
-    assert env.max_train_steps == 3 * env.steps_per_epoch
+    assert env.dataset.num_samples("train") == 30
+    assert env.steps_per_epoch == 7  # 30 images // 4, the last partial batch dropped
+    assert env.max_train_steps == 21  # 3 epochs
     assert env.num_classes == 3 and env.global_batch == 4
-    assert env.save_checkpoints_steps == env.steps_per_epoch
+    assert env.save_checkpoints_steps == 7  # one checkpoint per epoch by default
 
 
 def tf_config(index, workers=2):
@@ -54,7 +55,7 @@ def test_rank_size_scales_global_batch(tiny_dataset):
                                           "TF_CONFIG": tf_config(1)})
     assert (env.global_batch, env.rank_id, env.is_chief) == (4, 1, False)
     assert (env.device, env.num_replicas, env.local_replicas) == ("cpu", 2, 1)
-    assert env.steps_per_epoch == env.dataset.num_samples("train") // 4
+    assert env.steps_per_epoch == 7  # 30 images // the global batch of 4
 
 
 def test_ranks_from_tf_config_alone():

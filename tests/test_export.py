@@ -28,8 +28,13 @@ def digits(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def train_dir(digits):
-    """The demo recipe, shortened to 12 epochs: top-1 0.91-0.94 over five seeds. At LR 0.02
-    the same 12 epochs gave 0.49-0.95 over six seeds, and 0.59 (on 32 images) on CI."""
+    """The demo recipe, shortened to 12 epochs, made deterministic: two runs wrote the
+    same 683 checkpoint tensors bit for bit. The demo's random crops (--min_crop_area=0.5)
+    are not seeded by --seed (tf.compat.v1.image.sample_distorted_bounding_box, called
+    without a seed, ignores the graph-level one), and with them the same command gave
+    top-1 0.66-0.9 from run to run; --min_crop_area=1.0 crops the whole image, and one
+    data thread fixes the order of whatever the input pipeline draws. The tests below
+    compare formats with each other on the same images, not with an accuracy."""
     train_dir = os.path.join(digits, "train")
     out = run("train.py", "--dataset_dir=" + os.path.join(digits, "records"),
               "--train_dir=" + train_dir, "--model_name=mobilenet_v2_035",
@@ -37,8 +42,8 @@ def train_dir(digits):
               "--optimizer=momentum", "--learning_rate=0.005",
               "--learning_rate_decay_type=cosine", "--warmup_epochs=1",
               "--label_smoothing=0.1", "--bn_decay=0.9", "--moving_average_decay=0.99",
-              "--min_crop_area=0.5", "--random_flip=false", "--log_every_n_steps=200",
-              "--seed=3")
+              "--min_crop_area=1.0", "--random_flip=false", "--data_threads=1",
+              "--log_every_n_steps=200", "--seed=3")
     assert out.returncode == 0, out.stderr[-3000:]
     return train_dir
 
@@ -75,6 +80,37 @@ def validation_batch(digits):
     return paths, images, np.array(labels)
 
 
+@pytest.fixture(scope="module")
+def validation_split(digits):
+    """The 359 validation images and labels as the evaluator reads them (float32
+    [359, 32, 32, 3], int32 [359]), in its order."""
+    import logger as logger_lib
+    from evaluation.evaluator import Evaluator
+    from utils.tf_compat import tf
+    evaluator = Evaluator(_eval_config(digits, "eval_inputs"), logger_lib.get_logger())
+    with tf.Graph().as_default():
+        batch = evaluator.build_inputs()
+        with tf.Session() as sess:
+            batches = []
+            while True:
+                try:
+                    batches.append(sess.run(batch))
+                except tf.errors.OutOfRangeError:
+                    break
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
+def _eval_config(digits, name):
+    from datasets import dataset_factory
+    from evaluation.evaluator import EvalConfig
+    return EvalConfig(
+        dataset=dataset_factory.get_dataset("auto", os.path.join(digits, "records")),
+        split="validation", model_name=None, num_classes=10, labels_offset=0,
+        image_size=32, preprocessing_name="inception", central_fraction=0.875,
+        batch_size=100, max_num_batches=None, use_ema="auto", log_every_n_batches=100,
+        eval_dir=os.path.join(digits, name), data_threads=1)
+
+
 def _logits(path, images, **overrides):
     from export import models
     model = models.load_model(path, **overrides)
@@ -93,10 +129,13 @@ def test_training_recorded_what_the_exporter_needs(train_dir, digits):
 
 
 def test_every_format_gives_the_checkpoints_logits(train_dir, exported, validation_batch):
-    _, images, labels = validation_batch
+    _, images, _ = validation_batch
     reference = _logits(train_dir, images)
-    assert np.mean(reference.argmax(1) == labels) > 0.6  # the model learned the digits
     tolerances = {"saved_model": 1e-4, "frozen_pb": 1e-4, "onnx": 1e-4, "tflite": 1e-3}
+    # Logits that differ between classes and images by far more than the tolerances, so
+    # that a format returning anything else fails (a constant model would not).
+    assert np.ptp(reference, axis=1).min() > 100 * max(tolerances.values())
+    assert len(set(reference.argmax(1))) > 1
     for fmt, tolerance in sorted(tolerances.items()):
         diff = np.abs(_logits(exported[fmt], images) - reference).max()
         assert diff <= tolerance, (fmt, diff)
@@ -140,32 +179,41 @@ def test_saved_model_bytes_signature_preprocesses_inside(exported, validation_ba
     assert np.abs(from_bytes - expected).max() < 1e-5
 
 
-def test_int8_top1_within_two_points_of_float(exported, digits):
+def test_int8_tracks_the_float_model_on_the_same_images(exported, digits, validation_split):
+    """Full-integer int8 against the float TFLite model on the 359 validation images,
+    compared with each other rather than with the labels: logits within a few percent
+    of their range, the same class for at least 95% of the images, so top-1 within 5
+    points whatever the accuracy, and the evaluator's top-1s no further apart than the
+    share of images where the classes differ. Measured: mean and largest logit
+    differences 0.7% and 5% of the range, 8 images of 359 (2.2%) with another class,
+    all decided by the float model with a margin under 0.75; top-1 0.830 and 0.833."""
     import logger as logger_lib
-    from evaluation.evaluator import EvalConfig, Evaluator
-    from datasets import dataset_factory
+    from evaluation.evaluator import Evaluator
     from export import models
-    dataset = dataset_factory.get_dataset("auto", os.path.join(digits, "records"))
+    images, _ = validation_split
+    logits = dict((fmt, _logits(exported[fmt], images)) for fmt in ("tflite", "tflite_int8"))
+    # A model that learned nothing could agree with anything: this one tells the digits
+    # apart (predicts each of the 10 classes somewhere).
+    assert sorted(set(logits["tflite"].argmax(1))) == list(range(10))
+    spread = np.ptp(logits["tflite"])
+    error = np.abs(logits["tflite_int8"] - logits["tflite"])
+    assert error.mean() <= 0.02 * spread and error.max() <= 0.1 * spread, (
+        error.mean(), error.max(), spread)
+    agreement = np.mean(logits["tflite"].argmax(1) == logits["tflite_int8"].argmax(1))
+    assert agreement >= 0.95, agreement
     top1 = {}
     for fmt in ("tflite", "tflite_int8"):
         model = models.load_model(exported[fmt])
-        config = EvalConfig(
-            dataset=dataset, split="validation", model_name=None, num_classes=10,
-            labels_offset=0, image_size=32, preprocessing_name="inception",
-            central_fraction=0.875, batch_size=100, max_num_batches=None, use_ema="auto",
-            log_every_n_batches=100, eval_dir=os.path.join(digits, "eval_" + fmt),
-            data_threads=1)
-        result = Evaluator(config, logger_lib.get_logger()).evaluate_model(model)
+        evaluator = Evaluator(_eval_config(digits, "eval_" + fmt), logger_lib.get_logger())
+        result = evaluator.evaluate_model(model)
+        model.close()
         assert result["images"] == 359 and result["model_format"] == fmt
         top1[fmt] = result["top1"]
-    # The float model must have learned (chance is 0.1) for the comparison to mean
-    # anything; the 12-epoch fixture scores 0.66-0.9 from run to run on 2 cores.
-    assert top1["tflite"] > 0.5
-    assert abs(top1["tflite_int8"] - top1["tflite"]) <= 0.02, top1
+    assert abs(top1["tflite_int8"] - top1["tflite"]) <= 1 - agreement + 1e-9, top1
 
 
 def test_evaluator_scores_an_exported_model_like_its_checkpoint(exported, train_dir,
-                                                                digits):
+                                                                digits, validation_split):
     records = "--dataset_dir=" + os.path.join(digits, "records")
     eval_dir = os.path.join(digits, "eval_cli")
     by_checkpoint = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
@@ -177,14 +225,26 @@ def test_evaluator_scores_an_exported_model_like_its_checkpoint(exported, train_
     assert "eval result: model_file=%s format=onnx" % exported["onnx"] in by_onnx.stdout
     with open(os.path.join(eval_dir, "eval_results.json")) as handle:
         results = json.load(handle)["results"]
-    assert len(results) == 2 and results[0]["top1"] == results[1]["top1"]
+    assert len(results) == 2 and [r["images"] for r in results] == [359, 359]
+    # ONNX gives the checkpoint's logits within 1e-4: only an image whose two best
+    # logits lie closer than twice that may change its class between the two.
+    images, _ = validation_split
+    best_two = -np.sort(-_logits(train_dir, images), axis=1)[:, :2]
+    close_calls = int(np.sum(best_two[:, 0] - best_two[:, 1] < 2e-4))
+    assert abs(results[0]["top1"] - results[1]["top1"]) * 359 <= close_calls + 1e-6
+    assert results[0]["loss"] == pytest.approx(results[1]["loss"], rel=1e-4)
 
 
-def test_predict_names_the_classes_the_model_knows(exported, train_dir, validation_batch,
-                                                   tmp_path):
+def test_predict_names_the_classes_the_model_knows(exported, validation_batch, tmp_path):
     paths, images, labels = validation_batch
-    known = (_logits(train_dir, images).argmax(1) == labels)
+    # Images the int8 model itself classifies right, its best logit alone at the top
+    # (int8 logits can tie): not the checkpoint's, whose class it may not share where
+    # two logits are close.
+    logits = _logits(exported["tflite_int8"], images)
+    best_two = -np.sort(-logits, axis=1)[:, :2]
+    known = (logits.argmax(1) == labels) & (best_two[:, 0] > best_two[:, 1])
     picked = [p for p, ok in zip(paths, known) if ok][:6]
+    assert len(picked) == 6, known
     json_path = str(tmp_path / "predictions.json")
     out = run("predict.py", "--model=" + exported["tflite_int8"], "--top_k=3",
               "--json_output=" + json_path, *picked)
