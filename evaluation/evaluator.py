@@ -68,6 +68,9 @@ class Evaluator(object):
         self.config = config
         self.logger = logger
         self._kept = None  # the kept graph: _KeptGraph
+        # Checkpoints read whole already, by (prefix, index mtime): the ledger evaluates
+        # each twice (raw and moving-average weights) and need not read it twice.
+        self._intact = set()
 
     def num_images(self):
         total = self.config.dataset.num_samples(self.config.split)
@@ -111,7 +114,11 @@ class Evaluator(object):
         """Evaluates one checkpoint (moving averages per ``use_ema``, default the
         config's); returns its result record (see result_line)."""
         # Read whole first: TensorFlow would fail deep inside the restore otherwise.
-        require_intact(checkpoint, advice=DAMAGED_ADVICE)
+        seen = (checkpoint, os.path.getmtime(checkpoint + ".index")
+                if os.path.exists(checkpoint + ".index") else None)
+        if seen not in self._intact:
+            require_intact(checkpoint, advice=DAMAGED_ADVICE)
+            self._intact.add(seen)
         if self._kept is None:
             self._kept = self._build_kept_graph()
         kept = self._kept

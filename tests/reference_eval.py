@@ -153,3 +153,18 @@ def scores(logits_, labels, tolerance):
     log_sum = peak + np.log(np.exp(logits_ - peak[:, None]).sum(axis=1))
     result["loss"] = float(np.mean(log_sum - own))
     return result
+
+
+def evaluator_batches(evaluator):
+    """The other side of the comparison: the (images, labels) batches ``evaluator``'s
+    own input pipeline yields over its split, in order, the partial last one kept."""
+    from utils.tf_compat import tf
+    with tf.Graph().as_default():
+        batch = evaluator.build_inputs()
+        with tf.Session() as sess:
+            batches = []
+            while True:
+                try:
+                    batches.append(sess.run(batch))
+                except tf.errors.OutOfRangeError:
+                    return batches

@@ -96,15 +96,7 @@ def test_accuracy_matches_numpy_over_the_same_records(trained, dataset_dir, tmp_
     assert len(labels) == 12 and sorted(labels) == sorted(list(range(6)) * 2)
     images = np.stack([reference_eval.eval_image(p, 32, 0.875) for p in pixels])
     # The evaluator reads the same: order, labels, pixels; the partial last batch kept.
-    with tf.Graph().as_default():
-        batch = evaluator.build_inputs()
-        with tf.Session() as sess:
-            batches = []
-            while True:
-                try:
-                    batches.append(sess.run(batch))
-                except tf.errors.OutOfRangeError:
-                    break
+    batches = reference_eval.evaluator_batches(evaluator)
     assert [len(b[1]) for b in batches] == [5, 5, 2]
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), labels)
     inputs = np.concatenate([b[0] for b in batches])

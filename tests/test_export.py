@@ -86,17 +86,9 @@ def validation_split(digits):
     [359, 32, 32, 3], int32 [359]), in its order."""
     import logger as logger_lib
     from evaluation.evaluator import Evaluator
-    from utils.tf_compat import tf
-    evaluator = Evaluator(_eval_config(digits, "eval_inputs"), logger_lib.get_logger())
-    with tf.Graph().as_default():
-        batch = evaluator.build_inputs()
-        with tf.Session() as sess:
-            batches = []
-            while True:
-                try:
-                    batches.append(sess.run(batch))
-                except tf.errors.OutOfRangeError:
-                    break
+    from tests.reference_eval import evaluator_batches
+    batches = evaluator_batches(Evaluator(_eval_config(digits, "eval_inputs"),
+                                          logger_lib.get_logger()))
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
 
 
