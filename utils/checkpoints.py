@@ -214,3 +214,17 @@ def read_model_spec(directory):
                                 "train.py writes it beside its checkpoints: repair or "
                                 "delete it (then give the model flags, such as "
                                 "--model_name and --num_classes)")
+
+
+def write_tensors(prefix, tensors):
+    """Writes {name: numpy array} as a checkpoint at ``prefix`` (no state file, no graph):
+    what converters write."""
+    names = sorted(tensors)
+    with tf.Graph().as_default():
+        feeds = [tf.placeholder(tf.as_dtype(tensors[n].dtype), tensors[n].shape)
+                 for n in names]
+        save = tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,
+                                 shape_and_slices=[""] * len(names), tensors=feeds)
+        with tf.Session() as sess:
+            sess.run(save, dict((feed, tensors[n]) for feed, n in zip(feeds, names)))
+    return prefix
