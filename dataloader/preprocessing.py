@@ -7,6 +7,7 @@ Both return float32 in [-1, 1]. JPEG bytes are decoded only inside the crop wind
 """
 import collections
 
+from dataloader import automl_preprocessing
 from utils.errors import UserError
 from utils.tf_compat import tf
 
@@ -123,10 +124,27 @@ def _inception(config):
     return preprocess
 
 
-# Every supported network trains on TF-Slim's inception-style preprocessing.
+def _automl(legacy):
+    """automl's EfficientNetV2 evaluation (dataloader/automl_preprocessing.py); training
+    crops as inception-style, normalised the same way."""
+    def factory(config):
+        inception = _inception(config)
+
+        def preprocess(image, height, width, is_training, bbox=None):
+            if is_training:
+                return automl_preprocessing.from_unit_range(
+                    inception(image, height, width, True, bbox), legacy)
+            return automl_preprocessing.automl_eval(image, height, width, legacy)
+        return preprocess
+    return factory
+
+
+# Every supported network trains on TF-Slim's inception-style preprocessing; automl's
+# EfficientNetV2 evaluation is there to reproduce its checkpoints' published top-1.
 _FACTORIES = {"inception": _inception, "mobilenet": _inception, "mobilenet_v1": _inception,
               "mobilenet_v2": _inception, "mobilenet_v3": _inception, "mnasnet": _inception,
-              "efficientnet_v2": _inception}
+              "efficientnet_v2": _inception, "automl": _automl(False),
+              "automl_legacy": _automl(True)}
 PREPROCESSING_NAMES = tuple(sorted(_FACTORIES))
 
 

@@ -18,7 +18,7 @@ from export import formats
 from nets import checkpoint_names
 from export import inference_graph as graph_lib
 from utils import native_output
-from utils.checkpoints import resolve_checkpoint
+from utils.checkpoints import only_checkpoint, resolve_checkpoint
 from utils.errors import UserError
 from utils.tf_compat import tf
 
@@ -31,7 +31,7 @@ def detect_kind(path):
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, "saved_model.pb")):
             return "saved_model"
-        if tf.train.latest_checkpoint(path) is not None:
+        if tf.train.latest_checkpoint(path) is not None or only_checkpoint(path):
             return "checkpoint"
         raise UserError("%s holds neither a SavedModel (saved_model.pb) nor checkpoints"
                         % path)

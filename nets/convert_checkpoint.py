@@ -20,10 +20,16 @@ from utils.checkpoints import read_model_spec, resolve_checkpoint, write_tensors
 from utils.errors import UserError, exit_on_user_error, run_main
 from utils.tf_compat import tf
 
-flags.DEFINE_enum("from", None, ("automl",), "Read automl's names, write ours.")
-flags.DEFINE_enum("to", None, ("automl",), "Read ours, write automl's names.")
-flags.DEFINE_string("model_name", None, "--to=automl: our network (efficientnet_v2_s, "
-                                        "efficientnet_v2_b0); default: model_spec.json's.")
+
+
+def define_flags():
+    """Defined when run, not on import: the library's other commands define
+    --model_name too."""
+    flags.DEFINE_enum("from", None, ("automl",), "Read automl's names, write ours.")
+    flags.DEFINE_enum("to", None, ("automl",), "Read ours, write automl's names.")
+    flags.DEFINE_string("model_name", None, "--to=automl: our network (efficientnet_v2_s, "
+                                            "efficientnet_v2_b0); default: "
+                                            "model_spec.json's.")
 
 
 def _automl_name_of(model_name):
@@ -78,4 +84,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     run_main(main)
