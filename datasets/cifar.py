@@ -44,9 +44,13 @@ Split = collections.namedtuple("Split", "images labels names sources")
 Cifar = collections.namedtuple("Cifar", "format folder class_names splits missing")
 
 
+def _files(folder):
+    # Files only: an image tree's train/ folder is not CIFAR-100's train batch.
+    return set(n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n)))
+
+
 def _holds(folder, fmt):
-    names = set(os.listdir(folder))
-    return bool(names & set(fmt.train + fmt.test + [fmt.meta]))
+    return bool(_files(folder) & set(fmt.train + fmt.test + [fmt.meta]))
 
 
 def find(directory):
@@ -203,7 +207,7 @@ def load(directory, label_kind="fine", warn=None):
     if label_kind not in fmt.num_classes:
         raise UserError("--cifar_labels=%s: %s has only fine labels"
                         % (label_kind, fmt.name))
-    present = set(os.listdir(folder))
+    present = _files(folder)
     missing = [n for n in fmt.train + fmt.test if n not in present]
     splits = collections.OrderedDict()
     for split, files in (("train", fmt.train), ("validation", fmt.test)):

@@ -4,12 +4,15 @@ shard files). Nothing here builds a graph.
   imagenet  TF-Slim's ImageNet records: 1001 classes (0 = background, labels 1..1000)
   folder    records written by datasets.build_tfrecords (sizes from dataset_meta.json)
   auto      folder when dataset_meta.json is present, else imagenet
+
+--dataset_dir may also be an image tree or an unpacked CIFAR archive: with auto or
+folder, datasets/sources.py converts it once into a cache of shards read from then on.
 """
 import glob
 import json
 import os
 
-from datasets import layout
+from datasets import layout, sources
 from utils.errors import UserError
 
 IMAGENET_NUM_CLASSES = 1001
@@ -46,9 +49,10 @@ class DatasetSpec(object):
         pattern = self.file_pattern(split)
         files = sorted(glob.glob(pattern))
         if not files:
-            raise UserError("no TFRecord shards matching %s in %s; run python -m "
-                            "datasets.build_tfrecords to convert images, or check "
-                            "--dataset_dir" % (layout.shard_glob(split), self.dataset_dir))
+            raise UserError("no TFRecord shards matching %s in %s; pass a folder of "
+                            "shards, an image tree (train/ and validation/ of class "
+                            "folders) or an unpacked CIFAR archive as --dataset_dir"
+                            % (layout.shard_glob(split), self.dataset_dir))
         return files
 
     def __repr__(self):
@@ -100,14 +104,18 @@ def _folder(dataset_dir):
 _BUILDERS = {"imagenet": _imagenet, "folder": _folder}
 
 
-def get_dataset(name, dataset_dir):
-    """Returns the DatasetSpec of dataset_dir; name is one of DATASET_NAMES."""
+def get_dataset(name, dataset_dir, cache_dir=None):
+    """Returns the DatasetSpec of dataset_dir; name is one of DATASET_NAMES. An image
+    tree or a CIFAR archive is read from its TFRecord cache (datasets/sources.py, under
+    ``cache_dir`` when given), converted first when needed."""
     if name not in DATASET_NAMES:
         raise UserError("unknown dataset name %r; known: %s" % (name, ", ".join(DATASET_NAMES)))
     if not dataset_dir or not os.path.isdir(dataset_dir):
         raise UserError("dataset dir %s %s; pass --dataset_dir=<folder of TFRecord shards>"
                         % (dataset_dir, "is a file, not a folder"
                            if dataset_dir and os.path.exists(dataset_dir) else "does not exist"))
+    if name != "imagenet":
+        dataset_dir = sources.records_dir(dataset_dir, cache_dir)
     if layout.unfinished_conversion(dataset_dir):
         raise UserError("%s holds a conversion that did not finish (%s, no %s); run the same "
                         "python -m datasets.build_tfrecords command again to finish it"
