@@ -38,8 +38,9 @@ def define_data_flags():
                         "Where image trees and CIFAR archives are converted (default "
                         "$XDG_CACHE_HOME or ~/.cache, /mobile-classifiers/datasets).")
     flags.DEFINE_string("dataset_name", "auto",
-                        "auto | imagenet | folder. auto: 'folder' when dataset_meta.json "
-                        "is present (written by datasets.build_tfrecords), else imagenet.")
+                        "auto | imagenet | cifar10 | folder. auto: 'folder' when "
+                        "dataset_meta.json is present (written by datasets.build_tfrecords), "
+                        "cifar10 when TF-Slim's cifar10_*.tfrecord are, else imagenet.")
     flags.DEFINE_string("model_name", "mobilenet_v2", "Network name (nets_factory).")
     flags.DEFINE_integer("num_classes", None,
                          "Classes of the network's head. Default: the dataset's class "

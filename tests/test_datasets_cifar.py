@@ -281,3 +281,38 @@ def test_train_and_evaluate_from_a_cifar_archive_and_an_image_tree(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "reading its TFRecord cache" in out.stdout
     assert "images=%d " % PER_BATCH in out.stdout
+
+
+def test_tf_slim_cifar10_records_are_read_as_they_are(tmp_path):
+    """TF-Slim's download_and_convert_cifar10.py output: one file per split, PNG bytes,
+    labels.txt; found by --dataset_name=auto and read by the input pipeline."""
+    from dataloader import data_provider
+    from datasets import dataset_factory
+    folder = str(tmp_path / "slim_cifar10")
+    os.makedirs(folder)
+    images, labels = random_images(3, 6), labels_for(3, 10, 6)
+    for name, count in (("cifar10_train.tfrecord", 6), ("cifar10_test.tfrecord", 6)):
+        with tf.io.TFRecordWriter(os.path.join(folder, name)) as writer:
+            for index in range(count):
+                feature = {"image/encoded": build_tfrecords._bytes(
+                               build_tfrecords.encode_png(images[index])),
+                           "image/format": build_tfrecords._bytes(b"png"),
+                           "image/class/label": build_tfrecords._int64(labels[index]),
+                           "image/height": build_tfrecords._int64(32),
+                           "image/width": build_tfrecords._int64(32)}
+                writer.write(tf.train.Example(features=tf.train.Features(
+                    feature=feature)).SerializeToString())
+    with open(os.path.join(folder, "labels.txt"), "w") as handle:
+        handle.write("".join("%d:%s\n" % (i, n) for i, n in enumerate(CIFAR10_NAMES)))
+    spec = dataset_factory.get_dataset("auto", folder)
+    assert (spec.name, spec.num_classes, spec.num_samples("validation")) == ("cifar10", 10,
+                                                                            10000)
+    assert spec.class_names == CIFAR10_NAMES
+    assert spec.list_files("validation") == [os.path.join(folder, "cifar10_test.tfrecord")]
+    with tf.Graph().as_default():
+        batch = tf.data.make_one_shot_iterator(data_provider.make_input_fn(
+            spec, "validation", False, 6, 32, "cifar", num_classes=10)()).get_next()
+        with tf.Session() as sess:
+            pixels, read_labels = sess.run(batch)
+    assert list(read_labels) == labels
+    np.testing.assert_allclose((pixels + 1.0) * 127.5, images, atol=1e-3)
