@@ -21,7 +21,7 @@ import time
 
 from datasets import build_tfrecords, cifar, layout
 from utils.errors import UserError
-from utils.files import ensure_writable_dir, user_cache_dir
+from utils.files import ensure_writable_dir, path_size, user_cache_dir
 
 RECORDS, IMAGE_TREE, CIFAR = "records", "an image tree", "a CIFAR archive"
 TREE_SPLITS = (("train", ("train",)), ("validation", ("validation", "val")))
@@ -159,4 +159,18 @@ def records_dir(dataset_dir, cache_root=None):
                  "(later runs reuse them)" % (dataset_dir, kind, count, cache))
             _convert(kind, dataset_dir, cache)
             _say("converted in %.0f s" % (time.time() - started))
+            _mention_older_caches(root, name)
     return cache
+
+
+def _mention_older_caches(root, name):
+    """Names the caches of earlier states of the same folder: kept (a run may still
+    read them), but they take room."""
+    stem = name.rsplit("-", 1)[0] + "-"
+    older = sorted(n for n in os.listdir(root)
+                   if n.startswith(stem) and n != name and len(n) == len(name)
+                   and os.path.isdir(os.path.join(root, n)))
+    if older:
+        size = sum(path_size(os.path.join(root, n)) for n in older) / 2.0 ** 20
+        _say("%d older cache(s) of this folder remain in %s (%s, %.0f MB); remove them "
+             "when no run reads them" % (len(older), root, ", ".join(older), size))

@@ -232,9 +232,45 @@ def test_cache_converts_once_and_again_after_an_edit(tmp_path, capfd):
     assert os.path.basename(first).startswith("flowers-")
     write_image_tree(os.path.join(tree, "train"), 3, 1, 32, start_index=7)  # a new class
     second = sources.records_dir(tree, root)
-    assert second != first and "converting it once" in capfd.readouterr().out
+    out = capfd.readouterr().out
+    assert second != first and "converting it once" in out
+    assert "1 older cache(s) of this folder remain in %s (%s, " % (
+        root, os.path.basename(first)) in out
     with open(os.path.join(second, "dataset_meta.json")) as handle:
         assert json.load(handle)["splits"]["train"]["num_samples"] == 2 * 3 + 3
+
+
+def test_an_interrupted_cache_conversion_is_finished_by_the_next_run(tmp_path, capfd,
+                                                                   monkeypatch):
+    source = str(tmp_path / "cifar-10-batches-py")
+    write_cifar10(source)
+    root = str(tmp_path / "cache")
+    real_write_split = build_tfrecords._write_split
+
+    def killed_after_train(split, *args, **kwargs):
+        if split == "validation":
+            raise KeyboardInterrupt  # the run is stopped after the train shards
+        return real_write_split(split, *args, **kwargs)
+
+    monkeypatch.setattr(build_tfrecords, "_write_split", killed_after_train)
+    with pytest.raises(KeyboardInterrupt):
+        sources.records_dir(source, root)
+    monkeypatch.setattr(build_tfrecords, "_write_split", real_write_split)
+    cache = sources.records_dir(source, root)
+    out = capfd.readouterr().out
+    assert "resuming the unfinished conversion in %s: 16 of 20 shards are complete" % cache \
+        in out
+    assert len(decoded_records(cache, "validation")) == PER_BATCH
+
+
+def test_an_unwritable_cache_folder_is_one_line(tmp_path):
+    source = str(tmp_path / "cifar-10-batches-py")
+    write_cifar10(source, batches=(1,))
+    blocker = str(tmp_path / "a_file")
+    open(blocker, "w").close()
+    with pytest.raises(UserError, match=r"^cannot write to %s \(.*\); pass a writable "
+                                        r"--dataset_cache_dir$" % blocker):
+        sources.records_dir(source, blocker)
 
 
 def test_a_waiting_run_reuses_the_conversion_it_waited_for(tmp_path, capfd):
