@@ -39,7 +39,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 JPEG_QUALITY = 95
 PROGRESS_EVERY_S = 2.0
 
-# path: the image file, or for pixels given as an array (CIFAR) "<batch file>#<index>";
+# path: the image file, or for pixels given as an array (CIFAR) "<folder>#<split>-<index>";
 # pixels: None, or uint8 [H, W, 3]; name: the record's image/filename.
 Item = collections.namedtuple("Item", "path label text pixels name")
 
@@ -424,7 +424,7 @@ def convert_cifar(cifar_directory, output_directory=None, cifar_labels="fine",
     data = cifar.load(cifar_directory, cifar_labels, warn=_warn)
     splits = collections.OrderedDict()
     for split, part in data.splits.items():
-        items = [Item("%s#%d" % (part.sources[0], i), label, data.class_names[label],
+        items = [Item("%s#%s-%d" % (data.folder, split, i), label, data.class_names[label],
                       part.images[i], part.names[i])
                  for i, label in enumerate(part.labels)]
         random.Random(shuffle_seed).shuffle(items)
