@@ -66,6 +66,10 @@ def define_eval_flags():
                          "Eval resolution (default: the model's eval size, e.g. 384 for "
                          "efficientnet_v2_s; in training, --train_image_size when given).")
     flags.DEFINE_float("central_fraction", 0.875, "Central crop kept before resizing (eval).")
+    flags.DEFINE_enum("use_ema", "auto", ("auto", "true", "false"),
+                      "Use the weights' moving averages (auto: when the checkpoint has "
+                      "them): when evaluating, and in train.py as the weights "
+                      "--restore_path starts from (false: its raw weights).")
 
 
 def define_train_flags():
@@ -289,6 +293,8 @@ FIELDS = tuple(Field(*row) for row in (
     ("restore_exclude", None, False, "scopes not restored (or 'auto')"),
     ("restore_dry_run", "restore_dry_run", True, "print the restore plan and exit"),
     ("ignore_missing_vars", "ignore_missing_vars", False, "start absent variables afresh"),
+    ("use_ema", "use_ema", False, "start from --restore_path's moving averages: auto | "
+                                  "true | false"),
     ("trainable_scopes", None, False, "scopes trained (empty: all)"),
 ))
 

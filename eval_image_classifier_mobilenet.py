@@ -42,7 +42,7 @@ from evaluation import ledger as ledger_lib
 import logger as logger_lib
 from datasets import dataset_factory
 from export import models
-from nets import nets_factory
+from nets import checkpoint_names, nets_factory
 from utils.checkpoints import (first_given, list_checkpoints, read_model_spec,
                                resolve_checkpoint)
 from utils.errors import (UserError, exit_on_user_error, reject_positional_args, run_main,
@@ -63,8 +63,6 @@ def define_eval_flags():
                         "<checkpoint dir>/eval).")
     flags.DEFINE_string("split", "validation", "Dataset split to evaluate.")
     flags.DEFINE_integer("max_num_batches", None, "Evaluate only this many batches.")
-    flags.DEFINE_enum("use_ema", "auto", ("auto", "true", "false"),
-                      "Use the weights' moving averages (auto: when the checkpoint has them).")
     flags.DEFINE_integer("log_every_n_batches", 10, "Batches between progress lines.")
     flags.DEFINE_boolean("eval_all_checkpoints", False,
                          "Evaluate every checkpoint of the directory, oldest first.")
@@ -116,13 +114,28 @@ def config_from_flags(f, model=None):
     if model is not None:
         return _exported_model_config(f, model, dataset)
     directory = checkpoint_dir(f.checkpoint_path, f.watch)
-    network = trained_network(f, dataset, read_model_spec(directory))
+    recorded = read_model_spec(directory)
+    names = single_checkpoint_names(f)
+    if names is not None:  # what automl's names say, below what training recorded
+        recorded = dict(checkpoint_names.implied_spec(names, dataset.num_classes),
+                        **recorded)
+    network = trained_network(f, dataset, recorded)
     return EvalConfig(
         dataset=dataset, split=f.split, batch_size=f.batch_size,
         max_num_batches=f.max_num_batches, use_ema=f.use_ema,
         log_every_n_batches=f.log_every_n_batches,
         eval_dir=f.eval_dir or os.path.join(directory, "eval"), data_threads=f.data_threads,
         **network)
+
+
+def single_checkpoint_names(f):
+    """nets/checkpoint_names.py's view of the one checkpoint --checkpoint_path names
+    (None for sweeps and --model_file); UserError when its names are automl's of
+    another network than a given --model_name."""
+    if f.model_file or f.watch or f.eval_all_checkpoints or f.ledger:
+        return None
+    return checkpoint_names.read(resolve_checkpoint(f.checkpoint_path, verify=False),
+                                 f.model_name if f["model_name"].present else None)
 
 
 def trained_network(f, dataset, recorded):
@@ -263,6 +276,9 @@ def main(argv):
     ensure_writable_dir(config.eval_dir, "eval_dir")
     load_results(config.eval_dir)  # an unreadable results file fails now, not after
     log = logger_lib.get_logger(os.path.join(config.eval_dir, "eval_log.log"))
+    names = single_checkpoint_names(f)
+    if names is not None and checkpoint_names.describe(names, f.use_ema):
+        log.info(checkpoint_names.describe(names, f.use_ema))
     with Evaluator(config, log) as evaluator:
         run_requested_evaluation(evaluator, config, ledger, model, f, log)
     return 0

@@ -29,6 +29,7 @@ import logger as logger_lib
 from dataloader import data_provider
 from datasets import dataset_factory
 from export import checkpoint_spec, formats, metadata
+from nets import checkpoint_names
 from utils.checkpoints import read_model_spec, resolve_checkpoint
 from utils.errors import (UserError, exit_on_user_error, reject_positional_args, run_main,
                           run_reporting_tf_errors)
@@ -94,6 +95,9 @@ def main(argv):
         checkpoint, model_name=f.model_name, num_classes=f.num_classes,
         labels_offset=f.labels_offset, image_size=f.image_size,
         central_fraction=f.central_fraction, labels_file=f.labels_file)
+    recognised = checkpoint_names.describe(checkpoint_names.read(checkpoint), f.use_ema)
+    if recognised:
+        print(recognised)
     started = time.time()
     calibration = None
     if f.format == "tflite_int8":

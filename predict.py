@@ -96,6 +96,8 @@ def main(argv):
 
     def log(line):
         sys.stderr.write(line + "\n")
+    if model.meta.get("recognised"):  # a checkpoint in automl's names
+        log(model.meta["recognised"])
     results = run_reporting_tf_errors(predict, model, paths, f.top_k, f.batch_size, log)
     model.close()
     if f.json_output == "-":

@@ -8,6 +8,7 @@ padded and randomly cropped back for training. All return float32 in [-1, 1]. JP
 """
 import collections
 
+from dataloader import automl_preprocessing
 from utils.errors import UserError
 from utils.tf_compat import tf
 
@@ -153,11 +154,29 @@ def _small(config):
     return preprocess
 
 
-# The ImageNet networks train on TF-Slim's inception-style preprocessing; the 32-px
-# (CIFAR) variants on pad-and-crop.
-_FACTORIES = {"cifar": _small, "inception": _inception, "mobilenet": _inception, "mobilenet_v1": _inception,
+def _automl(legacy):
+    """automl's EfficientNetV2 evaluation (dataloader/automl_preprocessing.py); training
+    crops as inception-style, normalised the same way."""
+    def factory(config):
+        inception = _inception(config)
+
+        def preprocess(image, height, width, is_training, bbox=None):
+            if is_training:
+                return automl_preprocessing.from_unit_range(
+                    inception(image, height, width, True, bbox), legacy)
+            return automl_preprocessing.automl_eval(image, height, width, legacy)
+        return preprocess
+    return factory
+
+
+# The ImageNet networks train on TF-Slim's inception-style preprocessing, the 32-px
+# (CIFAR) variants on pad-and-crop; automl's EfficientNetV2 evaluation is there to
+# reproduce its checkpoints' published top-1.
+_FACTORIES = {"cifar": _small, "inception": _inception, "mobilenet": _inception,
+              "mobilenet_v1": _inception,
               "mobilenet_v2": _inception, "mobilenet_v3": _inception, "mnasnet": _inception,
-              "efficientnet_v2": _inception}
+              "efficientnet_v2": _inception, "automl": _automl(False),
+              "automl_legacy": _automl(True)}
 PREPROCESSING_NAMES = tuple(sorted(_FACTORIES))
 
 

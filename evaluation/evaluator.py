@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from dataloader import data_provider
-from nets import nets_factory
+from nets import checkpoint_names, nets_factory
 from utils.checkpoint_health import DamagedCheckpoint, require_intact
 from utils.checkpoints import EMA_SUFFIX, checkpoint_global_step
 from utils.errors import UserError
@@ -35,13 +35,13 @@ _KeptGraph = collections.namedtuple(
 
 
 def restore_map(model_variables, checkpoint, use_ema):
-    """Checkpoint name for each model variable: its moving average when wanted and
-    present, else its own name. A missing or misshapen variable is a UserError."""
-    shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
-    has_ema = any(name.endswith(EMA_SUFFIX) for name in shapes)
-    if use_ema == "true" and not has_ema:
-        raise UserError("--use_ema=true but %s holds no moving averages" % checkpoint)
-    take_ema = has_ema and use_ema != "false"
+    """Checkpoint tensor name for each model variable: its moving average when wanted and
+    present, else its own; the checkpoint's names are read as ours first
+    (nets/checkpoint_names.py: automl's EfficientNetV2 names too). A missing or
+    misshapen variable is a UserError. Restore it with ``saver``."""
+    names = checkpoint_names.read(checkpoint)
+    shapes = names.shapes
+    take_ema = checkpoint_names.use_moving_averages(names, use_ema)
     mapping = {}
     for var in model_variables:
         name = var.op.name
@@ -53,9 +53,15 @@ def restore_map(model_variables, checkpoint, use_ema):
         if list(shapes[source]) != want:
             raise UserError("checkpoint variable %s has shape %s but the model expects %s; "
                             "check --num_classes / --labels_offset / --model_name"
-                            % (source, list(shapes[source]), want))
-        mapping[source] = var
+                            % (names.source(source), list(shapes[source]), want))
+        mapping[names.source(source)] = var
     return mapping, take_ema
+
+
+def saver(mapping):
+    """A Saver restoring ``restore_map``'s mapping; it reshapes what another layout
+    stores in another shape (automl's dense head), sizes having been checked."""
+    return tf.train.Saver(mapping, reshape=True)
 
 
 class Evaluator(object):
@@ -107,7 +113,7 @@ class Evaluator(object):
         """Restores the default graph's variables; returns whether EMA weights were used."""
         mapping, used_ema = restore_map(tf.global_variables(), checkpoint,
                                         self.config.use_ema)
-        tf.train.Saver(mapping).restore(sess, checkpoint)
+        saver(mapping).restore(sess, checkpoint)
         return used_ema
 
     def evaluate(self, checkpoint, use_ema=None):
@@ -127,7 +133,7 @@ class Evaluator(object):
         key = tuple(sorted(mapping))
         with kept.graph.as_default():  # TF 2.x is eager outside a graph
             if key not in kept.savers:  # raw and EMA weights: a saver each, built once
-                kept.savers[key] = tf.train.Saver(mapping)
+                kept.savers[key] = saver(mapping)
             kept.savers[key].restore(kept.session, checkpoint)
             kept.session.run(kept.rewind)
             started = time.time()

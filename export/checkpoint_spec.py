@@ -1,11 +1,12 @@
 """What network a checkpoint holds: flags first, then the model_spec.json that training
-wrote beside it, then the model's defaults."""
+wrote beside it, then what its variable names say (automl's EfficientNetV2 names name
+the network and the head's classes), then the model's defaults."""
 import os
 
 from datasets import layout
 from export import metadata
 from export.inference_graph import ModelSpec
-from nets import nets_factory
+from nets import checkpoint_names, nets_factory
 from utils.checkpoints import first_given, read_model_spec
 from utils.errors import UserError
 
@@ -14,12 +15,15 @@ def resolve(checkpoint, model_name=None, num_classes=None, labels_offset=None,
             image_size=None, central_fraction=None, labels_file=None):
     """(ModelSpec, class names or None) for ``checkpoint`` (a resolved prefix)."""
     recorded = read_model_spec(os.path.dirname(checkpoint) or ".")
-    model_name = first_given(model_name, recorded.get("model_name"))
+    implied = checkpoint_names.implied_spec(checkpoint_names.read(checkpoint, model_name))
+    model_name = first_given(model_name, recorded.get("model_name"),
+                             implied.get("model_name"))
     if model_name is None:
         raise UserError("which network is %s? pass --model_name (no model_spec.json beside "
                         "it)" % checkpoint)
     info = nets_factory.get_model_info(model_name)
-    num_classes = first_given(num_classes, recorded.get("num_classes"))
+    num_classes = first_given(num_classes, recorded.get("num_classes"),
+                              implied.get("num_classes"))
     if num_classes is None:
         raise UserError("how many classes has %s? pass --num_classes (no model_spec.json "
                         "beside it)" % checkpoint)

@@ -8,7 +8,7 @@
 """
 import collections
 
-from evaluation.evaluator import restore_map
+from evaluation.evaluator import restore_map, saver
 from dataloader import preprocessing
 from nets import nets_factory
 from utils.tf_compat import tf
@@ -60,7 +60,7 @@ def restore(sess, checkpoint, use_ema="auto"):
     """Loads the checkpoint into the default graph's variables (moving averages when
     present, unless use_ema is "false"); returns whether moving averages were used."""
     mapping, used_ema = restore_map(tf.global_variables(), checkpoint, use_ema)
-    tf.train.Saver(mapping).restore(sess, checkpoint)
+    saver(mapping).restore(sess, checkpoint)
     return used_ema
 
 

@@ -15,9 +15,10 @@ import numpy as np
 
 from export import checkpoint_spec, metadata
 from export import formats
+from nets import checkpoint_names
 from export import inference_graph as graph_lib
 from utils import native_output
-from utils.checkpoints import resolve_checkpoint
+from utils.checkpoints import only_checkpoint, resolve_checkpoint
 from utils.errors import UserError
 from utils.tf_compat import tf
 
@@ -30,7 +31,7 @@ def detect_kind(path):
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, "saved_model.pb")):
             return "saved_model"
-        if tf.train.latest_checkpoint(path) is not None:
+        if tf.train.latest_checkpoint(path) is not None or only_checkpoint(path):
             return "checkpoint"
         raise UserError("%s holds neither a SavedModel (saved_model.pb) nor checkpoints"
                         % path)
@@ -102,7 +103,9 @@ def _load_checkpoint(path, overrides):
         model = graph_lib.build_image_model(spec)
         sess = tf.Session(graph=graph)
         used_ema = graph_lib.restore(sess, checkpoint, use_ema)
-    meta = dict(spec._asdict(), class_names=names, checkpoint=checkpoint, ema=used_ema)
+    meta = dict(spec._asdict(), class_names=names, checkpoint=checkpoint, ema=used_ema,
+                recognised=checkpoint_names.describe(checkpoint_names.read(checkpoint),
+                                                     use_ema))
     return _SessionModel("checkpoint", path, graph, sess, model.input, model.logits, meta)
 
 

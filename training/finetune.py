@@ -9,7 +9,8 @@ the console with --restore_dry_run.
 """
 import collections
 
-from nets import nets_factory
+from nets import checkpoint_names, nets_factory
+from utils.checkpoints import EMA_SUFFIX
 from utils.errors import UserError
 from utils.tf_compat import tf
 
@@ -25,10 +26,13 @@ PlanEntry = collections.namedtuple("PlanEntry", "kind checkpoint_shape model_sha
 
 
 class RestorePlan(collections.namedtuple(
-        "RestorePlan", "checkpoint exclude restored entries unused")):
+        "RestorePlan", "checkpoint exclude restored entries unused sources note")):
     """exclude: the scopes left out, or AUTO; restored: name -> variable; entries:
     name -> PlanEntry in the model's order; unused: Counter of the checkpoint tensors no
-    model variable takes, by kind (see _unused)."""
+    model variable takes, by kind (see _unused); sources: name -> the checkpoint tensor
+    it starts from (its moving average when used; automl's name for an automl
+    checkpoint); note: the line saying what was recognised in a checkpoint in other
+    names (nets/checkpoint_names.describe), or None."""
 
     def names(self, kind):
         return [name for name, entry in self.entries.items() if entry.kind == kind]
@@ -70,20 +74,28 @@ def block_of(name):
     return "/".join(name.split("/")[:2])
 
 
-def plan_restore(checkpoint, model_variables, exclude, ignore_missing, head_scopes=()):
+def plan_restore(checkpoint, model_variables, exclude, ignore_missing, head_scopes=(),
+                 use_ema="auto"):
     """Which model variables the checkpoint initialises; UserError on a misfit.
 
     exclude: scopes left out, or AUTO: restore whatever fits by name and shape, skip
     the variables of another shape, start the absent ones afresh (``head_scopes``
     bound what may be skipped, see _check_auto_fit); ``ignore_missing`` is for the
-    other modes only, where an absent variable is an error without it.
+    other modes only, where an absent variable is an error without it. Each variable
+    starts from its moving average where the checkpoint has one, unless ``use_ema`` is
+    "false" (automl's fine-tuning does the same: ft_init_ema). The checkpoint's names
+    are read as ours (nets/checkpoint_names.py).
     """
-    shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+    names = checkpoint_names.read(checkpoint)
+    shapes = names.shapes
+    take_ema = checkpoint_names.use_moving_averages(names, use_ema)
     auto = exclude == AUTO
-    restored, entries = collections.OrderedDict(), collections.OrderedDict()
+    restored, entries, sources = (collections.OrderedDict(), collections.OrderedDict(),
+                                  {})
     for var in model_variables:
         name, model_shape = var.op.name, var.shape.as_list()
-        saved = list(shapes[name]) if name in shapes else None
+        source = name + EMA_SUFFIX if take_ema and name + EMA_SUFFIX in shapes else name
+        saved = list(shapes[source]) if source in shapes else None
         if not auto and in_scopes(name, exclude):
             kind = EXCLUDED
         elif saved is None:
@@ -98,19 +110,39 @@ def plan_restore(checkpoint, model_variables, exclude, ignore_missing, head_scop
         else:
             kind = RESTORED
             restored[name] = var
+            _check_in_place(names, source, name)
+        if saved is not None:
+            sources[name] = names.source(source)
         entries[name] = PlanEntry(kind, saved, model_shape)
-    plan = RestorePlan(checkpoint, exclude, restored, entries, _unused(shapes, entries))
+    plan = RestorePlan(checkpoint, exclude, restored, entries,
+                       _unused(names, entries, sources), sources,
+                       checkpoint_names.describe(names, use_ema))
+    _check_plan(plan, auto, ignore_missing, head_scopes)
+    return plan
+
+
+def _check_in_place(names, source, name):
+    """A warm start sets initializers to read the checkpoint as stored, so a tensor
+    stored in another shape (automl's dense head) cannot start our variable."""
+    if names.reshaped(source):
+        raise UserError("cannot start %s from %s's %s %s in place (a dense layer there); "
+                        "leave the head out (the default --restore_exclude) or convert the "
+                        "checkpoint first: python -m nets.convert_checkpoint --from=automl "
+                        "%s OUT" % (name, names.path, names.source(source),
+                                    names.sources[source][1], names.path))
+
+
+def _check_plan(plan, auto, ignore_missing, head_scopes):
     missing = plan.missing
     if missing and not auto and not ignore_missing:
         raise UserError("%s lacks %d of the model's variables (first: %s); check --model_name, "
                         "or pass --ignore_missing_vars to initialise them afresh"
-                        % (checkpoint, len(missing), missing[0]))
-    if not restored:
+                        % (plan.checkpoint, len(missing), missing[0]))
+    if not plan.restored:
         raise UserError("nothing in %s fits the model; check --model_name and "
-                        "--restore_exclude" % checkpoint)
+                        "--restore_exclude" % plan.checkpoint)
     if auto:
         _check_auto_fit(plan, head_scopes)
-    return plan
 
 
 def _check_auto_fit(plan, head_scopes):
@@ -139,16 +171,18 @@ def _check_auto_fit(plan, head_scopes):
                        absent, first))
 
 
-def _unused(checkpoint_shapes, entries):
+def _unused(names, entries, sources):
     """Counts of the checkpoint tensors no model variable takes: a model variable's
-    companion by its own name (Momentum, ExponentialMovingAverage, RMSProp...),
-    global_step, or other."""
+    companion by its own name (Momentum, ExponentialMovingAverage, RMSProp...), the
+    weights whose moving averages were taken instead, global_step, or other."""
     counts = collections.Counter()
-    for name in checkpoint_shapes:
-        if name in entries:
+    taken = set(sources.values())
+    for name in names.shapes:
+        if names.source(name) in taken:
             continue
         parent, _, last = name.rpartition("/")
-        counts[last if parent in entries else
+        counts["weights (moving averages taken)" if name in entries else
+               last if parent in entries else
                name if name == "global_step" else "other"] += 1
     return counts
 
@@ -159,8 +193,8 @@ def plan_warm_start(env, checkpoint):
     --restore_dry_run prints."""
     variables = tf.global_variables(scope=env.model.scope)
     plan = plan_restore(checkpoint, variables, env.restore_exclude, env.ignore_missing_vars,
-                        env.model.head_scopes)
-    return plan, report(plan)
+                        env.model.head_scopes, env.use_ema)
+    return plan, ([plan.note] if plan.note else []) + report(plan)
 
 
 def restore_dry_run(env, logger):
@@ -197,8 +231,10 @@ def report(plan):
                    % (len(plan.restored), plan.checkpoint, len(plan.excluded),
                       ", ".join(plan.exclude) or "nothing excluded", missing))
     lines = [summary] + _block_table(plan)
+    # The excluded ones of another shape too: a head of other classes (automl's 21k).
     listed = [(name, entry) for name, entry in plan.entries.items()
-              if entry.kind in (SKIPPED, NEW)]
+              if entry.kind in (SKIPPED, NEW) or entry.kind == EXCLUDED
+              and entry.checkpoint_shape not in (None, entry.model_shape)]
     width = max([len(name) for name, _ in listed] or [0])
     saved_width = max([len(str(entry.checkpoint_shape)) for _, entry in listed] or [0])
     for name, entry in listed:
@@ -243,7 +279,8 @@ def _block_table(plan):
 def warm_start(plan):
     """Makes the plan's variables start from the checkpoint (their initializers read
     it), so it applies only to a fresh run: a resumed run restores train_dir instead."""
-    tf.train.init_from_checkpoint(plan.checkpoint, dict(plan.restored))
+    tf.train.init_from_checkpoint(plan.checkpoint, dict(
+        (plan.sources[name], var) for name, var in plan.restored.items()))
 
 
 def trainable_variables(scopes):

@@ -30,7 +30,7 @@ def resolve_checkpoint(path, flag_name="checkpoint_path", verify=True):
     there is none, DamagedCheckpoint when it does not read back whole (``verify``: the
     full check, for callers about to restore it; they read it all anyway)."""
     if os.path.isdir(path):
-        prefix = tf.train.latest_checkpoint(path)
+        prefix = tf.train.latest_checkpoint(path) or only_checkpoint(path)
         if prefix is None:
             raise UserError("no checkpoint in %s; point --%s at a training directory or a "
                             "checkpoint prefix (model.ckpt-N)" % (path, flag_name))
@@ -43,6 +43,13 @@ def resolve_checkpoint(path, flag_name="checkpoint_path", verify=True):
         checkpoint_health.require_intact(prefix, advice=(
             "copy it again from where it came from, or pass another --%s" % flag_name))
     return prefix
+
+
+def only_checkpoint(directory):
+    """The one checkpoint of a folder without a state file (published weights, such as
+    automl's efficientnetv2-s-21k/), else None."""
+    found = glob.glob(os.path.join(glob.escape(directory), "*.index"))
+    return found[0][:-len(".index")] if len(found) == 1 else None
 
 
 def checkpoint_global_step(checkpoint):
@@ -214,3 +221,17 @@ def read_model_spec(directory):
                                 "train.py writes it beside its checkpoints: repair or "
                                 "delete it (then give the model flags, such as "
                                 "--model_name and --num_classes)")
+
+
+def write_tensors(prefix, tensors):
+    """Writes {name: numpy array} as a checkpoint at ``prefix`` (no state file, no graph):
+    what converters write."""
+    names = sorted(tensors)
+    with tf.Graph().as_default():
+        feeds = [tf.placeholder(tf.as_dtype(tensors[n].dtype), tensors[n].shape)
+                 for n in names]
+        save = tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,
+                                 shape_and_slices=[""] * len(names), tensors=feeds)
+        with tf.Session() as sess:
+            sess.run(save, dict((feed, tensors[n]) for feed, n in zip(feeds, names)))
+    return prefix
