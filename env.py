@@ -30,10 +30,17 @@ def define_data_flags():
     """Flags shared by training and evaluation: what data, what model."""
     if "dataset_dir" in flags.FLAGS:  # already defined by another entry point
         return
-    flags.DEFINE_string("dataset_dir", None, "Folder of TFRecord shards (slim layout).")
+    flags.DEFINE_string("dataset_dir", None,
+                        "Folder of TFRecord shards (slim layout), or of images as they "
+                        "come: an image tree (train/ and validation/ of class folders) or "
+                        "an unpacked CIFAR-10/100 archive, converted once into a cache.")
+    flags.DEFINE_string("dataset_cache_dir", None,
+                        "Where image trees and CIFAR archives are converted (default "
+                        "$XDG_CACHE_HOME or ~/.cache, /mobile-classifiers/datasets).")
     flags.DEFINE_string("dataset_name", "auto",
-                        "auto | imagenet | folder. auto: 'folder' when dataset_meta.json "
-                        "is present (written by datasets.build_tfrecords), else imagenet.")
+                        "auto | imagenet | cifar10 | folder. auto: 'folder' when "
+                        "dataset_meta.json is present (written by datasets.build_tfrecords), "
+                        "cifar10 when TF-Slim's cifar10_*.tfrecord are, else imagenet.")
     flags.DEFINE_string("model_name", "mobilenet_v2", "Network name (nets_factory).")
     flags.DEFINE_integer("num_classes", None,
                          "Classes of the network's head. Default: the dataset's class "
@@ -370,7 +377,7 @@ def _check_flag_values(f):
 def _data_fields(f):
     """The dataset, the network and the image sizes."""
     model = nets_factory.get_model_info(f.model_name)
-    dataset = dataset_factory.get_dataset(f.dataset_name, f.dataset_dir)
+    dataset = dataset_factory.get_dataset(f.dataset_name, f.dataset_dir, f.dataset_cache_dir)
     num_classes = f.num_classes or dataset.num_classes - f.labels_offset
     if num_classes < 2:
         raise UserError("--num_classes=%d: need at least 2 classes" % num_classes)

@@ -107,7 +107,7 @@ def config_from_flags(f, model=None):
                         "not exist yet), got the file %s" % f.checkpoint_path)
     if not 0.0 < f.central_fraction <= 1.0:
         raise UserError("--central_fraction=%s must be in (0, 1]" % f.central_fraction)
-    dataset = dataset_factory.get_dataset(f.dataset_name, f.dataset_dir)
+    dataset = dataset_factory.get_dataset(f.dataset_name, f.dataset_dir, f.dataset_cache_dir)
     if f.split not in dataset.splits:
         raise UserError("--split=%s: the dataset has %s" % (f.split, ", ".join(dataset.splits)))
     dataset.list_files(f.split)  # no shards: one clear line now, not a TF error later

@@ -1,8 +1,9 @@
 """Inception-style image preprocessing (TF-Slim's), graph mode.
 
-Training: a random crop covering part of the image (sample_distorted_bounding_box), a
-bilinear resize, an optional horizontal flip. Evaluation: a central crop and a resize.
-Both return float32 in [-1, 1]. JPEG bytes are decoded only inside the crop window
+inception: for training, a random crop covering part of the image
+(sample_distorted_bounding_box), a bilinear resize, an optional horizontal flip; for
+evaluation, a central crop and a resize. cifar (the 32-px networks): the whole image,
+padded and randomly cropped back for training. All return float32 in [-1, 1]. JPEG bytes are decoded only inside the crop window
 (decode_and_crop_jpeg); other encodings (PNG) are decoded whole, then cropped.
 """
 import collections
@@ -124,6 +125,35 @@ def _inception(config):
     return preprocess
 
 
+def _whole_window(shape):
+    return tf.zeros([3], tf.int32), tf.stack([shape[0], shape[1], -1])
+
+
+def preprocess_small(image, height, width, is_training, random_flip=True):
+    """The CIFAR recipe's: the whole image (resized only when it is not height x width);
+    for training, zero-padded by an eighth of its side (4 px at 32) on every side, a
+    random height x width crop and a random flip. As kuangliu/pytorch-cifar and TF-Slim's
+    cifarnet_preprocessing train; scaled to [-1, 1] like the others."""
+    image = tf.image.convert_image_dtype(_decode_window(image, _whole_window), tf.float32)
+    image = tf.image.resize_images(image, [height, width],
+                                   method=tf.image.ResizeMethod.BILINEAR, align_corners=False)
+    if is_training:
+        pad_y, pad_x = height // 8, width // 8
+        image = tf.pad(image, [[pad_y, pad_y], [pad_x, pad_x], [0, 0]])
+        image = tf.image.random_crop(image, [height, width, 3])
+        if random_flip:
+            image = tf.image.random_flip_left_right(image)
+    image.set_shape([height, width, 3])
+    return (image - 0.5) * 2.0
+
+
+def _small(config):
+    def preprocess(image, height, width, is_training, bbox=None):
+        del bbox  # the crop is uniform: CIFAR's objects fill the image
+        return preprocess_small(image, height, width, is_training, config.random_flip)
+    return preprocess
+
+
 def _automl(legacy):
     """automl's EfficientNetV2 evaluation (dataloader/automl_preprocessing.py); training
     crops as inception-style, normalised the same way."""
@@ -139,9 +169,11 @@ def _automl(legacy):
     return factory
 
 
-# Every supported network trains on TF-Slim's inception-style preprocessing; automl's
-# EfficientNetV2 evaluation is there to reproduce its checkpoints' published top-1.
-_FACTORIES = {"inception": _inception, "mobilenet": _inception, "mobilenet_v1": _inception,
+# The ImageNet networks train on TF-Slim's inception-style preprocessing, the 32-px
+# (CIFAR) variants on pad-and-crop; automl's EfficientNetV2 evaluation is there to
+# reproduce its checkpoints' published top-1.
+_FACTORIES = {"cifar": _small, "inception": _inception, "mobilenet": _inception,
+              "mobilenet_v1": _inception,
               "mobilenet_v2": _inception, "mobilenet_v3": _inception, "mnasnet": _inception,
               "efficientnet_v2": _inception, "automl": _automl(False),
               "automl_legacy": _automl(True)}

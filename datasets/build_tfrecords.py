@@ -1,9 +1,10 @@
 """Converts image trees into TF-Slim-style TFRecord shards.
 
 Input: class-per-folder trees (DIR/<class>/<image>) for train and/or validation, or
-ImageNet's flat validation folder plus a ground-truth file (--imagenet_val_labels).
-Output: <split>-NNNNN-of-NNNNN shards of tf.train.Example (slim keys, RGB JPEG bytes),
-labels.txt and dataset_meta.json (written last).
+ImageNet's flat validation folder plus a ground-truth file (--imagenet_val_labels), or
+an unpacked CIFAR-10 / CIFAR-100 archive (--cifar_directory, datasets/cifar.py).
+Output: <split>-NNNNN-of-NNNNN shards of tf.train.Example (slim keys; RGB JPEG bytes, or
+lossless PNG for CIFAR's pixel arrays), labels.txt and dataset_meta.json (written last).
 
 Interrupted (killed, a full disk, a broken image), a conversion leaves only complete
 shards (each is written under a .tmp- name and renamed when done) and a .tmp-conversion.json
@@ -12,6 +13,8 @@ Running the same command again keeps the complete shards and writes the rest.
 
   python -m datasets.build_tfrecords --train_directory=IMAGES/train \\
       --validation_directory=IMAGES/validation --output_directory=RECORDS
+  python -m datasets.build_tfrecords --cifar_directory=cifar-10-batches-py \\
+      --output_directory=RECORDS
 """
 import collections
 import hashlib
@@ -28,7 +31,7 @@ from absl import flags
 from PIL import Image
 
 from dataloader import record_check
-from datasets import layout
+from datasets import cifar, layout
 from utils.errors import UserError, exit_on_user_error, run_main
 from utils.files import ensure_writable_dir
 
@@ -36,18 +39,24 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 JPEG_QUALITY = 95
 PROGRESS_EVERY_S = 2.0
 
-Item = collections.namedtuple("Item", "path label text")
+# path: the image file, or for pixels given as an array (CIFAR) "<folder>#<split>-<index>";
+# pixels: None, or uint8 [H, W, 3]; name: the record's image/filename.
+Item = collections.namedtuple("Item", "path label text pixels name")
+
+
+def file_item(path, label, text):
+    return Item(path, label, text, None, os.path.basename(path))
 
 
 # ----------------------------------------------------------------------------- inputs
 
-def _is_image_name(name):
+def is_image_name(name):
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
 def _image_files(folder):
     return sorted(n for n in os.listdir(folder)
-                  if _is_image_name(n) and os.path.isfile(os.path.join(folder, n)))
+                  if is_image_name(n) and os.path.isfile(os.path.join(folder, n)))
 
 
 def _require_dir(path, flag):
@@ -134,7 +143,8 @@ def _class_names(trees, labels_file):
 
 def _shuffled_items(tree, class_names, seed):
     index = {name: i for i, name in enumerate(class_names)}
-    items = [Item(path, index[name], name) for name, paths in tree.items() for path in paths]
+    items = [file_item(path, index[name], name) for name, paths in tree.items()
+             for path in paths]
     # Fixed-seed shuffle so each shard holds a mix of classes, reproducibly.
     random.Random(seed).shuffle(items)
     return items
@@ -176,6 +186,22 @@ def encode_rgb_jpeg(path):
     return buffer.getvalue(), rgb.height, rgb.width
 
 
+def encode_png(pixels):
+    """Lossless PNG bytes of a uint8 [H, W, 3] array."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def encode_item(item):
+    """(encoded bytes, format, height, width) of an item: files as RGB JPEG, arrays as
+    PNG, so a decoded record equals the source pixels."""
+    if item.pixels is None:
+        jpeg, height, width = encode_rgb_jpeg(item.path)
+        return jpeg, b"JPEG", height, width
+    return encode_png(item.pixels), b"PNG", item.pixels.shape[0], item.pixels.shape[1]
+
+
 def _tf():
     # Imported on first use, so input mistakes are reported before TensorFlow's slow,
     # noisy import.
@@ -195,18 +221,19 @@ def _bytes(value):
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
 
-def _example(item, jpeg, height, width):
+def _example(item):
+    encoded, image_format, height, width = encode_item(item)
     tf = _tf()
     return tf.train.Example(features=tf.train.Features(feature={
-        "image/encoded": _bytes(jpeg),
-        "image/format": _bytes(b"JPEG"),
+        "image/encoded": _bytes(encoded),
+        "image/format": _bytes(image_format),
         "image/class/label": _int64(item.label),
         "image/class/text": _bytes(item.text),
         "image/height": _int64(height),
         "image/width": _int64(width),
         "image/colorspace": _bytes(b"RGB"),
         "image/channels": _int64(3),
-        "image/filename": _bytes(os.path.basename(item.path)),
+        "image/filename": _bytes(item.name),
     }))
 
 
@@ -243,8 +270,7 @@ def _write_shard(path, items, progress, stop):
             for item in items:
                 if stop.is_set():
                     return
-                jpeg, height, width = encode_rgb_jpeg(item.path)
-                writer.write(_example(item, jpeg, height, width).SerializeToString())
+                writer.write(_example(item).SerializeToString())
                 progress.advance()
         os.replace(temp, path)
     finally:
@@ -375,28 +401,75 @@ def convert(train_directory=None, validation_directory=None, output_directory=No
     """Converts the given image trees; returns the metadata written to dataset_meta.json."""
     if not train_directory and not validation_directory:
         raise UserError("pass --train_directory and/or --validation_directory")
+    _check_output(output_directory, train_shards, validation_shards, num_threads)
+    trees = _scan_inputs(train_directory, validation_directory, imagenet_val_labels)
+    class_names = _class_names(trees, labels_file)
+    splits = collections.OrderedDict(
+        (split, _shuffled_items(tree, class_names, shuffle_seed))
+        for split, tree in trees.items())
+    return _convert_splits(splits, class_names, output_directory, train_shards,
+                           validation_shards, num_threads, overwrite,
+                           {"image_format": "JPEG"})
+
+
+def convert_cifar(cifar_directory, output_directory=None, cifar_labels="fine",
+                  train_shards=8, validation_shards=2, num_threads=2, overwrite=False,
+                  shuffle_seed=12345):
+    """Converts an unpacked CIFAR-10 / CIFAR-100 archive (datasets.cifar) into PNG
+    records; returns the metadata written to dataset_meta.json."""
+    _check_output(output_directory, train_shards, validation_shards, num_threads)
+    if cifar_labels not in cifar.LABEL_KINDS:
+        raise UserError("--cifar_labels=%s: choose %s" % (cifar_labels,
+                                                          " or ".join(cifar.LABEL_KINDS)))
+    data = cifar.load(cifar_directory, cifar_labels, warn=_warn)
+    splits = collections.OrderedDict()
+    for split, part in data.splits.items():
+        items = [Item("%s#%s-%d" % (data.folder, split, i), label, data.class_names[label],
+                      part.images[i], part.names[i])
+                 for i, label in enumerate(part.labels)]
+        random.Random(shuffle_seed).shuffle(items)
+        splits[split] = items
+    # The batches' sizes and times stand for their content in the resume fingerprint.
+    sources = [(path, os.path.getsize(path), os.path.getmtime(path))
+               for part in data.splits.values() for path in part.sources]
+    return _convert_splits(splits, data.class_names, output_directory, train_shards,
+                           validation_shards, num_threads, overwrite,
+                           {"image_format": "PNG",
+                            "source": {"format": data.format.name, "folder": data.folder,
+                                       "labels": cifar_labels}},
+                           extra_fingerprint=sources)
+
+
+def _warn(line):
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _check_output(output_directory, train_shards, validation_shards, num_threads):
     if not output_directory:
         raise UserError("--output_directory is required")
     _check_counts(train_shards, validation_shards, num_threads)
-    trees = _scan_inputs(train_directory, validation_directory, imagenet_val_labels)
-    class_names = _class_names(trees, labels_file)
+
+
+def _convert_splits(splits, class_names, output_directory, train_shards, validation_shards,
+                    num_threads, overwrite, meta_fields, extra_fingerprint=()):
+    """Writes {split: shuffled items} as shards, then labels.txt and dataset_meta.json
+    (with ``meta_fields``); resumes an interrupted conversion of the same plan."""
     requested = {"train": train_shards, "validation": validation_shards}
     plans = collections.OrderedDict(
-        (split, _shard_plan(split, _shuffled_items(tree, class_names, shuffle_seed),
-                            requested[split]))
-        for split, tree in trees.items())
+        (split, _shard_plan(split, items, requested[split])) for split, items in splits.items())
     everything = [shard for shards in plans.values() for shard in shards]
-    fingerprint = _plan_fingerprint(everything, class_names)
+    fingerprint = _plan_fingerprint(everything, [class_names, list(extra_fingerprint)])
     done = _prepare_output(output_directory, overwrite, fingerprint, everything)
     marker = os.path.join(output_directory, layout.CONVERSION_MARKER)
     layout.atomic_write_text(marker, json.dumps({"fingerprint": fingerprint}) + "\n")
 
-    splits = collections.OrderedDict()
+    written = collections.OrderedDict()
     try:
         for split, shards in plans.items():
             _write_split(split, shards, output_directory, num_threads, done)
-            splits[split] = {"num_samples": sum(len(items) for _, items in shards),
-                             "num_shards": len(shards)}
+            written[split] = {"num_samples": sum(len(items) for _, items in shards),
+                              "num_shards": len(shards)}
     except BaseException:
         if not _complete_shards(output_directory):
             os.remove(marker)  # nothing to resume: leave the folder as it was
@@ -404,8 +477,8 @@ def convert(train_directory=None, validation_directory=None, output_directory=No
 
     metadata = collections.OrderedDict([
         ("format", layout.META_FORMAT), ("num_classes", len(class_names)),
-        ("labels_offset", 0), ("splits", splits), ("class_names", class_names),
-        ("image_format", "JPEG")])
+        ("labels_offset", 0), ("splits", written), ("class_names", class_names)])
+    metadata.update(meta_fields)
     layout.write_labels_file(os.path.join(output_directory, layout.LABELS_FILENAME),
                              class_names)
     layout.atomic_write_text(os.path.join(output_directory, layout.META_FILENAME),
@@ -421,6 +494,12 @@ def define_flags():
     flags.DEFINE_string("validation_directory", None,
                         "Class-per-folder tree of validation images (or ImageNet's flat "
                         "validation folder with --imagenet_val_labels).")
+    flags.DEFINE_string("cifar_directory", None,
+                        "An unpacked CIFAR-10 or CIFAR-100 archive (python or binary "
+                        "version), instead of image trees: its training batches become "
+                        "train, its test batch validation.")
+    flags.DEFINE_enum("cifar_labels", "fine", cifar.LABEL_KINDS,
+                      "CIFAR-100's labels: fine (100 classes) or coarse (20 superclasses).")
     flags.DEFINE_string("output_directory", None, "Folder for the shards and metadata.")
     flags.DEFINE_integer("train_shards", 8, "Number of training shards.")
     flags.DEFINE_integer("validation_shards", 2, "Number of validation shards.")
@@ -441,12 +520,18 @@ def main(argv):
     if len(argv) > 1:
         raise UserError("unexpected arguments %s; every option is a --flag" % " ".join(argv[1:]))
     f = flags.FLAGS
-    metadata = convert(
-        train_directory=f.train_directory, validation_directory=f.validation_directory,
-        output_directory=f.output_directory, train_shards=f.train_shards,
-        validation_shards=f.validation_shards, num_threads=f.num_threads,
-        overwrite=f.overwrite, labels_file=f.labels_file,
-        imagenet_val_labels=f.imagenet_val_labels, shuffle_seed=f.shuffle_seed)
+    shared = dict(output_directory=f.output_directory, train_shards=f.train_shards,
+                  validation_shards=f.validation_shards, num_threads=f.num_threads,
+                  overwrite=f.overwrite, shuffle_seed=f.shuffle_seed)
+    if f.cifar_directory:
+        if f.train_directory or f.validation_directory or f.labels_file:
+            raise UserError("--cifar_directory takes the place of --train_directory, "
+                            "--validation_directory and --labels_file; pass one or the other")
+        metadata = convert_cifar(f.cifar_directory, cifar_labels=f.cifar_labels, **shared)
+    else:
+        metadata = convert(
+            train_directory=f.train_directory, validation_directory=f.validation_directory,
+            labels_file=f.labels_file, imagenet_val_labels=f.imagenet_val_labels, **shared)
     counts = ", ".join("%s %d images in %d shards" % (split, s["num_samples"], s["num_shards"])
                        for split, s in metadata["splits"].items())
     print("wrote %s (%d classes) to %s" % (counts, metadata["num_classes"], f.output_directory))

@@ -2,27 +2,39 @@
 shard files). Nothing here builds a graph.
 
   imagenet  TF-Slim's ImageNet records: 1001 classes (0 = background, labels 1..1000)
+  cifar10   TF-Slim's CIFAR-10 records (download_and_convert_cifar10.py):
+            cifar10_train.tfrecord and cifar10_test.tfrecord (our validation split)
   folder    records written by datasets.build_tfrecords (sizes from dataset_meta.json)
-  auto      folder when dataset_meta.json is present, else imagenet
+  auto      folder when dataset_meta.json is present, cifar10 when TF-Slim's CIFAR-10
+            files are, else imagenet
+
+--dataset_dir may also be an image tree or an unpacked CIFAR archive: with auto or
+folder, datasets/sources.py converts it once into a cache of shards read from then on.
 """
 import glob
 import json
 import os
 
-from datasets import layout
+from datasets import layout, sources
 from utils.errors import UserError
 
 IMAGENET_NUM_CLASSES = 1001
 IMAGENET_SPLIT_SIZES = {"train": 1281167, "validation": 50000}
-DATASET_NAMES = ("auto", "imagenet", "folder")
+DATASET_NAMES = ("auto", "imagenet", "cifar10", "folder")
+# TF-Slim's CIFAR-10 files, one per split.
+SLIM_CIFAR10_FILES = {"train": "cifar10_train.tfrecord", "validation": "cifar10_test.tfrecord"}
+SLIM_CIFAR10_SIZES = {"train": 50000, "validation": 10000}
 
 
 class DatasetSpec(object):
     """A dataset folder: its class count as stored in the records, class names (or
     None), and per split the sample count and shard files."""
 
-    def __init__(self, name, dataset_dir, num_classes, split_sizes, class_names=None):
+    def __init__(self, name, dataset_dir, num_classes, split_sizes, class_names=None,
+                 patterns=None):
         self.name = name
+        self._patterns = patterns or {}  # split -> file glob, default the shards'
+
         self.dataset_dir = dataset_dir
         self.num_classes = num_classes
         self.class_names = class_names
@@ -40,15 +52,17 @@ class DatasetSpec(object):
 
     def file_pattern(self, split):
         self._check_split(split)
-        return os.path.join(self.dataset_dir, layout.shard_glob(split))
+        return os.path.join(self.dataset_dir,
+                            self._patterns.get(split) or layout.shard_glob(split))
 
     def list_files(self, split):
         pattern = self.file_pattern(split)
         files = sorted(glob.glob(pattern))
         if not files:
-            raise UserError("no TFRecord shards matching %s in %s; run python -m "
-                            "datasets.build_tfrecords to convert images, or check "
-                            "--dataset_dir" % (layout.shard_glob(split), self.dataset_dir))
+            raise UserError("no TFRecord shards matching %s in %s; pass a folder of "
+                            "shards, an image tree (train/ and validation/ of class "
+                            "folders) or an unpacked CIFAR archive as --dataset_dir"
+                            % (os.path.basename(pattern), self.dataset_dir))
         return files
 
     def __repr__(self):
@@ -56,16 +70,28 @@ class DatasetSpec(object):
             self.name, self.dataset_dir, self.num_classes, self._split_sizes)
 
 
-def _imagenet(dataset_dir):
+def _slim_class_names(dataset_dir):
+    """TF-Slim's labels.txt of the folder, or None."""
     labels_path = os.path.join(dataset_dir, layout.LABELS_FILENAME)
-    class_names = None
-    if os.path.isfile(labels_path):
-        try:
-            class_names = layout.read_labels_file(labels_path)
-        except ValueError as err:
-            raise UserError("%s: %s; fix it or remove it" % (labels_path, err))
+    if not os.path.isfile(labels_path):
+        return None
+    try:
+        return layout.read_labels_file(labels_path)
+    except ValueError as err:
+        raise UserError("%s: %s; fix it or remove it" % (labels_path, err))
+
+
+def _imagenet(dataset_dir):
     return DatasetSpec("imagenet", dataset_dir, IMAGENET_NUM_CLASSES, IMAGENET_SPLIT_SIZES,
-                       class_names)
+                       _slim_class_names(dataset_dir))
+
+
+def _cifar10(dataset_dir):
+    # TF-Slim writes whole splits; a folder holding only one has only that split.
+    sizes = dict((split, size) for split, size in SLIM_CIFAR10_SIZES.items()
+                 if os.path.isfile(os.path.join(dataset_dir, SLIM_CIFAR10_FILES[split])))
+    return DatasetSpec("cifar10", dataset_dir, 10, sizes or SLIM_CIFAR10_SIZES,
+                       _slim_class_names(dataset_dir), patterns=SLIM_CIFAR10_FILES)
 
 
 def _read_meta(path):
@@ -97,22 +123,31 @@ def _folder(dataset_dir):
     return DatasetSpec("folder", dataset_dir, num_classes, sizes, class_names)
 
 
-_BUILDERS = {"imagenet": _imagenet, "folder": _folder}
+_BUILDERS = {"imagenet": _imagenet, "cifar10": _cifar10, "folder": _folder}
 
 
-def get_dataset(name, dataset_dir):
-    """Returns the DatasetSpec of dataset_dir; name is one of DATASET_NAMES."""
+def get_dataset(name, dataset_dir, cache_dir=None):
+    """Returns the DatasetSpec of dataset_dir; name is one of DATASET_NAMES. An image
+    tree or a CIFAR archive is read from its TFRecord cache (datasets/sources.py, under
+    ``cache_dir`` when given), converted first when needed."""
     if name not in DATASET_NAMES:
         raise UserError("unknown dataset name %r; known: %s" % (name, ", ".join(DATASET_NAMES)))
     if not dataset_dir or not os.path.isdir(dataset_dir):
         raise UserError("dataset dir %s %s; pass --dataset_dir=<folder of TFRecord shards>"
                         % (dataset_dir, "is a file, not a folder"
                            if dataset_dir and os.path.exists(dataset_dir) else "does not exist"))
+    if name in ("auto", "folder"):
+        dataset_dir = sources.records_dir(dataset_dir, cache_dir)
     if layout.unfinished_conversion(dataset_dir):
         raise UserError("%s holds a conversion that did not finish (%s, no %s); run the same "
                         "python -m datasets.build_tfrecords command again to finish it"
                         % (dataset_dir, layout.CONVERSION_MARKER, layout.META_FILENAME))
     if name == "auto":
-        has_meta = os.path.isfile(os.path.join(dataset_dir, layout.META_FILENAME))
-        name = "folder" if has_meta else "imagenet"
+        if os.path.isfile(os.path.join(dataset_dir, layout.META_FILENAME)):
+            name = "folder"
+        elif any(os.path.isfile(os.path.join(dataset_dir, n))
+                 for n in SLIM_CIFAR10_FILES.values()):
+            name = "cifar10"
+        else:
+            name = "imagenet"
     return _BUILDERS[name](dataset_dir)

@@ -55,6 +55,10 @@ for _family, _preprocessing in ((mobilenet_v2, "inception"),
                                 (mobilenet_v3, "mobilenet_v3"), (mnasnet, "mnasnet")):
     for _name, _model_fn in _family.MODELS.items():
         _register(_name, _model_fn, _family.SCOPE, _preprocessing)
+# The 32-px variants (total stride 8) train on CIFAR's pad-and-crop.
+for _family in (mobilenet_v2, mobilenet_v3):
+    for _name, _model_fn in _family.SMALL_INPUT_MODELS.items():
+        _register(_name, _model_fn, _family.SCOPE, "cifar", image_size=32, size_multiple=8)
 # EfficientNetV2 trains at 300 (progressively from 128) and evaluates at 384: any size.
 for _name, _model_fn in efficientnet_v2.MODELS.items():
     _register(_name, _model_fn, efficientnet_v2.SCOPE, "efficientnet_v2",

@@ -6,6 +6,8 @@
 #   mnasnet_a1, mnasnet_b1      128, 0.016, 75.2 / 74.0 (paper) - RMSProp eps 1e-3, 350 epochs
 #   mobilenet_v3_large, _small  128, 0.00625, 75.2 / 67.4 (paper) - RMSProp, exp. decay
 #   efficientnet_v2_s_finetune  64,  0.0005, 83.9 (automl, ImageNet-1k) - from --restore_path
+#   mobilenet_v2_cifar10        128, 0.2,   94.43 (kuangliu/pytorch-cifar) - 32 px, stride 8,
+#   mobilenet_v3_small_cifar10  128, 0.2,   none published - SGD, cosine, 200 epochs
 #
 # The peak LR scales linearly with the global batch (batch x RANK_SIZE devices).
 #
@@ -45,8 +47,17 @@ train_recipe() {
              --learning_rate_decay_type=fixed --warmup_epochs=1 --weight_decay=0.00001
              --label_smoothing=0.1 --moving_average_decay=0.9996 --drop_path_rate=0.2
              --dropout_keep_prob=1.0 --bn_decay=0.9 --clip_gradient_norm=5) ;;
+    mobilenet_v2_cifar10|mobilenet_v3_small_cifar10)
+      # kuangliu/pytorch-cifar's main.py: SGD 0.1 at batch 128, momentum 0.9, weight
+      # decay 5e-4 (torch's = slim's L2 scale), cosine over 200 epochs, no warmup, pad-4
+      # crops and flips (the cifar preprocessing), batch-norm momentum 0.1, no dropout.
+      batch=128 lr_per_256=0.2 epochs=200
+      flags=(--model_name="${recipe%10}" --train_image_size=32 --optimizer=momentum
+             --momentum=0.9 --learning_rate_decay_type=cosine --warmup_epochs=0
+             --weight_decay=0.0005 --label_smoothing=0 --dropout_keep_prob=1.0
+             --bn_decay=0.9) ;;
     *)
-      echo "error: RECIPE=$recipe is not a recipe; choose mobilenet_v2, mnasnet_a1, mnasnet_b1, mobilenet_v3_large, mobilenet_v3_small or efficientnet_v2_s_finetune" >&2
+      echo "error: RECIPE=$recipe is not a recipe; choose mobilenet_v2, mnasnet_a1, mnasnet_b1, mobilenet_v3_large, mobilenet_v3_small, efficientnet_v2_s_finetune, mobilenet_v2_cifar10 or mobilenet_v3_small_cifar10" >&2
       exit 2 ;;
   esac
   local length=(--max_epoch="$epochs")

@@ -52,7 +52,7 @@ def test_imagenet_sizes_and_labels(tmp_path):
 
 
 @pytest.mark.parametrize("name, directory, fragment", [
-    ("cifar", None, "known: auto, imagenet, folder"),
+    ("cifar", None, "known: auto, imagenet, cifar10, folder"),
     ("auto", "/nonexistent/data", "/nonexistent/data"),
     ("folder", "", "dataset_meta.json not found"),
 ])

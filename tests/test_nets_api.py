@@ -239,9 +239,11 @@ def test_op_takes_tf_slim_multiplier_keyword():
 # ----------------------------------------------------------------------- variants
 
 def test_variants_are_one_table():
-    """TF-Slim's partials and the registry come from each family's VARIANTS."""
+    """TF-Slim's partials and the registry come from each family's VARIANTS (and the
+    32-px SMALL_INPUT_VARIANTS)."""
     families = (mobilenet_v2, mobilenet_v3, mnasnet, efficientnet_v2)
-    names = [n for family in families for n in family.VARIANTS]
+    names = [n for family in families
+             for n in list(family.VARIANTS) + list(getattr(family, "SMALL_INPUT_VARIANTS", []))]
     assert sorted(names) == nets_factory.model_names()
     assert mobilenet_v2.mobilenet_v2_140.keywords == {"depth_multiplier": 1.4}
     assert mobilenet_v2.mobilenet_v2_035.keywords == {

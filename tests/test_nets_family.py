@@ -25,7 +25,11 @@ from tests.test_nets_mobilenet_v2 import ALL_NAMES as V2_NAMES, shapes
 from utils.errors import UserError
 from utils.tf_compat import do_not_convert, tf, slim
 
-NEW_NAMES = [n for n in nets_factory.model_names() if n not in V2_NAMES]
+# The 32-px variants of published networks (tested below, against their parents).
+SMALL_INPUT = {"mobilenet_v2_cifar": "mobilenet_v2", "mobilenet_v3_small_cifar":
+               "mobilenet_v3_small"}
+NEW_NAMES = [n for n in nets_factory.model_names()
+             if n not in V2_NAMES and n not in SMALL_INPUT]
 
 # MobileNetV3-Large, from TF-Slim's V3_LARGE rows: (input, expanded or None, output,
 # kernel, squeeze width or None) of expanded_conv, expanded_conv_1 .. expanded_conv_14.
@@ -230,6 +234,28 @@ def test_registry_sizes_and_defaults():
     assert nets_factory.check_image_size("efficientnet_v2_s", 300) == 300
     with pytest.raises(UserError, match="use at least 32"):
         nets_factory.check_image_size("efficientnet_v2_s", 16)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_INPUT))
+def test_small_input_variants_keep_their_parents_variables(name):
+    """The 32-px (CIFAR) variants: the parent's variables, names and shapes, so its
+    ImageNet checkpoints restore; a total stride of 8 (a 4x4 last feature map at 32
+    px, where the parent has 1x1), trained at 32 with the cifar preprocessing."""
+    built = {}
+    for model in (name, SMALL_INPUT[name]):
+        with tf.Graph().as_default():
+            _, end_points = nets_factory.get_network_fn(model, 10)(tf.zeros([1, 32, 32, 3]))
+            built[model] = (shapes(tf.global_variables()),
+                            max((k for k in end_points if k.endswith("/output")),
+                                key=lambda k: int(k.split("_")[1].split("/")[0])),
+                            end_points)
+    variables, last, end_points = built[name]
+    assert variables == built[SMALL_INPUT[name]][0]
+    assert end_points[last].shape.as_list()[1:3] == [4, 4]
+    assert built[SMALL_INPUT[name]][2][last].shape.as_list()[1:3] == [1, 1]
+    info = nets_factory.get_model_info(name)
+    assert (info.default_image_size, info.default_eval_image_size, info.size_multiple,
+            info.preprocessing_name) == (32, 32, 8, "cifar")
 
 
 def test_depth_multiplier_rules():

@@ -26,6 +26,7 @@ import os
 import sys
 import time
 
+from utils.files import user_cache_dir
 from utils.tf_compat import tf, slim
 
 FORMAT = 1  # bump when what an entry holds changes
@@ -45,8 +46,7 @@ class NotCacheable(Exception):
 
 def default_dir():
     """$XDG_CACHE_HOME/mobile-classifiers/train-graphs (~/.cache when unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "mobile-classifiers", "train-graphs")
+    return user_cache_dir("train-graphs")
 
 
 _SOURCE_DIGEST = []

@@ -21,6 +21,12 @@ def ensure_writable_dir(path, flag_name="train_dir"):
                         % (path, err.strerror or err, flag_name))
 
 
+def user_cache_dir(name):
+    """$XDG_CACHE_HOME/mobile-classifiers/<name> (~/.cache when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "mobile-classifiers", name)
+
+
 def write_text(path, text, tmp=None):
     """Writes ``text`` via a temporary file (``tmp``, default <path>.tmp) and rename, so
     readers never see half a file and the old one stays whole when the write fails (a

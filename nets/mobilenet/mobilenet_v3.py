@@ -146,13 +146,22 @@ VARIANTS = collections.OrderedDict([
 ])
 MODELS = lib.variants(mobilenet, VARIANTS)
 
+# For 32-px images (CIFAR): V2's rule (mobilenet_v2.V2_SMALL_INPUT_DEF), the stem and
+# the first stride-2 block (expanded_conv) at stride 1: a total stride of 8.
+V3_SMALL_SMALL_INPUT = lib.with_row(lib.with_row(V3_SMALL, 0, stride=1), 1, stride=1)
+SMALL_INPUT_VARIANTS = collections.OrderedDict([
+    ("mobilenet_v3_small_cifar", {"conv_defs": V3_SMALL_SMALL_INPUT}),
+])
+SMALL_INPUT_MODELS = lib.variants(mobilenet, SMALL_INPUT_VARIANTS)
+
 # TF-Slim's partials.
 large = MODELS["mobilenet_v3_large"]
 small = MODELS["mobilenet_v3_small"]
 large_minimalistic = MODELS["mobilenet_v3_large_minimalistic"]
 small_minimalistic = MODELS["mobilenet_v3_small_minimalistic"]
 
-__all__ = ["SCOPE", "DEFAULT_IMAGE_SIZE", "V3_LARGE", "V3_SMALL", "V3_LARGE_MINIMALISTIC",
+__all__ = ["SCOPE", "DEFAULT_IMAGE_SIZE", "V3_LARGE", "V3_SMALL", "V3_SMALL_SMALL_INPUT",
+           "SMALL_INPUT_VARIANTS", "SMALL_INPUT_MODELS", "V3_LARGE_MINIMALISTIC",
            "V3_SMALL_MINIMALISTIC", "VARIANTS", "MODELS", "mobilenet", "mobilenet_base",
            "training_scope", "wrapped_partial", "large", "small", "large_minimalistic",
            "small_minimalistic"]
