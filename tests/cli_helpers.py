@@ -60,3 +60,20 @@ def single_error_line(out):
     assert out.returncode == 2, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
     assert "Traceback" not in out.stderr and len(errors) == 1, out.stderr[-2000:]
     return errors[0]
+
+
+def evaluator_config(**given):
+    """The evaluator's config_from_flags with ``given`` flag values, every other flag at
+    its default, as a command line naming only those flags would give."""
+    import argparse
+    import eval_image_classifier_mobilenet as evaluator_main
+    from absl import flags
+
+    class Flags(object):  # the parsed flags as config_from_flags reads them
+        def __getattr__(self, name):
+            return given[name] if name in given else flags.FLAGS[name].default
+
+        def __getitem__(self, name):
+            return argparse.Namespace(present=name in given)
+
+    return evaluator_main.config_from_flags(Flags())

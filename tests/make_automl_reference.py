@@ -96,7 +96,7 @@ def _calibrated(sess, model_vars, updates, images):
 
 
 def reference(folder):
-    import tensorflow as tf
+    import tensorflow as tf  # automl's own TF 2 code runs here, never on TF 1.15
     effnetv2_model, automl_utils = _import_automl(folder)
     data, statistics = {}, {}
     for model_name in MODELS:

@@ -17,7 +17,7 @@ from nets import automl_names, checkpoint_names
 from nets.convert_checkpoint import converted
 from tests.automl_reference import (EMA, SIZE, automl_value, fixed_input,
                                     load_batch_norm, load_reference)
-from tests.cli_helpers import run_module, run_python, single_error_line
+from tests.cli_helpers import evaluator_config, run_module, run_python, single_error_line
 from utils.checkpoints import write_tensors
 from utils.tf_compat import tf
 
@@ -161,20 +161,8 @@ def imagenet_like(tmp_path_factory):
 def test_evaluator_finds_network_classes_and_label_offset(b0_1k, imagenet_like, tmp_path):
     """On ImageNet's 1001 labels (background 0) a 1000-class automl head evaluates with
     offset 1, with automl's own evaluation preprocessing when asked."""
-    import argparse
-    import eval_image_classifier_mobilenet as evaluator_main
-    from absl import flags
-    given = dict(checkpoint_path=b0_1k, dataset_dir=imagenet_like, dataset_name="imagenet",
-                 preprocessing_name="automl_legacy")
-
-    class Flags(object):  # the parsed flags as config_from_flags reads them
-        def __getattr__(self, name):
-            return given[name] if name in given else flags.FLAGS[name].default
-
-        def __getitem__(self, name):
-            return argparse.Namespace(present=name in given)
-
-    config = evaluator_main.config_from_flags(Flags())
+    config = evaluator_config(checkpoint_path=b0_1k, dataset_dir=imagenet_like,
+                              dataset_name="imagenet", preprocessing_name="automl_legacy")
     assert (config.model_name, config.num_classes, config.labels_offset, config.image_size,
             config.preprocessing_name) == ("efficientnet_v2_b0", 1000, 1, 224, "automl_legacy")
     out = run_python("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + b0_1k,

@@ -5,7 +5,6 @@ training, checkpoint, evaluation and fine-tuning in this process.
 The expected V3 variable table is written from TF-Slim's V3_LARGE spec
 (research/slim/nets/mobilenet/mobilenet_v3.py), not from nets/.
 """
-import argparse
 import collections
 import functools
 
@@ -20,6 +19,7 @@ from estimator_impl import EstimatorImpl
 from nets import blocks, builder, efficientnet_v2, nets_factory, summary
 from datasets import dataset_factory
 from tests import reference_eval
+from tests.cli_helpers import evaluator_config
 from tests.test_env_schedules import flag_values
 from tests.test_nets_mobilenet_v2 import ALL_NAMES as V2_NAMES, shapes
 from utils.errors import UserError
@@ -519,19 +519,8 @@ def test_bad_new_flags(tiny_dataset, tmp_path, overrides, fragment):
 
 
 def test_evaluator_defaults_to_the_model_eval_size(tiny_dataset, tmp_path):
-    import eval_image_classifier_mobilenet as evaluator_main
-    from absl import flags
-    given = dict(checkpoint_path=str(tmp_path), dataset_dir=tiny_dataset,
-                 model_name="efficientnet_v2_s")
-
-    class Flags(object):  # the parsed flags as config_from_flags reads them
-        def __getattr__(self, name):
-            return given[name] if name in given else flags.FLAGS[name].default
-
-        def __getitem__(self, name):
-            return argparse.Namespace(present=name in given)
-
-    config = evaluator_main.config_from_flags(Flags())
+    config = evaluator_config(checkpoint_path=str(tmp_path), dataset_dir=tiny_dataset,
+                              model_name="efficientnet_v2_s")
     assert config.image_size == 384 and config.preprocessing_name == "efficientnet_v2"
 
 
