@@ -519,8 +519,9 @@ def test_bad_new_flags(tiny_dataset, tmp_path, overrides, fragment):
 
 
 def test_evaluator_defaults_to_the_model_eval_size(tiny_dataset, tmp_path):
+    # --watch: the folder holds no checkpoint yet (a single checkpoint is read at once).
     config = evaluator_config(checkpoint_path=str(tmp_path), dataset_dir=tiny_dataset,
-                              model_name="efficientnet_v2_s")
+                              model_name="efficientnet_v2_s", watch=True)
     assert config.image_size == 384 and config.preprocessing_name == "efficientnet_v2"
 
 
