@@ -48,8 +48,11 @@ CONVERT_HINT = "python -m datasets.build_tfrecords ... --overwrite"
 # nearer, on a log scale, to the recipe's one-device LR (rate x batch_size / 256) than
 # to the linearly scaled one (rate x global batch / 256): lr < one-device LR x sqrt(N).
 # Runs no recipe describes are shown, never judged. (model_name prefix, optimizer,
-# fine-tune from --restore_path, peak LR per 256 images) as in train_recipe.sh:
+# fine-tune from --restore_path, peak LR per 256 images) as in train_recipe.sh; the first
+# row whose prefix matches is the recipe, so the 32-px (CIFAR) variants come first:
 RECIPE_RATES = (
+    ("mobilenet_v2_cifar", "momentum", False, 0.2),
+    ("mobilenet_v3_small_cifar", "momentum", False, 0.2),
     ("mobilenet_v2", "momentum", False, 0.1),
     ("mnasnet", "rmsprop", False, 0.016),
     ("mobilenet_v3", "rmsprop", False, 0.00625),
