@@ -17,6 +17,7 @@ from devices import placement
 from devices.npu import PRECISION_MODES
 from devices.ranks import rank_info_from_environ
 from nets import nets_factory
+from quantization import rewrite
 from training import graph_cache
 from training.finetune import parse_restore_exclude, parse_scopes
 from utils.checkpoints import resolve_checkpoint
@@ -155,6 +156,14 @@ def _define_regularization_flags():
     flags.DEFINE_float("clip_gradient_norm", None,
                        "Clip gradients to this global norm before applying them (default: "
                        "no clipping).")
+    flags.DEFINE_integer("quantize_delay", -1,
+                         "Quantization-aware training (TF-Slim's flag, TF 1.15 "
+                         "contrib.quantize's graph): batch norm folded, weights and "
+                         "activations fake-quantized to 8 bits from this many steps after "
+                         "quantization starts (0: at once; -1: float training).")
+    flags.DEFINE_integer("freeze_bn_delay", None,
+                         "With --quantize_delay: from this many steps on, batch norm uses "
+                         "and keeps its moving statistics (default: never frozen).")
 
 
 def _define_augmentation_flags():
@@ -269,6 +278,8 @@ FIELDS = tuple(Field(*row) for row in (
     ("rmsprop_decay", "rmsprop_decay", False, "RMSProp's gradient-square decay"),
     ("opt_epsilon", "opt_epsilon", False, "epsilon of rmsprop / adam"),
     ("clip_gradient_norm", "clip_gradient_norm", False, "global-norm clip, or None"),
+    ("quantization", None, False, "quantization.rewrite.Settings of --quantize_delay and "
+                                  "--freeze_bn_delay, or None (float training)"),
     # regularization
     ("weight_decay", "weight_decay", False, "L2 decay of conv weights"),
     ("label_smoothing", "label_smoothing", False, "label smoothing of the loss"),
@@ -372,6 +383,26 @@ def _check_flag_values(f):
                         "give --restore_path=CHECKPOINT too")
     if f.freeze_backbone and f.trainable_scopes:
         raise UserError("give --freeze_backbone or --trainable_scopes, not both")
+    _check_quantization_flags(f)
+
+
+def _check_quantization_flags(f):
+    if f.quantize_delay < -1:
+        raise UserError("--quantize_delay=%d: give the steps before quantization starts "
+                        "(0: at once), or -1 for float training" % f.quantize_delay)
+    if f.freeze_bn_delay is None:
+        return
+    if f.quantize_delay < 0:
+        raise UserError("--freeze_bn_delay freezes the batch norm of quantization-aware "
+                        "training: give --quantize_delay too (0: quantize at once)")
+    if f.freeze_bn_delay < 0:
+        raise UserError("--freeze_bn_delay=%d must be >= 0" % f.freeze_bn_delay)
+
+
+def _quantization(f):
+    if f.quantize_delay < 0:
+        return None
+    return rewrite.Settings(quant_delay=f.quantize_delay, freeze_bn_delay=f.freeze_bn_delay)
 
 
 def _data_fields(f):
@@ -393,7 +424,8 @@ def _data_fields(f):
         preprocessing_name=f.preprocessing_name or model.preprocessing_name,
         preprocessing_options=dict(min_crop_area=f.min_crop_area, random_flip=f.random_flip),
         drop_path_rate=(model.default_drop_path_rate if f.drop_path_rate is None
-                        else f.drop_path_rate))
+                        else f.drop_path_rate),
+        quantization=_quantization(f))
 
 
 def _device_fields(f, ranks, environ):
@@ -556,4 +588,14 @@ class Env(object):
                 % (self.model_name, self.num_classes, self.image_size, self.batch_size,
                    self.rank_size, self.global_batch, self.num_samples, self.steps_per_epoch,
                    self.max_train_steps, self.max_train_steps / float(self.steps_per_epoch),
-                   self.lr_decay_type, self.learning_rate, self.optimizer_name))
+                   self.lr_decay_type, self.learning_rate, self.optimizer_name)
+                + self._describe_quantization())
+
+    def _describe_quantization(self):
+        settings = self.quantization
+        if settings is None:
+            return ""
+        return ("; quantization-aware (contrib.quantize graph, int8) from step %d of "
+                "quantization%s" % (settings.quant_delay, "" if settings.freeze_bn_delay is None
+                                    else ", batch norm frozen from step %d"
+                                    % settings.freeze_bn_delay))

@@ -43,7 +43,8 @@ class EstimatorImpl(object):
         return nets_factory.get_network_fn(
             env.model_name, env.num_classes, weight_decay=env.weight_decay,
             is_training=is_training, bn_decay=env.bn_decay,
-            dropout_keep_prob=env.dropout_keep_prob, drop_path_rate=env.drop_path_rate)
+            dropout_keep_prob=env.dropout_keep_prob, drop_path_rate=env.drop_path_rate,
+            quantize=env.quantization)
 
     def estimator_model_fn(self):
         """model_fn for tf.estimator, kept away from autograph (see do_not_convert);

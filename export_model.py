@@ -100,7 +100,11 @@ def main(argv):
         print(recognised)
     started = time.time()
     calibration = None
-    if f.format == "tflite_int8":
+    if spec.quantization is not None:
+        print("%s holds quantization ranges (quantization-aware training): exporting its "
+              "simulated int8 graph%s" % (checkpoint, ", int8 from those ranges, with no "
+                                          "calibration" if f.format == "tflite_int8" else ""))
+    elif f.format == "tflite_int8":
         source, calibration = calibration_images(f, spec, checkpoint)
         print("calibrating on %d images of %s (%s split)"
               % (len(calibration), source, f.calibration_split))

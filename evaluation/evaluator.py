@@ -31,7 +31,7 @@ EvalConfig = collections.namedtuple(
 # Evaluator's graph, kept across checkpoints: ``rewind`` restarts the split, ``savers``
 # holds one Saver per restore map (raw weights, moving averages).
 _KeptGraph = collections.namedtuple(
-    "_KeptGraph", "graph session variables batch rewind savers")
+    "_KeptGraph", "graph session variables batch rewind savers quantization")
 
 
 def restore_map(model_variables, checkpoint, use_ema):
@@ -97,17 +97,21 @@ class Evaluator(object):
         """(images float32 [B, S, S, 3], labels int32 [B]) over the split, one pass."""
         return tf.data.make_one_shot_iterator(self._input_dataset()).get_next()
 
-    def _logits(self, images):
+    def _logits(self, images, quantization=None):
+        """The network's logits: float, or simulated int8 (``quantization``, as
+        CheckpointNames.quantization gives it for a checkpoint with ranges)."""
         c = self.config
         network_fn = nets_factory.get_network_fn(c.model_name, c.num_classes,
-                                                 is_training=False)
+                                                 is_training=False, quantize=quantization)
         logits, _ = network_fn(images)
         return tf.cast(logits, tf.float32)
 
-    def build_logits(self):
-        """(logits float32 [B, classes], labels int32 [B]) over the split, one pass."""
+    def build_logits(self, checkpoint=None):
+        """(logits float32 [B, classes], labels int32 [B]) over the split, one pass; the
+        simulated int8 network when ``checkpoint`` holds quantization ranges."""
         images, labels = self.build_inputs()
-        return self._logits(images), labels
+        quantization = checkpoint_names.read(checkpoint).quantization if checkpoint else None
+        return self._logits(images, quantization), labels
 
     def restore(self, sess, checkpoint):
         """Restores the default graph's variables; returns whether EMA weights were used."""
@@ -125,8 +129,15 @@ class Evaluator(object):
         if seen not in self._intact:
             require_intact(checkpoint, advice=DAMAGED_ADVICE)
             self._intact.add(seen)
+        quantization = checkpoint_names.read(checkpoint).quantization
+        if self._kept is not None and self._kept.quantization != quantization:
+            self.close()  # a float checkpoint after a quantized one, or the reverse
         if self._kept is None:
-            self._kept = self._build_kept_graph()
+            self._kept = self._build_kept_graph(quantization)
+            if quantization is not None and self.logger is not None:
+                self.logger.info("%s holds quantization ranges: scoring its simulated int8 "
+                                 "graph (batch norm folded, weights and activations "
+                                 "fake-quantized)" % checkpoint)
         kept = self._kept
         mapping, used_ema = restore_map(kept.variables, checkpoint,
                                         use_ema or self.config.use_ema)
@@ -139,16 +150,18 @@ class Evaluator(object):
             started = time.time()
             totals = self._run_batches(lambda: kept.session.run(kept.batch))
             seconds = time.time() - started
-        return _result([("checkpoint", checkpoint),
-                        ("global_step", checkpoint_global_step(checkpoint))],
-                       totals, seconds, used_ema)
+        source = [("checkpoint", checkpoint),
+                  ("global_step", checkpoint_global_step(checkpoint))]
+        if quantization is not None:
+            source.append(("simulated_int8", True))
+        return _result(source, totals, seconds, used_ema)
 
-    def _build_kept_graph(self):
+    def _build_kept_graph(self, quantization):
         graph = tf.Graph()
         with graph.as_default():
             iterator = tf.data.make_initializable_iterator(self._input_dataset())
             images, labels = iterator.get_next()
-            logits = self._logits(images)
+            logits = self._logits(images, quantization)
             batch = {
                 "top1": tf.reduce_sum(top_k_hits(logits, labels, 1)),
                 "top5": tf.reduce_sum(top_k_hits(logits, labels, 5)),
@@ -158,7 +171,7 @@ class Evaluator(object):
             }
             variables = tf.global_variables()
         return _KeptGraph(graph, tf.Session(graph=graph), variables, batch,
-                          iterator.initializer, {})
+                          iterator.initializer, {}, quantization)
 
     def close(self):
         if self._kept is not None:
@@ -264,6 +277,8 @@ def batch_totals(logits, labels):
 def result_line(result):
     source = ("model_file=%s format=%s" % (result["checkpoint"], result["model_format"])
               if "model_format" in result else "checkpoint=%s" % result["checkpoint"])
+    if result.get("simulated_int8"):
+        source += " (simulated int8)"
     return ("eval result: %s global_step=%d top1=%.4f top5=%.4f images=%d loss=%.4f"
             % (source, result["global_step"], result["top1"], result["top5"],
                result["images"], result["loss"]))

@@ -24,7 +24,7 @@ import time
 
 from evaluation import checkpoint_average
 from evaluation.evaluator import Evaluator
-from nets import nets_factory
+from nets import checkpoint_names, nets_factory
 from utils import checkpoint_health
 from utils.checkpoint_health import DamagedCheckpoint
 from utils.checkpoints import EMA_SUFFIX, list_checkpoints
@@ -342,8 +342,9 @@ def write_best(config, directory, best, ledger_path):
         with tf.Graph().as_default():
             size = config.image_size
             images = tf.placeholder(tf.float32, [1, size, size, 3])
-            nets_factory.get_network_fn(config.model_name, config.num_classes,
-                                        is_training=False)(images)
+            nets_factory.get_network_fn(
+                config.model_name, config.num_classes, is_training=False,
+                quantize=checkpoint_names.read(best["checkpoint"]).quantization)(images)
             tf.train.get_or_create_global_step()
             evaluator = Evaluator(config._replace(use_ema=use_ema), None)
             with tf.Session() as sess:

@@ -15,7 +15,8 @@ def resolve(checkpoint, model_name=None, num_classes=None, labels_offset=None,
             image_size=None, central_fraction=None, labels_file=None):
     """(ModelSpec, class names or None) for ``checkpoint`` (a resolved prefix)."""
     recorded = read_model_spec(os.path.dirname(checkpoint) or ".")
-    implied = checkpoint_names.implied_spec(checkpoint_names.read(checkpoint, model_name))
+    stored = checkpoint_names.read(checkpoint, model_name)
+    implied = checkpoint_names.implied_spec(stored)
     model_name = first_given(model_name, recorded.get("model_name"),
                              implied.get("model_name"))
     if model_name is None:
@@ -39,7 +40,8 @@ def resolve(checkpoint, model_name=None, num_classes=None, labels_offset=None,
                      labels_offset=labels_offset, image_size=image_size,
                      central_fraction=central_fraction,
                      preprocessing_name=recorded.get("preprocessing_name",
-                                                     info.preprocessing_name))
+                                                     info.preprocessing_name),
+                     quantization=stored.quantization)
     if labels_file is None and recorded.get("dataset_dir"):
         candidate = os.path.join(recorded["dataset_dir"], layout.LABELS_FILENAME)
         labels_file = candidate if os.path.exists(candidate) else None

@@ -85,13 +85,15 @@ def _tflite(sess, model, path, spec, options):
 
 
 def _tflite_int8(sess, model, path, spec, options):
-    """Full-integer post-training quantization: int8 weights, activations, input and
-    output; activation ranges calibrated on options.calibration (float32 [N, S, S, 3])."""
-    del spec
+    """Full-integer int8: weights, activations, input and output. A checkpoint trained
+    quantized brings its ranges in the graph's fake-quant ops (the converter takes
+    them); any other is post-training quantized, its activation ranges calibrated on
+    options.calibration (float32 [N, S, S, 3])."""
     converter = _tflite_converter(sess, model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: (
-        [image[None]] for image in options.calibration)
+    if spec.quantization is None:
+        converter.representative_dataset = lambda: (
+            [image[None]] for image in options.calibration)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
@@ -142,7 +144,8 @@ def export_checkpoint(spec, checkpoint, fmt, output, use_ema="auto", calibration
     metadata. ``calibration``: float32 images for tflite_int8."""
     if fmt not in _WRITERS:
         raise UserError("unknown export format %r; known: %s" % (fmt, ", ".join(FORMATS)))
-    if fmt == "tflite_int8" and (calibration is None or len(calibration) == 0):
+    if fmt == "tflite_int8" and spec.quantization is None and (
+            calibration is None or len(calibration) == 0):
         raise UserError("tflite_int8 needs calibration images: pass "
                         "--calibration_dataset_dir (a folder of TFRecord shards)")
     if opset < MIN_ONNX_OPSET:
@@ -164,6 +167,9 @@ def export_checkpoint(spec, checkpoint, fmt, output, use_ema="auto", calibration
             raise
         raise UserError(line)
     meta = dict(spec._asdict())
+    del meta["quantization"]
+    if spec.quantization is not None:  # fake-quant ops with the checkpoint's ranges
+        meta["simulated_int8"] = fmt in ("saved_model", "frozen_pb", "onnx")
     meta.update({
         "format": fmt, "checkpoint": os.path.abspath(checkpoint),
         "global_step": checkpoint_global_step(checkpoint), "ema": used_ema,
@@ -173,7 +179,8 @@ def export_checkpoint(spec, checkpoint, fmt, output, use_ema="auto", calibration
         meta["signatures"] = {IMAGES_SIGNATURE: graph_lib.INPUT,
                               BYTES_SIGNATURE: graph_lib.IMAGE_BYTES}
     if fmt == "tflite_int8":
-        meta["num_calibration_images"] = len(calibration)
+        meta["num_calibration_images"] = 0 if spec.quantization else len(calibration)
+        meta["ranges"] = "trained" if spec.quantization else "calibrated"
         meta["input_quantization"] = _tflite_input_quantization(staged)
     if os.path.isdir(staged):
         metadata.write_meta(staged, meta)

@@ -20,16 +20,18 @@ IMAGE_BYTES = "image_bytes"
 OUTPUTS = (LOGITS, PROBABILITIES)
 
 # What the exported network is: enough to rebuild it and to read its outputs.
+# quantization: nets_factory's quantize= (the simulated int8 graph of a checkpoint with
+# quantization ranges: its fake-quant ops are exported), or None for a float network.
 ModelSpec = collections.namedtuple(
     "ModelSpec", "model_name num_classes labels_offset image_size central_fraction "
-                 "preprocessing_name")
+                 "preprocessing_name quantization", defaults=(None,))
 
 Endpoints = collections.namedtuple("Endpoints", "input logits probabilities")
 
 
 def _head(spec, images, reuse=None, suffix=""):
     network_fn = nets_factory.get_network_fn(spec.model_name, spec.num_classes,
-                                             is_training=False)
+                                             is_training=False, quantize=spec.quantization)
     logits, _ = network_fn(images, reuse=reuse)
     logits = tf.identity(tf.cast(logits, tf.float32), name=LOGITS + suffix)
     return logits, tf.nn.softmax(logits, name=PROBABILITIES + suffix)

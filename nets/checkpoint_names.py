@@ -11,6 +11,7 @@ shape there, and ``shapes`` has ours.
 import collections
 
 from nets import automl_names
+from quantization import fake_quant, rewrite
 from utils.checkpoints import EMA_SUFFIX
 from utils.errors import UserError
 from utils.tf_compat import tf
@@ -33,6 +34,12 @@ class CheckpointNames(collections.namedtuple(
     @property
     def has_ema(self):
         return any(name.endswith(EMA_SUFFIX) for name in self.shapes)
+
+    @property
+    def quantization(self):
+        """nets_factory's ``quantize=`` for an inference graph of this checkpoint: the
+        simulated int8 graph when it holds contrib.quantize's ranges, else None."""
+        return rewrite.INFERENCE if fake_quant.holds_ranges(self.shapes) else None
 
     @property
     def model_name(self):

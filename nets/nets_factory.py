@@ -6,8 +6,9 @@ Only nets/ knows layer and scope names; the rest of the pipeline asks here
 import collections
 import functools
 
+from quantization import rewrite
 from utils.errors import UserError
-from utils.tf_compat import do_not_convert, slim
+from utils.tf_compat import do_not_convert, slim, tf
 from nets import builder, efficientnet_v2, mnasnet
 from nets.mobilenet import mobilenet_v2, mobilenet_v3
 
@@ -99,8 +100,25 @@ def check_image_size(name, size):
     return size
 
 
+def _quantize(name, ops, is_training, settings, scope_prefix):
+    """Rewrites the network just built (``ops``) for simulated int8 (quantization/);
+    UserError naming what has no int8 rule when some of it would stay float."""
+    rewrite.quantize_network(ops, is_training, settings, scope_prefix)
+    left = rewrite.unquantized_layers(ops, scope_prefix)
+    if left:
+        causes = "; ".join("%s in %s%s" % (cause, ", ".join(scopes[:3]), (
+            " and %d more" % (len(scopes) - 3) if len(scopes) > 3 else ""))
+            for cause, scopes in left.items())
+        raise UserError(
+            "%s cannot be quantized as TF 1.15's contrib.quantize does: it ranges only "
+            "convolution / depthwise / fully-connected layers, their ReLU, ReLU6 or linear "
+            "activations and residual adds, and this network also computes %s. Train the "
+            "quantized model with a MobileNetV2 (any multiplier) or another network without "
+            "those, or drop --quantize_delay" % (name, causes))
+
+
 def get_network_fn(name, num_classes, weight_decay=0.00004, is_training=False,
-                   bn_decay=0.997, dropout_keep_prob=0.8, **kwargs):
+                   bn_decay=0.997, dropout_keep_prob=0.8, quantize=None, **kwargs):
     """A function ``network_fn(images) -> (logits, end_points)`` for model ``name``;
     the first four arguments in TF-Slim's order, so its callers' code runs as written.
 
@@ -109,6 +127,9 @@ def get_network_fn(name, num_classes, weight_decay=0.00004, is_training=False,
     training arg_scope: truncated-normal init, L2 ``weight_decay`` on conv weights
     (not depthwise ones), batch norm with ``bn_decay`` in training mode when
     ``is_training`` (moving statistics otherwise), dropout ``dropout_keep_prob``.
+    ``quantize``: None (float), or a ``quantization.rewrite.Settings``: the network is
+    then rewritten for simulated int8 as contrib.quantize would (training: with the
+    settings' delays; inference: with the ranges its variables hold).
     ``kwargs``: ``stddev``/``bn_epsilon`` go to the arg_scope, anything else (e.g.
     ``drop_path_rate``, ``depth_multiplier``, ``reuse``) to the model function.
     """
@@ -122,11 +143,20 @@ def get_network_fn(name, num_classes, weight_decay=0.00004, is_training=False,
     def network_fn(images, **call_kwargs):
         arguments = dict(model_kwargs)
         arguments.update(call_kwargs)
+        graph = tf.get_default_graph()
+        first_op = len(graph.get_operations())
+        if quantize is not None:
+            images = rewrite.quantize_input(images)
         with slim.arg_scope(builder.training_scope(
                 is_training=is_training, weight_decay=weight_decay, bn_decay=bn_decay,
                 dropout_keep_prob=dropout_keep_prob, **scope_kwargs)):
-            return entry.builder(images, num_classes=num_classes, is_training=is_training,
-                                 **arguments)
+            built = entry.builder(images, num_classes=num_classes, is_training=is_training,
+                                  **arguments)
+        if quantize is not None:
+            scope_prefix = graph.get_name_scope()
+            _quantize(name, graph.get_operations()[first_op:], is_training, quantize,
+                      scope_prefix + "/" if scope_prefix else "")
+        return built
 
     network_fn.default_image_size = entry.info.default_image_size
     network_fn.model_info = entry.info

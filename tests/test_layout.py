@@ -15,6 +15,7 @@ ENTRY_POINTS = ("train", "eval_image_classifier_mobilenet", "export_model", "pre
 # packages sharing a layer stay independent of each other.
 LAYERS = (
     ("utils",),
+    ("quantization",),
     ("nets", "dataloader", "rank_tables"),
     ("datasets",),
     ("devices",),

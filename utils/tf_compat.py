@@ -86,4 +86,18 @@ def do_not_convert(func):
     return wrapper(func) if wrapper is not None else func
 
 
-__all__ = ["tf", "slim", "do_not_convert"]
+def reroute(consumers, old, new):
+    """Makes each op in ``consumers`` read ``new`` where it read ``old``; returns how
+    many inputs changed. Rewriting a built graph in place (quantization/) has no public
+    API in either TensorFlow: ``Operation._update_input`` is what TF 1.15's own
+    contrib.quantize (through graph_editor) used, and TF 2.15 keeps it."""
+    changed = 0
+    for op in consumers:
+        for index, tensor in enumerate(list(op.inputs)):
+            if tensor.name == old.name:
+                op._update_input(index, new)  # pylint: disable=protected-access
+                changed += 1
+    return changed
+
+
+__all__ = ["tf", "slim", "do_not_convert", "reroute"]

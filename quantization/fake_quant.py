@@ -1,0 +1,107 @@
+"""Fake quantization with learned ranges, under the variable names of TF 1.15's
+contrib.quantize, so that checkpoints cross in both directions:
+
+  <context>/weights_quant/{min,max}     last-value range of the (folded) weights
+  <context>/act_quant/{min,max}         moving-average range of an activation, with the
+  .../min/{biased,local_step}           zero-debiased average's two variables
+  fake_quantization_step                int64 count of training steps run with them
+
+Every variable is got with AUTO_REUSE, so a second tower or a second head over the same
+network (export's bytes input) shares them, and created ON_READ with MEAN aggregation:
+under a distribution strategy each replica keeps its own running range and a checkpoint
+holds their mean, with no cross-replica call inside the graph. Elsewhere those two
+arguments change nothing.
+"""
+from utils.tf_compat import tf
+
+QUANTIZATION_STEP = "fake_quantization_step"
+# contrib.quantize's defaults: the activations' range average and the bits.
+EMA_DECAY = 0.999
+NUM_BITS = 8
+
+
+def _variable(name, initial, dtype=tf.float32, aggregation=None):
+    return tf.get_variable(
+        name, shape=[], dtype=dtype, initializer=tf.constant_initializer(initial),
+        trainable=False, collections=[tf.GraphKeys.GLOBAL_VARIABLES],
+        synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=aggregation or tf.VariableAggregation.MEAN)
+
+
+def quantization_step():
+    """The step count contrib's delays compare with, incremented once per session run
+    that reads it: it counts the steps since quantization was added, so a fine-tune of
+    a float checkpoint delays from its own start, and a resumed run goes on counting."""
+    graph = tf.get_default_graph()
+    cached = graph.get_collection(QUANTIZATION_STEP)
+    if cached:
+        return cached[0]
+    with tf.name_scope(None), tf.variable_scope(tf.VariableScope(tf.AUTO_REUSE, name="")):
+        step = _variable(QUANTIZATION_STEP, 0, tf.int64,
+                         tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        with tf.name_scope(QUANTIZATION_STEP + "/"):
+            counted = tf.identity(tf.assign_add(step, 1))
+    graph.add_to_collection(QUANTIZATION_STEP, counted)
+    return counted
+
+
+def _range_variables(scope, init_min, init_max):
+    with tf.variable_scope(tf.VariableScope(tf.AUTO_REUSE, name=scope)):
+        return _variable("min", init_min), _variable("max", init_max)
+
+
+def _zero_debiased_average(variable, value, decay):
+    """variable <- the zero-debiased moving average of ``value`` (what TF 1.x's
+    assign_moving_average does by default, and where its ``biased`` and
+    ``local_step`` variables live): after the first step it equals the first value,
+    so a range starts from the data, not from its initial value."""
+    with tf.variable_scope(tf.VariableScope(tf.AUTO_REUSE, name=variable.op.name)):
+        biased = _variable("biased", 0.0)
+        local_step = _variable("local_step", 0.0)
+    biased = tf.assign_sub(biased, (biased - value) * (1.0 - decay))
+    local_step = tf.assign_add(local_step, 1.0)
+    debiased = biased / (1.0 - tf.pow(decay, local_step))
+    return tf.assign(variable, debiased)
+
+
+def _batch_range(inputs):
+    """The range of ``inputs``, widened to hold 0 (so that 0 is exactly representable)."""
+    return (tf.minimum(tf.reduce_min(inputs, name="BatchMin"), 0.0),
+            tf.maximum(tf.reduce_max(inputs, name="BatchMax"), 0.0))
+
+
+def fake_quantize(inputs, scope, is_training, moving_average, narrow_range=False,
+                  init_min=-6.0, quant_delay=None):
+    """``inputs`` fake-quantized to NUM_BITS with the range variables in ``scope``.
+
+    Training updates the range from the batch: to its last value (weights,
+    ``moving_average`` False) or its moving average (activations); inference reads the
+    variables. With ``quant_delay`` (steps), training passes ``inputs`` through
+    unquantized until then, while the range is learned already."""
+    with tf.name_scope(scope + "/"):
+        min_var, max_var = _range_variables(scope, init_min, 6.0)
+        if not is_training:
+            low, high = min_var, max_var
+        elif moving_average:
+            batch_min, batch_max = _batch_range(inputs)
+            low = _zero_debiased_average(min_var, batch_min, EMA_DECAY)
+            high = _zero_debiased_average(max_var, batch_max, EMA_DECAY)
+        else:
+            batch_min, batch_max = _batch_range(inputs)
+            low, high = tf.assign(min_var, batch_min), tf.assign(max_var, batch_max)
+        quantized = tf.fake_quant_with_min_max_vars(
+            inputs, low, high, num_bits=NUM_BITS, narrow_range=narrow_range)
+        if is_training and quant_delay:
+            active = tf.greater_equal(quantization_step(), quant_delay, name="activate_quant")
+            quantized = tf.where(active, quantized, inputs, name="delayed_quant")
+        return quantized
+
+
+def holds_ranges(variable_names):
+    """Whether a checkpoint with these variables was trained quantized (ours or
+    TF-Slim's ``*_quant`` checkpoints): its layers' weights have ranges."""
+    return any(name.endswith("/weights_quant/min") for name in variable_names)
+
+
+__all__ = ["holds_ranges", "QUANTIZATION_STEP", "EMA_DECAY", "NUM_BITS", "quantization_step",
+           "fake_quantize"]

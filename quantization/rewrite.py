@@ -1,0 +1,175 @@
+"""Rewrites a network already built in the graph for simulated int8, by contrib.quantize's
+rules (TF 1.15, ``tf.contrib.quantize.create_training_graph`` / ``create_eval_graph``):
+
+* every Conv2D / DepthwiseConv2dNative / MatMul reading a variable is a layer; its batch
+  norm, if one follows, is folded into it (``fold_batch_norm``);
+* the layer's weights (folded) are fake-quantized to 8 bits, narrow range, from their
+  last value: ``<layer scope>/weights_quant``;
+* its activation (Relu / Relu6 / Identity: the linear bottleneck's identity counts),
+  or its output when none follows, with a moving-average range: ``<layer>/act_quant``;
+* a residual add after that activation, unless a ReLU follows it:
+  ``<block>/post_activation_bypass_quant``.
+
+contrib finds these by pattern matching over the whole graph; here the walk starts at each
+layer op of the network just built and follows its consumers, which gives the same
+matches on the networks here with no graph matcher. What is left unranged afterwards
+(squeeze-excite gates, hard-swish, swish) would run in float on an int8 device, or not at
+all: ``unquantized_layers`` finds it and the caller refuses such a network.
+"""
+import collections
+import functools
+import re
+
+from quantization import fake_quant, fold_batch_norm
+from utils.tf_compat import tf, reroute
+
+LAYERS = ("Conv2D", "DepthwiseConv2dNative", "MatMul")
+ACTIVATIONS = ("Relu", "Relu6", "Identity")
+RELUS = ("Relu", "Relu6")
+ADDS = ("Add", "AddV2")
+BIAS_ADDS = ("BiasAdd",) + ADDS
+FAKE_QUANTS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxArgs",
+               "FakeQuantWithMinMaxVarsPerChannel")
+# Float math an int8 kernel needs a range for, and what in our block library makes it.
+NEEDS_RANGE = ADDS + ("Mul", "Sigmoid", "Tanh", "Sub", "RealDiv")
+KNOWN_CAUSES = ("hard_swish", "hard_sigmoid", "squeeze_excite", "swish")
+# Float math that an int8 graph does not keep: initializers, regularizers, dropout,
+# stochastic depth, batch norm's moving-average updates.
+NOT_INFERENCE = re.compile(r"/(Initializer|Regularizer|Dropout|drop_path|AssignMovingAvg"
+                           r"(_\d+)?)(/|$)")
+
+Settings = collections.namedtuple("Settings", "quant_delay freeze_bn_delay")
+# The inference graph's: ranges read from the variables, no delays.
+INFERENCE = Settings(None, None)
+
+
+def _context(op, scope_prefix):
+    """The scope of ``op`` (its name minus the last part, minus a tower's prefix)."""
+    scope = op.name.rpartition("/")[0]
+    if scope_prefix and scope.startswith(scope_prefix):
+        scope = scope[len(scope_prefix):]
+    return scope
+
+
+def _single_consumer(tensor, types):
+    consumers = tensor.consumers()
+    if len(consumers) == 1 and consumers[0].type in types:
+        return consumers[0]
+    return None
+
+
+def _batch_norm_after(layer_op):
+    tensor = layer_op.outputs[0]
+    while True:
+        consumer = _single_consumer(tensor, fold_batch_norm.BATCH_NORMS + ("Identity",))
+        if consumer is None or consumer.type != "Identity":
+            return consumer
+        tensor = consumer.outputs[0]
+
+
+def _insert(tensor, scope, quantize):
+    """Fake-quantizes ``tensor`` for all its present consumers; returns the result."""
+    consumers = list(tensor.consumers())
+    quantized = quantize(tensor, scope)
+    reroute(consumers, tensor, quantized)
+    return quantized
+
+
+def _quantize_layer(layer_op, quantize, is_training, bn_frozen, scope_prefix):
+    context = _context(layer_op, scope_prefix)
+    quantize_weights = functools.partial(quantize, scope=context + "/weights_quant",
+                                         moving_average=False, narrow_range=True)
+    bn_op = _batch_norm_after(layer_op)
+    match = fold_batch_norm.find(bn_op, scope_prefix) if bn_op is not None else None
+    if match is not None:
+        output = fold_batch_norm.fold(match, is_training, bn_frozen, quantize_weights)
+    else:
+        weights = layer_op.inputs[1]
+        reroute([layer_op], weights, quantize_weights(weights))
+        output = layer_op.outputs[0]
+        bias_add = _single_consumer(output, BIAS_ADDS)
+        if bias_add is not None:
+            output = bias_add.outputs[0]
+    activation = _single_consumer(output, ACTIVATIONS)
+    act = functools.partial(quantize, moving_average=True, init_min=0.0)
+    if activation is None:
+        _insert(output, context + "/act_quant", act)
+        return
+    quantized = _insert(activation.outputs[0], context + "/act_quant", act)
+    bypass = _single_consumer(quantized, ADDS)
+    if bypass is not None and not any(c.type in RELUS for c in bypass.outputs[0].consumers()):
+        _insert(bypass.outputs[0],
+                _context(bypass, scope_prefix) + "/post_activation_bypass_quant", act)
+
+
+# What the preprocessing of the networks quantized here gives (inception's and cifar's
+# scaling of 8-bit pixels): an int8 model's input has this range, so the simulated one
+# does too. contrib.quantize left the input to the converter's --mean_values /
+# --std_dev_values; here the exported graph carries it, and needs no such flags.
+INPUT_RANGE = (-1.0, 1.0)
+
+
+def quantize_input(images):
+    """``images`` fake-quantized to 8 bits over INPUT_RANGE (no variables)."""
+    return tf.fake_quant_with_min_max_args(images, min=INPUT_RANGE[0], max=INPUT_RANGE[1],
+                                           num_bits=fake_quant.NUM_BITS, name="input_quant")
+
+
+def _has_weights(op):
+    """A layer op whose second input reads a variable (folded or not)."""
+    source = op.inputs[1].op
+    while source.type == "Identity":
+        source = source.inputs[0].op
+    return source.type in ("ReadVariableOp", "VariableV2", "Variable")
+
+
+def quantize_network(ops, is_training, settings=None, scope_prefix=""):
+    """Rewrites the network made of ``ops`` (just built, in the default graph) for
+    simulated int8: training (``settings``: Settings with quant_delay / freeze_bn_delay
+    in steps, None for no delay / never frozen) or inference."""
+    settings = settings or Settings(None, None)
+    layers = [op for op in ops if op.type in LAYERS and _has_weights(op)]
+    bn_frozen = None
+    if is_training and settings.freeze_bn_delay is not None:
+        bn_frozen = tf.greater_equal(fake_quant.quantization_step(),
+                                     settings.freeze_bn_delay, name="use_moving_average")
+    quantize = functools.partial(
+        fake_quant.fake_quantize, is_training=is_training,
+        quant_delay=settings.quant_delay if is_training else None)
+    for layer_op in layers:
+        _quantize_layer(layer_op, quantize, is_training, bn_frozen, scope_prefix)
+
+
+def _followed_by_fake_quant(op):
+    pending = list(op.outputs[0].consumers()) if op.outputs else []
+    while pending:
+        consumer = pending.pop()
+        if consumer.type in FAKE_QUANTS:
+            return True
+        if consumer.type in ("Identity", "Reshape", "Squeeze"):
+            pending.extend(consumer.outputs[0].consumers())
+    return False
+
+
+def unquantized_layers(ops, scope_prefix=""):
+    """{cause: [layer scopes]} of the float math left without a range in the network
+    made of ``ops`` after quantize_network; empty when all of it is int8."""
+    found = collections.OrderedDict()
+    for op in ops:
+        if op.type not in NEEDS_RANGE or NOT_INFERENCE.search(op.name) \
+                or _followed_by_fake_quant(op):
+            continue
+        if op.type in ADDS and all(c.type in RELUS and _followed_by_fake_quant(c)
+                                   for c in op.outputs[0].consumers()):
+            continue  # an add fused into the ReLU after it, whose output has a range
+        scope = _context(op, scope_prefix)
+        cause = next((name for name in KNOWN_CAUSES if "/%s" % name in "/" + scope),
+                     op.type)
+        layer = scope.split("/" + cause)[0] if cause in KNOWN_CAUSES else scope
+        found.setdefault(cause, [])
+        if layer not in found[cause]:
+            found[cause].append(layer)
+    return found
+
+
+__all__ = ["INFERENCE", "INPUT_RANGE", "quantize_input", "Settings", "quantize_network", "unquantized_layers"]
