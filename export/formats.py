@@ -11,6 +11,7 @@ import os
 
 from export import inference_graph as graph_lib
 from export import metadata
+from quantization import rewrite
 from utils.checkpoints import checkpoint_global_step
 from utils import native_output
 from utils.errors import UserError, no_room_line
@@ -94,7 +95,15 @@ def _tflite_int8(sess, model, path, spec, options):
     if spec.quantization is None:
         converter.representative_dataset = lambda: (
             [image[None]] for image in options.calibration)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    else:
+        # The fake-quant ops carry every range. TF 2.15's v1 converter quantizes them as
+        # int8 only when told the inference type (else legacy uint8), and trips over the
+        # int8-only op set there (QuantizationMode checks QAT before it is set up).
+        converter.inference_type = tf.int8
+        low, high = rewrite.INPUT_RANGE  # the graph's input fake-quant range, as
+        std = 255.0 / (high - low)       # real = (int8 - mean) / std
+        converter.quantized_input_stats = {graph_lib.INPUT: (-128.0 - low * std, std)}
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
     _write_bytes(path, _convert(converter, options))

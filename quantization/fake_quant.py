@@ -12,6 +12,8 @@ under a distribution strategy each replica keeps its own running range and a che
 holds their mean, with no cross-replica call inside the graph. Elsewhere those two
 arguments change nothing.
 """
+import re
+
 from utils.tf_compat import tf
 
 QUANTIZATION_STEP = "fake_quantization_step"
@@ -70,14 +72,25 @@ def _batch_range(inputs):
             tf.maximum(tf.reduce_max(inputs, name="BatchMax"), 0.0))
 
 
-def fake_quantize(inputs, scope, is_training, moving_average, narrow_range=False,
+def _symmetric(low, high):
+    """[-m, m] around [low, high]: zero maps to the integer 0 (narrow range)."""
+    bound = tf.maximum(-low, high)
+    return -bound, bound
+
+
+def fake_quantize(inputs, scope, is_training, moving_average, symmetric=False,
                   init_min=-6.0, quant_delay=None):
     """``inputs`` fake-quantized to NUM_BITS with the range variables in ``scope``.
 
     Training updates the range from the batch: to its last value (weights,
     ``moving_average`` False) or its moving average (activations); inference reads the
-    variables. With ``quant_delay`` (steps), training passes ``inputs`` through
-    unquantized until then, while the range is learned already."""
+    variables. ``symmetric`` (weights): a range symmetric about 0 on the narrow grid
+    [-127, 127], which int8 convolution kernels (TFLite's) require of weights;
+    contrib's option of that name, its default being asymmetric uint8-style weights. A
+    checkpoint with asymmetric weight ranges (TF-Slim's) is read symmetric too, so
+    the simulated graph is what an int8 model runs. With ``quant_delay`` (steps),
+    training passes ``inputs`` through unquantized until then, while the range is
+    learned already."""
     with tf.name_scope(scope + "/"):
         min_var, max_var = _range_variables(scope, init_min, 6.0)
         if not is_training:
@@ -88,13 +101,26 @@ def fake_quantize(inputs, scope, is_training, moving_average, narrow_range=False
             high = _zero_debiased_average(max_var, batch_max, EMA_DECAY)
         else:
             batch_min, batch_max = _batch_range(inputs)
+            if symmetric:
+                batch_min, batch_max = _symmetric(batch_min, batch_max)
             low, high = tf.assign(min_var, batch_min), tf.assign(max_var, batch_max)
+        if symmetric and not is_training:
+            low, high = _symmetric(low, high)
         quantized = tf.fake_quant_with_min_max_vars(
-            inputs, low, high, num_bits=NUM_BITS, narrow_range=narrow_range)
+            inputs, low, high, num_bits=NUM_BITS, narrow_range=symmetric)
         if is_training and quant_delay:
             active = tf.greater_equal(quantization_step(), quant_delay, name="activate_quant")
             quantized = tf.where(active, quantized, inputs, name="delayed_quant")
         return quantized
+
+
+RANGE_SCOPE = re.compile(r"(^|/)(weights_quant|act_quant|post_activation_bypass_quant)(/|$)")
+
+
+def is_range_variable(name):
+    """Whether the variable ``name`` is one of the quantization ranges (or their
+    averages' companions) that fake_quantize makes."""
+    return bool(RANGE_SCOPE.search(name))
 
 
 def holds_ranges(variable_names):
@@ -103,5 +129,5 @@ def holds_ranges(variable_names):
     return any(name.endswith("/weights_quant/min") for name in variable_names)
 
 
-__all__ = ["holds_ranges", "QUANTIZATION_STEP", "EMA_DECAY", "NUM_BITS", "quantization_step",
+__all__ = ["is_range_variable", "holds_ranges", "QUANTIZATION_STEP", "EMA_DECAY", "NUM_BITS", "quantization_step",
            "fake_quantize"]

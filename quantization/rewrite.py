@@ -4,7 +4,8 @@ rules (TF 1.15, ``tf.contrib.quantize.create_training_graph`` / ``create_eval_gr
 * every Conv2D / DepthwiseConv2dNative / MatMul reading a variable is a layer; its batch
   norm, if one follows, is folded into it (``fold_batch_norm``);
 * the layer's weights (folded) are fake-quantized to 8 bits, narrow range, from their
-  last value: ``<layer scope>/weights_quant``;
+  last value: ``<layer scope>/weights_quant``; symmetric about 0, as int8 kernels need
+  (contrib's ``symmetric`` option; its default was asymmetric, for uint8 kernels);
 * its activation (Relu / Relu6 / Identity: the linear bottleneck's identity counts),
   or its output when none follows, with a moving-average range: ``<layer>/act_quant``;
 * a residual add after that activation, unless a ReLU follows it:
@@ -78,7 +79,7 @@ def _insert(tensor, scope, quantize):
 def _quantize_layer(layer_op, quantize, is_training, bn_frozen, scope_prefix):
     context = _context(layer_op, scope_prefix)
     quantize_weights = functools.partial(quantize, scope=context + "/weights_quant",
-                                         moving_average=False, narrow_range=True)
+                                         moving_average=False, symmetric=True)
     bn_op = _batch_norm_after(layer_op)
     match = fold_batch_norm.find(bn_op, scope_prefix) if bn_op is not None else None
     if match is not None:

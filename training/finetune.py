@@ -10,6 +10,7 @@ the console with --restore_dry_run.
 import collections
 
 from nets import checkpoint_names, nets_factory
+from quantization import fake_quant
 from utils.checkpoints import EMA_SUFFIX
 from utils.errors import UserError
 from utils.tf_compat import tf
@@ -192,9 +193,19 @@ def plan_warm_start(env, checkpoint):
     lines describing it: what the warm start applies and logs, and what
     --restore_dry_run prints."""
     variables = tf.global_variables(scope=env.model.scope)
-    plan = plan_restore(checkpoint, variables, env.restore_exclude, env.ignore_missing_vars,
+    stored = checkpoint_names.read(checkpoint).shapes
+    # Quantization-aware training from a float checkpoint: its ranges are learned from
+    # the first batches (contrib.quantize's way), so absent range variables are no misfit.
+    fresh = [v for v in variables
+             if fake_quant.is_range_variable(v.op.name) and v.op.name not in stored]
+    plan = plan_restore(checkpoint, [v for v in variables if v not in fresh],
+                        env.restore_exclude, env.ignore_missing_vars,
                         env.model.head_scopes, env.use_ema)
-    return plan, ([plan.note] if plan.note else []) + report(plan)
+    lines = ([plan.note] if plan.note else []) + report(plan)
+    if fresh:
+        lines.append("  quantization: %d range variables start from the first batches "
+                     "(%s holds none)" % (len(fresh), checkpoint))
+    return plan, lines
 
 
 def restore_dry_run(env, logger):
@@ -204,7 +215,8 @@ def restore_dry_run(env, logger):
         # Variable names and shapes follow from the model and class count alone, not
         # from the training hyper-parameters, so the plain network function will do.
         size = env.image_size
-        nets_factory.get_network_fn(env.model_name, env.num_classes, is_training=True)(
+        nets_factory.get_network_fn(env.model_name, env.num_classes, is_training=True,
+                                    quantize=env.quantization)(
             tf.placeholder(tf.float32, [1, size, size, 3]))
         _, lines = plan_warm_start(env, env.restore_checkpoint)
     for line in lines:
