@@ -107,11 +107,11 @@ class Evaluator(object):
         return tf.cast(logits, tf.float32)
 
     def build_logits(self, checkpoint=None):
-        """(logits float32 [B, classes], labels int32 [B]) over the split, one pass; the
-        simulated int8 network when ``checkpoint`` holds quantization ranges."""
+        """(logits float32 [B, classes], labels int32 [B], images) over the split, one
+        pass; the simulated int8 network when ``checkpoint`` holds quantization ranges."""
         images, labels = self.build_inputs()
         quantization = checkpoint_names.read(checkpoint).quantization if checkpoint else None
-        return self._logits(images, quantization), labels
+        return self._logits(images, quantization), labels, images
 
     def restore(self, sess, checkpoint):
         """Restores the default graph's variables; returns whether EMA weights were used."""

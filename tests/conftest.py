@@ -64,3 +64,18 @@ def npu_dataset(tmp_path_factory):
     from tests.ds_helpers import write_tiny_dataset
     return write_tiny_dataset(str(tmp_path_factory.mktemp("npu_ds")), num_classes=3,
                               per_class=8, size=32, train_shards=2)
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    """scikit-learn's digits as a 32-px JPEG tree (images/) and TFRecords (records/): the
+    real small dataset the export and quantization tests train on (one copy per run)."""
+    from datasets import build_tfrecords, digits_demo
+    root = str(tmp_path_factory.mktemp("digits"))
+    digits_demo.write_digits_tree(os.path.join(root, "images"), image_size=32)
+    build_tfrecords.convert(
+        train_directory=os.path.join(root, "images", "train"),
+        validation_directory=os.path.join(root, "images", "validation"),
+        output_directory=os.path.join(root, "records"), train_shards=2,
+        validation_shards=1, num_threads=1)
+    return root

@@ -14,19 +14,6 @@ FORMATS = {"saved_model": "model_saved", "frozen_pb": "model.pb", "tflite": "mod
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    from datasets import build_tfrecords, digits_demo
-    root = str(tmp_path_factory.mktemp("digits"))
-    digits_demo.write_digits_tree(os.path.join(root, "images"), image_size=32)
-    build_tfrecords.convert(
-        train_directory=os.path.join(root, "images", "train"),
-        validation_directory=os.path.join(root, "images", "validation"),
-        output_directory=os.path.join(root, "records"), train_shards=2,
-        validation_shards=1, num_threads=1)
-    return root
-
-
-@pytest.fixture(scope="module")
 def train_dir(digits):
     """The demo recipe, shortened to 12 epochs, made deterministic: two runs wrote the
     same 683 checkpoint tensors bit for bit. The demo's random crops (--min_crop_area=0.5)

@@ -246,7 +246,7 @@ def test_recipe_rates_are_the_scripts():
     # One script line may set the rate of several recipes (the two CIFAR ones).
     rates = set(float(r) for r in re.findall(r"lr_per_256=([0-9.]+)", script))
     assert rates == set(rate for _, _, _, rate in preflight.RECIPE_RATES)
-    assert len(rates) == 5
+    assert len(rates) == 6
 
 
 # ----------------------------------------------------------------------------- train_dir

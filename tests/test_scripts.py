@@ -49,10 +49,14 @@ def test_run_finetune_needs_train_and_validation_folders(tmp_path):
         "--model_name=efficientnet_v2_s", "--train_image_size=384", "--batch_size=64",
         "--learning_rate=0.000125", "--drop_path_rate=0.2", "--clip_gradient_norm=5",
         "--max_epoch=15"]),
+    ("train_8p.sh", "mobilenet_v2_cifar10_qat", "8", [
+        "--model_name=mobilenet_v2_cifar", "--learning_rate=0.04", "--quantize_delay=0",
+        "--freeze_bn_delay=490", "--restore_exclude=none", "--restore_path=FLOAT"]),
 ])
 def test_recipes_scale_the_learning_rate_with_the_global_batch(script, recipe, ranks,
                                                                expected):
-    out = bash(script, "DATA", "TRAIN", "--seed=1",
+    given = ("--restore_path=FLOAT",) if recipe.endswith("_qat") else ()
+    out = bash(script, "DATA", "TRAIN", *(given + ("--seed=1",)),
                RECIPE=recipe, RANK_SIZE=ranks, RECIPE_DRY_RUN="1")
     assert out.returncode == 0, out.stderr
     words = out.stdout.split()
@@ -66,3 +70,5 @@ def test_recipe_run_length_and_unknown_recipe():
     assert "--max_train_steps=5" in out.stdout and "--max_epoch" not in out.stdout
     out = bash("train_1p.sh", "DATA", "TRAIN", RECIPE="resnet50")
     assert out.returncode == 2 and out.stderr.startswith("error: RECIPE=resnet50")
+    out = bash("train_1p.sh", "DATA", "TRAIN", RECIPE="mobilenet_v2_cifar10_qat")
+    assert out.returncode == 2 and "pass --restore_path=" in out.stderr

@@ -51,6 +51,7 @@ CONVERT_HINT = "python -m datasets.build_tfrecords ... --overwrite"
 # fine-tune from --restore_path, peak LR per 256 images) as in train_recipe.sh; the first
 # row whose prefix matches is the recipe, so the 32-px (CIFAR) variants come first:
 RECIPE_RATES = (
+    ("mobilenet_v2_cifar", "momentum", True, 0.01),  # the QAT fine-tune
     ("mobilenet_v2_cifar", "momentum", False, 0.2),
     ("mobilenet_v3_small_cifar", "momentum", False, 0.2),
     ("mobilenet_v2", "momentum", False, 0.1),

@@ -1,0 +1,272 @@
+"""Quantization-aware training (quantization/): contrib.quantize's graph and names, the
+three starts, and the simulated int8 graph carried through evaluation and export.
+
+The digits (MobileNetV2-0.35 at 32 px): a float model trained briefly, then a QAT
+fine-tune of it, as the references do; the unit tests build graphs only."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.cli_helpers import run_python as run, single_error_line
+
+MODEL = "mobilenet_v2_035"
+# The blocks of MobileNetV2 that add their input (stride 1, same depth): TF-Slim's
+# V2_DEF, counted by hand from the paper's table (t, c, n, s).
+RESIDUAL_BLOCKS = (2, 4, 5, 7, 8, 9, 11, 12, 14, 15)
+TRAIN_FLAGS = ("--model_name=" + MODEL, "--train_image_size=32", "--batch_size=32",
+               "--optimizer=momentum", "--learning_rate_decay_type=cosine",
+               "--label_smoothing=0.1", "--bn_decay=0.9", "--min_crop_area=1.0",
+               "--random_flip=false", "--data_threads=1", "--log_every_n_steps=100",
+               "--seed=3")
+
+
+def _train(digits, name, *flags):
+    train_dir = os.path.join(digits, name)
+    out = run("train.py", "--dataset_dir=" + os.path.join(digits, "records"),
+              "--train_dir=" + train_dir, *(TRAIN_FLAGS + flags))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return train_dir, out
+
+
+@pytest.fixture(scope="module")
+def float_dir(digits):
+    return _train(digits, "qat_float", "--max_epoch=8", "--learning_rate=0.005",
+                  "--warmup_epochs=1", "--moving_average_decay=0.99")[0]
+
+
+@pytest.fixture(scope="module")
+def qat_run(digits, float_dir):
+    """The references' second start: a QAT fine-tune of the float checkpoint."""
+    return _train(digits, "qat_finetune", "--max_epoch=2", "--learning_rate=0.001",
+                  "--restore_path=" + float_dir, "--restore_exclude=none",
+                  "--quantize_delay=0", "--freeze_bn_delay=60")
+
+
+def _checkpoint(train_dir):
+    from utils.checkpoints import resolve_checkpoint
+    return resolve_checkpoint(train_dir)
+
+
+def _variables(train_dir):
+    from utils.tf_compat import tf
+    return dict(tf.train.list_variables(_checkpoint(train_dir)))
+
+
+def _evaluator(digits, name):
+    import logger as logger_lib
+    from datasets import dataset_factory
+    from evaluation.evaluator import EvalConfig, Evaluator
+    return Evaluator(EvalConfig(
+        dataset=dataset_factory.get_dataset("auto", os.path.join(digits, "records")),
+        split="validation", model_name=MODEL, num_classes=10, labels_offset=0,
+        image_size=32, preprocessing_name="inception", central_fraction=0.875,
+        batch_size=100, max_num_batches=None, use_ema="auto", log_every_n_batches=100,
+        eval_dir=os.path.join(digits, name), data_threads=1), logger_lib.get_logger())
+
+
+def _simulated_logits(digits, checkpoint):
+    """(logits, labels, images) of the evaluator's own graph for ``checkpoint`` over
+    the validation split."""
+    from utils.tf_compat import tf
+    evaluator = _evaluator(digits, "qat_eval_graph")
+    with tf.Graph().as_default():
+        logits, labels, images = evaluator.build_logits(checkpoint)
+        with tf.Session() as sess:
+            evaluator.restore(sess, checkpoint)
+            batches = []
+            while True:
+                try:
+                    batches.append(sess.run([logits, labels, images]))
+                except tf.errors.OutOfRangeError:
+                    break
+    return [np.concatenate([b[i] for b in batches]) for i in range(3)]
+
+
+# ------------------------------------------------------------------ the graph, unit level
+
+def _network_logits(x, checkpoint, is_training, quantize, save_random_statistics=False):
+    """The network's logits on ``x`` with its float variables from ``checkpoint`` (after
+    writing it, with random batch-norm parameters, when ``save_random_statistics``)."""
+    from nets import nets_factory
+    from utils.tf_compat import tf
+    rng = np.random.RandomState(1)
+    with tf.Graph().as_default():
+        logits, _ = nets_factory.get_network_fn(
+            MODEL, 10, is_training=is_training, quantize=quantize,
+            dropout_keep_prob=1.0)(tf.constant(x))
+        model_vars = [v for v in tf.global_variables() if "_quant" not in v.op.name
+                      and "quantization_step" not in v.op.name]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            if save_random_statistics:
+                for var in model_vars:
+                    kind = var.op.name.rpartition("/")[2]
+                    low, high = {"moving_variance": (0.5, 2.0), "gamma": (0.5, 1.5),
+                                 "moving_mean": (-0.5, 0.5), "beta": (-0.5, 0.5)}.get(
+                                     kind, (None, None))
+                    if low is not None:
+                        var.load(rng.uniform(low, high, var.shape.as_list()), sess)
+                tf.train.Saver(model_vars).save(sess, checkpoint)
+            else:
+                tf.train.Saver(model_vars).restore(sess, checkpoint)
+            return sess.run(logits)
+
+
+def test_folded_batch_norm_is_batch_norm_exactly(tmp_path):
+    """Quantization delayed: the folded training graph (moving-statistics weights,
+    corrected back to batch statistics) gives slim's batch-norm network's logits; batch
+    norm frozen: the inference network's. Random statistics make the fold matter."""
+    from quantization.rewrite import Settings
+    from utils.tf_compat import tf
+    grid = np.random.RandomState(0).uniform(-1, 1, [8, 32, 32, 3]).astype(np.float32)
+    with tf.Graph().as_default(), tf.Session() as sess:  # on the input's 8-bit grid
+        x = sess.run(tf.fake_quant_with_min_max_args(grid, min=-1.0, max=1.0))
+    checkpoint = str(tmp_path / "random.ckpt")
+    float_training = _network_logits(x, checkpoint, True, None, save_random_statistics=True)
+    float_inference = _network_logits(x, checkpoint, False, None)
+    delayed = _network_logits(x, checkpoint, True, Settings(10 ** 6, None))
+    frozen = _network_logits(x, checkpoint, True, Settings(10 ** 6, 0))
+    assert np.abs(float_training - float_inference).max() > 0.1  # the two differ
+    for got, want in ((delayed, float_training), (frozen, float_inference)):
+        assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max(), (got, want)
+
+
+def _quantize_error(model_name):
+    from nets import nets_factory
+    from quantization.rewrite import Settings
+    from utils.errors import UserError
+    from utils.tf_compat import tf
+    with tf.Graph().as_default():
+        network_fn = nets_factory.get_network_fn(model_name, 10, is_training=True,
+                                                 quantize=Settings(0, None))
+        try:
+            network_fn(tf.zeros([1, 64, 64, 3]))
+        except UserError as err:
+            return str(err)
+    return None
+
+
+def test_networks_contrib_cannot_quantize_are_refused_in_one_line():
+    message = _quantize_error("mobilenet_v3_small")
+    assert message is not None and "\n" not in message
+    for part in ("mobilenet_v3_small", "hard_swish in MobilenetV3/Conv", "squeeze_excite in "
+                 "MobilenetV3/expanded_conv", "MobileNetV2"):
+        assert part in message, message
+    assert "swish" in _quantize_error("efficientnet_v2_b0")
+    # MnasNet-B1 is convolutions, batch norm, ReLU and residual adds only: it works.
+    assert _quantize_error("mnasnet_b1") is None
+
+
+def test_quantization_flags_are_checked_in_one_line(tmp_path):
+    for flags, fragment in ((["--freeze_bn_delay=10"], "give --quantize_delay too"),
+                            (["--quantize_delay=-2"], "--quantize_delay=-2")):
+        out = run("train.py", "--dataset_dir=" + str(tmp_path), "--max_train_steps=1",
+                  "--train_dir=" + str(tmp_path / "t"), *flags)
+        assert fragment in single_error_line(out)
+
+
+# ------------------------------------------------------------------ runs and checkpoints
+
+def _expected_quantization_variables(float_variables):
+    """contrib.quantize's names for the model, from the float checkpoint's layers: each
+    conv / depthwise layer gets weights_quant (last value) and act_quant (moving
+    average, so with its zero-debias companions); each residual block its
+    post_activation_bypass_quant; the graph one fake_quantization_step."""
+    expected = {"fake_quantization_step"}
+    averaged = []
+    for name in float_variables:
+        scope, _, last = name.rpartition("/")
+        if last in ("weights", "depthwise_weights") and "ExponentialMovingAverage" not in name:
+            expected.update([scope + "/weights_quant/min", scope + "/weights_quant/max"])
+            averaged.append(scope + "/act_quant")
+    averaged += ["MobilenetV2/expanded_conv_%d/post_activation_bypass_quant" % block
+                 for block in RESIDUAL_BLOCKS]
+    for scope in averaged:
+        for end in ("min", "max"):
+            expected.update([scope + "/" + end, scope + "/%s/biased" % end,
+                             scope + "/%s/local_step" % end])
+    return expected
+
+
+def test_qat_checkpoint_holds_exactly_contribs_quantization_variables(float_dir, qat_run):
+    qat_dir, out = qat_run
+    float_variables = _variables(float_dir)
+    qat_variables = _variables(qat_dir)
+    added = set(qat_variables) - set(float_variables)
+    added = set(name for name in added if not name.endswith("/Momentum"))
+    expected = _expected_quantization_variables(float_variables)
+    # 53 layers (Conv, the first block's 2, 16 blocks' 3, Conv_1, Logits), 10 adds, a step.
+    assert len(expected) == 53 * 2 + 53 * 6 + 10 * 6 + 1
+    assert added == expected, (sorted(added - expected)[:5], sorted(expected - added)[:5])
+    assert "MobilenetV2/Conv/weights_quant/min" in added
+    assert "MobilenetV2/expanded_conv_2/project/act_quant/max" in added
+    assert "MobilenetV2/expanded_conv_2/post_activation_bypass_quant/min" in added
+    # Started from the float checkpoint: ranges fresh, then learned (a ReLU6 range).
+    assert "range variables start from the first batches" in out.stdout
+    from utils.tf_compat import tf
+    reader = tf.train.load_checkpoint(_checkpoint(qat_dir))
+    assert reader.get_tensor("fake_quantization_step") == reader.get_tensor("global_step")
+    low = reader.get_tensor("MobilenetV2/Conv/act_quant/min")
+    high = reader.get_tensor("MobilenetV2/Conv/act_quant/max")
+    assert low == 0.0 and 0.5 < high <= 6.0, (low, high)
+
+
+def test_qat_from_scratch_resumes_counting_its_delay(digits):
+    """The first and third starts: from scratch with --quantize_delay, then resumed;
+    the quantization step goes on from the checkpoint."""
+    flags = ("--learning_rate=0.005", "--quantize_delay=4", "--freeze_bn_delay=8")
+    train_dir, out = _train(digits, "qat_scratch", "--max_train_steps=6", *flags)
+    assert "quantization-aware (contrib.quantize graph, int8) from step 4" in out.stdout
+    _, out = _train(digits, "qat_scratch", "--max_train_steps=10", *flags)
+    assert "resuming from" in out.stdout
+    from utils.tf_compat import tf
+    reader = tf.train.load_checkpoint(_checkpoint(train_dir))
+    assert reader.get_tensor("global_step") == 10
+    assert reader.get_tensor("fake_quantization_step") == 10
+
+
+def test_evaluator_scores_the_simulated_int8_graph_with_no_flag(digits, qat_run):
+    qat_dir, _ = qat_run
+    out = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + qat_dir,
+              "--dataset_dir=" + os.path.join(digits, "records"), "--batch_size=100",
+              "--eval_dir=" + os.path.join(digits, "qat_eval_cli"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "holds quantization ranges: scoring its simulated int8 graph" in out.stdout
+    assert "(simulated int8)" in out.stdout
+    with open(os.path.join(digits, "qat_eval_cli", "eval_results.json")) as handle:
+        result = json.load(handle)["results"][0]
+    assert result["simulated_int8"] is True and result["images"] == 359
+    assert result["top1"] > 0.5  # it learned the digits
+
+
+def _export(qat_dir, fmt, output):
+    out = run("export_model.py", "--checkpoint_path=" + qat_dir, "--format=" + fmt,
+              "--output=" + output)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def test_frozen_graph_and_int8_tflite_give_the_simulated_results(digits, qat_run):
+    """frozen_pb keeps the fake-quant ops: the evaluator's simulated logits exactly;
+    tflite_int8 takes the trained ranges (no calibration) and scores the same top-1
+    within 0.5 points on the validation split."""
+    from export import models
+    qat_dir, _ = qat_run
+    logits, labels, images = _simulated_logits(digits, _checkpoint(qat_dir))
+    frozen = os.path.join(digits, "qat_model.pb")
+    _export(qat_dir, "frozen_pb", frozen)
+    model = models.load_model(frozen)
+    np.testing.assert_allclose(model.logits(images), logits, rtol=0, atol=1e-5)
+    model.close()
+    tflite = os.path.join(digits, "qat_int8.tflite")
+    out = _export(qat_dir, "tflite_int8", tflite)
+    assert "with no calibration" in out.stdout and "calibrating" not in out.stdout
+    model = models.load_model(tflite)
+    int8_logits = model.logits(images)
+    model.close()
+    simulated_top1 = np.mean(logits.argmax(1) == labels)
+    int8_top1 = np.mean(int8_logits.argmax(1) == labels)
+    assert abs(int8_top1 - simulated_top1) <= 0.005, (int8_top1, simulated_top1)
+    assert np.mean(int8_logits.argmax(1) == logits.argmax(1)) >= 0.98
