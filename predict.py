@@ -98,6 +98,9 @@ def main(argv):
         sys.stderr.write(line + "\n")
     if model.meta.get("recognised"):  # a checkpoint in automl's names
         log(model.meta["recognised"])
+    if model.meta.get("quantization"):  # a checkpoint with quantization ranges
+        log("%s holds quantization ranges: predicting with its simulated int8 graph"
+            % model.meta["checkpoint"])
     results = run_reporting_tf_errors(predict, model, paths, f.top_k, f.batch_size, log)
     model.close()
     if f.json_output == "-":

