@@ -278,11 +278,28 @@ def test_frozen_graph_and_int8_tflite_give_the_simulated_results(digits, qat_run
     assert abs(int8_top1 - simulated_top1) <= 1 - agreement + 1e-9, (int8_top1, simulated_top1)
 
 
+def _outlier_ratio(train_dir, scope):
+    """The largest output channel of ``scope``'s batch-norm-folded weights over their
+    median (by largest magnitude): per-tensor int8 gives every channel the largest's
+    step."""
+    from utils.tf_compat import tf
+    reader = tf.train.load_checkpoint(_checkpoint(train_dir))
+    weights = _averaged(reader, scope + "/depthwise_weights")
+    scale = (_averaged(reader, scope + "/BatchNorm/gamma")
+             / np.sqrt(_averaged(reader, scope + "/BatchNorm/moving_variance") + 0.001))
+    per_channel = np.abs(weights * scale[:, None]).max(axis=(0, 1, 3))
+    return per_channel.max() / np.median(per_channel)
+
+
 def test_qat_beats_post_training_quantization_where_it_loses(digits, float_dir, qat_run):
     """The measured case (benchmarks/QUANTIZATION.json): the short float run quantized
     after training with contrib's per-tensor int8 (its ranges calibrated on 20 batches
     at a learning rate of 1e-12, batch norm frozen: no weight changes) lost 0.29 of its
-    0.866 top-1; the 88-step QAT fine-tune scored 0.813."""
+    0.866 top-1; the 88-step QAT fine-tune scored 0.813. The cause, checked first: one
+    channel of the first depthwise layer, folded, is 237 times the median one (a
+    near-constant channel: tiny variance), so per-tensor steps flatten the others; the
+    run is deterministic (seed, one data thread, whole-image crops)."""
+    assert _outlier_ratio(float_dir, "MobilenetV2/expanded_conv/depthwise") > 100
     calibrated, _ = _train(digits, "qat_ptq", "--max_train_steps=20", "--learning_rate=1e-12",
                            "--restore_path=" + float_dir, "--restore_exclude=none",
                            "--quantize_delay=0", "--freeze_bn_delay=0")
@@ -353,7 +370,8 @@ def test_a_tf_slim_quant_checkpoint_evaluates_and_exports(digits, float_dir, tmp
     """A checkpoint as TF-Slim published them (float weights plus contrib's min / max,
     no averaging companions, no quantization step, no model_spec.json), its ranges
     made here without our rewrite: the evaluator finds the ranges and scores the
-    simulated int8 graph close to the float one; export reads it with --model_name."""
+    simulated int8 graph; export reads it with --model_name and its frozen graph gives
+    the evaluator's logits."""
     from utils.tf_compat import tf
     from dataloader import image_files
     reader = tf.train.load_checkpoint(_checkpoint(float_dir))
@@ -386,7 +404,11 @@ def test_a_tf_slim_quant_checkpoint_evaluates_and_exports(digits, float_dir, tmp
             results[name] = json.load(handle)["results"][0]
     assert "scoring its simulated int8 graph" in out.stdout
     assert results["slim_quant"].get("simulated_int8") and "simulated_int8" not in results["float"]
-    assert results["slim_quant"]["top1"] >= results["float"]["top1"] - 0.03, results
+    # The ranges change the scores (this short run is the case where per-tensor int8
+    # after training loses: 0.752 against 0.866 measured), and the digits are still told
+    # apart far above chance.
+    assert results["slim_quant"]["loss"] != pytest.approx(results["float"]["loss"], rel=1e-3)
+    assert results["slim_quant"]["top1"] > 0.5, results
     frozen = str(tmp_path / "slim_quant.pb")
     out = run("export_model.py", "--checkpoint_path=" + prefix, "--format=frozen_pb",
               "--output=" + frozen, "--model_name=" + MODEL, "--num_classes=10",
