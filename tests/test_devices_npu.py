@@ -216,15 +216,17 @@ def test_default_checkpoint_interval_is_a_whole_number_of_loops(npu_bridge, npu_
 
 
 def test_quantization_aware_training_on_the_stand_in(npu_bridge, npu_dataset, tmp_path):
-    """QAT through the NPU path (NPUEstimator, device loops of 2, mixed precision's loss
-    scaling): the quantization step counts every step of every loop, ranges learned."""
+    """QAT from scratch through the NPU path (NPUEstimator, device loops of 2, mixed
+    precision's loss scaling), then resumed: the quantization step counts every step of
+    every loop and goes on from the checkpoint; ranges learned."""
     train_dir = str(tmp_path / "train")
-    env = npu_env(npu_dataset, train_dir, {}, quantize_delay=1, freeze_bn_delay=3,
-                  save_checkpoints_steps=4, learning_rate=0.01)
-    EstimatorImpl(env, logging.getLogger("test_devices_npu")).train()
-    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(train_dir))
-    assert reader.get_tensor("global_step") == 4
-    assert reader.get_tensor("fake_quantization_step") == 4
+    for steps in (4, 6):
+        env = npu_env(npu_dataset, train_dir, {}, quantize_delay=1, freeze_bn_delay=3,
+                      save_checkpoints_steps=2, learning_rate=0.01, max_train_steps=steps)
+        EstimatorImpl(env, logging.getLogger("test_devices_npu")).train()
+        reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(train_dir))
+        assert reader.get_tensor("global_step") == steps
+        assert reader.get_tensor("fake_quantization_step") == steps
     assert 0.0 < reader.get_tensor("MobilenetV2/Conv/act_quant/max") <= 6.0
     assert reader.get_tensor("MobilenetV2/Conv/weights_quant/min") < 0.0
-    assert records(npu_bridge, "NPUEstimator")
+    assert len(records(npu_bridge, "NPUEstimator")) == 2

@@ -1,5 +1,6 @@
 """Quantization-aware training (quantization/): contrib.quantize's graph and names, the
-three starts, and the simulated int8 graph carried through evaluation and export.
+start from a float checkpoint (from scratch and resumed: tests/test_devices_npu.py), and
+the simulated int8 graph carried through evaluation and export.
 
 The digits (MobileNetV2-0.35 at 32 px): a float model trained briefly, then a QAT
 fine-tune of it, as the references do; the unit tests build graphs only."""
@@ -207,26 +208,14 @@ def test_qat_checkpoint_holds_exactly_contribs_quantization_variables(float_dir,
     assert "MobilenetV2/expanded_conv_2/post_activation_bypass_quant/min" in added
     # Started from the float checkpoint: ranges fresh, then learned (a ReLU6 range).
     assert "range variables start from the first batches" in out.stdout
+    assert ("quantization-aware (contrib.quantize graph, int8) from step 0 of quantization, "
+            "batch norm frozen from step 60") in out.stdout
     from utils.tf_compat import tf
     reader = tf.train.load_checkpoint(_checkpoint(qat_dir))
     assert reader.get_tensor("fake_quantization_step") == reader.get_tensor("global_step")
     low = reader.get_tensor("MobilenetV2/Conv/act_quant/min")
     high = reader.get_tensor("MobilenetV2/Conv/act_quant/max")
     assert low == 0.0 and 0.5 < high <= 6.0, (low, high)
-
-
-def test_qat_from_scratch_resumes_counting_its_delay(digits):
-    """The first and third starts: from scratch with --quantize_delay, then resumed;
-    the quantization step goes on from the checkpoint."""
-    flags = ("--learning_rate=0.005", "--quantize_delay=4", "--freeze_bn_delay=8")
-    train_dir, out = _train(digits, "qat_scratch", "--max_train_steps=6", *flags)
-    assert "quantization-aware (contrib.quantize graph, int8) from step 4" in out.stdout
-    _, out = _train(digits, "qat_scratch", "--max_train_steps=10", *flags)
-    assert "resuming from" in out.stdout
-    from utils.tf_compat import tf
-    reader = tf.train.load_checkpoint(_checkpoint(train_dir))
-    assert reader.get_tensor("global_step") == 10
-    assert reader.get_tensor("fake_quantization_step") == 10
 
 
 def test_evaluator_scores_the_simulated_int8_graph_with_no_flag(digits, qat_run):
