@@ -67,10 +67,10 @@ def _batch_moments(layer_output):
 
 
 def fold(match, is_training, bn_frozen=None, quantize_weights=None):
-    """Folds ``match``; reroutes the batch norm's consumers to the folded output and
-    returns (layer op, folded weights tensor, folded output tensor). ``bn_frozen``:
-    a boolean tensor, true once batch norm is frozen (training only).
-    ``quantize_weights(folded_weights) -> weights`` is applied before the conv."""
+    """Folds ``match``: reroutes the batch norm's consumers to the folded layer's output
+    and returns that tensor. ``bn_frozen``: a boolean tensor, true once batch norm is
+    frozen (training only). ``quantize_weights(folded_weights) -> weights`` is applied
+    before the convolution."""
     bn_op, layer_op, v = match
     epsilon = bn_op.get_attr("epsilon")
     consumers = list(bn_op.outputs[0].consumers())
@@ -113,7 +113,9 @@ def fold(match, is_training, bn_frozen=None, quantize_weights=None):
 
 def _freeze_moving_statistics(bn_op, bn_frozen):
     """Zeroes the moving averages' update rate once batch norm is frozen: slim's update
-    is ``moving -= (moving - batch) * rate``, one Sub and Mul per batch output."""
+    is ``moving -= (moving - batch) * rate``, one Sub and Mul per batch output. Another
+    update (a future tf-slim's) is an error, not a batch norm quietly left unfrozen."""
+    frozen = 0
     for batch_output in bn_op.outputs[1:3]:
         for sub in batch_output.consumers():
             if sub.type != "Sub":
@@ -125,7 +127,10 @@ def _freeze_moving_statistics(bn_op, bn_frozen):
                 with tf.name_scope(mul.name.rpartition("/")[0] + "/"):
                     frozen_rate = tf.where(bn_frozen, tf.zeros_like(rate), rate,
                                            name="freeze_rate")
-                reroute([mul], rate, frozen_rate)
+                frozen += reroute([mul], rate, frozen_rate)
+    if frozen != 2:
+        raise ValueError("--freeze_bn_delay: the moving-average updates of %s are not "
+                         "slim's (moving - batch) * rate; cannot freeze them" % bn_op.name)
 
 
 __all__ = ["BatchNormMatch", "find", "fold", "BATCH_NORMS", "FOLDABLE_LAYERS"]
