@@ -7,7 +7,8 @@ that the weights a phone runs (folded, then quantized) are the ones trained:
               statistics, y = conv(x, w') * sigma_mv / sigma_b + beta - mu_b * gamma / sigma_b,
               which is batch norm exactly; once batch norm is frozen the correction goes
               to the moving statistics instead (factor 1, offset gamma * (mu_b / sigma_b -
-              mu_mv / sigma_mv)), and the moving statistics stop updating.
+              mu_mv / sigma_mv)), and the moving statistics stop updating (they are
+              fed back to their own update in place of the batch's).
 
 Where contrib reads the batch moments off the fused batch-norm op and overrides that op's
 gradient to reach them, this computes them with ``tf.nn.moments`` on the convolution's
@@ -106,31 +107,26 @@ def fold(match, is_training, bn_frozen=None, quantize_weights=None):
             output = tf.add(output * post_conv, offset, name="correction_add")
         output = tf.add(output, bias, name="add_fold")
     if is_training and bn_frozen is not None:
-        _freeze_moving_statistics(bn_op, bn_frozen)
+        _freeze_moving_statistics(bn_op, v, bn_frozen)
     reroute(consumers, bn_op.outputs[0], output)
     return output
 
 
-def _freeze_moving_statistics(bn_op, bn_frozen):
-    """Zeroes the moving averages' update rate once batch norm is frozen: slim's update
-    is ``moving -= (moving - batch) * rate``, one Sub and Mul per batch output. Another
-    update (a future tf-slim's) is an error, not a batch norm quietly left unfrozen."""
-    frozen = 0
-    for batch_output in bn_op.outputs[1:3]:
-        for sub in batch_output.consumers():
-            if sub.type != "Sub":
-                continue
-            for mul in sub.outputs[0].consumers():
-                if mul.type != "Mul":
-                    continue
-                rate = mul.inputs[1]
-                with tf.name_scope(mul.name.rpartition("/")[0] + "/"):
-                    frozen_rate = tf.where(bn_frozen, tf.zeros_like(rate), rate,
-                                           name="freeze_rate")
-                frozen += reroute([mul], rate, frozen_rate)
-    if frozen != 2:
-        raise ValueError("--freeze_bn_delay: the moving-average updates of %s are not "
-                         "slim's (moving - batch) * rate; cannot freeze them" % bn_op.name)
+def _freeze_moving_statistics(bn_op, variables, bn_frozen):
+    """Once batch norm is frozen, the batch statistics its moving averages are updated
+    from become the moving statistics themselves, so ``moving -= (moving - batch) *
+    rate`` changes nothing, whatever lies between (a distribution strategy's
+    all-reduce). contrib zeroed the rate instead, which needs to find it. A batch norm
+    that updates its averages inside the op (no consumers of those outputs) cannot be
+    frozen so: an error, not a batch norm quietly left unfrozen."""
+    for output, name in ((bn_op.outputs[1], "moving_mean"), (bn_op.outputs[2], "moving_variance")):
+        consumers = list(output.consumers())
+        if not consumers:
+            raise ValueError("--freeze_bn_delay: %s updates its %s inside the op; cannot "
+                             "freeze it" % (bn_op.name, name))
+        with tf.name_scope(bn_op.name.rpartition("/")[0] + "/freeze_" + name + "/"):
+            held = tf.where(bn_frozen, variables[name].read_value(), output)
+        reroute(consumers, output, held)
 
 
 __all__ = ["BatchNormMatch", "find", "fold", "BATCH_NORMS", "FOLDABLE_LAYERS"]

@@ -67,3 +67,26 @@ def test_two_workers_train_mobilenet_to_identical_weights(tmp_path, tiny_records
     # Only the chief checkpoints into train_dir and writes the run's result.
     assert os.path.exists(os.path.join(train_dir, "model.ckpt-4.index"))
     assert os.path.exists(os.path.join(train_dir, "train_result.json"))
+
+
+def test_two_workers_train_quantization_aware(tmp_path, tiny_records):
+    """QAT under MultiWorkerMirroredStrategy: the range variables (ON_READ, averaged
+    over replicas) need no cross-replica call in the graph; both workers end with the
+    same weights and the chief's checkpoint counts every quantization step."""
+    train_dir = str(tmp_path / "train")
+    out = launch(str(tmp_path / "logs"), sys.executable, "train.py", "--device=cpu",
+                 "--dataset_dir=" + tiny_records, "--train_dir=" + train_dir,
+                 "--model_name=mobilenet_v2_035", "--train_image_size=32", "--batch_size=4",
+                 "--max_train_steps=4", "--learning_rate=0.01", "--bn_decay=0.9",
+                 "--log_every_n_steps=2", "--quantize_delay=1", "--freeze_bn_delay=3")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    digests = []
+    for rank in (0, 1):
+        with open(os.path.join(str(tmp_path / "logs"), str(rank), "train.log")) as handle:
+            digests.append([l for l in handle.read().splitlines()
+                            if l.startswith("weights_sha1:")])
+    assert len(digests[0]) == 1 and digests[0] == digests[1]
+    from utils.tf_compat import tf
+    reader = tf.train.load_checkpoint(os.path.join(train_dir, "model.ckpt-4"))
+    assert reader.get_tensor("fake_quantization_step") == 4
+    assert 0.0 < reader.get_tensor("MobilenetV2/Conv/act_quant/max") <= 6.0

@@ -5,7 +5,8 @@ variable to values derived only from its name (``variable_value``), feeds a fixe
 input and compares with tests/data/nets_parity.{json,npz}: the sorted (variable,
 shape) list and end_point keys with static shapes exactly, the logits bit for bit
 when this machine is the one that wrote the golden (same CPU model name, AVX-512 flag
-and TensorFlow version), else to rtol / atol 1e-4 (another CPU may pick other kernels).
+and TensorFlow version), else to rtol 1e-4 and atol 1e-3 of the largest logit (another
+CPU may pick other kernels).
 The cases run in a fresh interpreter: TensorFlow sizes its CPU thread pool by the first
 session of a process, and batch statistics summed by two threads differ from one
 thread's in the last bits. The golden was written from the code before the nets/
@@ -175,7 +176,12 @@ def test_logits(case, computed):
     if meta["machine"] == machine():
         np.testing.assert_array_equal(got, logits[case])
     else:
-        np.testing.assert_allclose(got, logits[case], rtol=1e-4, atol=1e-4)
+        # Another CPU's kernels sum in another order; in a deep network with logits in the
+        # hundreds (EfficientNetV2-S here) that reaches 2.3e-4 of the largest logit
+        # (measured on an Intel Xeon against the AMD EPYC golden), so the absolute
+        # tolerance scales with the logits.
+        scale = max(1.0, float(np.abs(logits[case]).max()))
+        np.testing.assert_allclose(got, logits[case], rtol=1e-4, atol=1e-3 * scale)
 
 
 def test_golden_covers_every_case():

@@ -136,6 +136,30 @@ def test_folded_batch_norm_is_batch_norm_exactly(tmp_path):
         assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max(), (got, want)
 
 
+def _moving_mean_change(settings):
+    """How far one batch-norm update step moves the first layer's moving mean."""
+    from nets import nets_factory
+    from training import finetune
+    from utils.tf_compat import tf
+    with tf.Graph().as_default():
+        images = tf.random_uniform([4, 32, 32, 3], -1.0, 1.0, seed=1)
+        nets_factory.get_network_fn(MODEL, 10, is_training=True, bn_decay=0.5,
+                                    quantize=settings)(images)
+        moving_mean = tf.global_variables("MobilenetV2/Conv/BatchNorm/moving_mean")[0]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            before = sess.run(moving_mean)
+            sess.run(finetune.update_ops(()))
+            return np.abs(sess.run(moving_mean) - before).max()
+
+
+def test_frozen_batch_norm_stops_updating_its_moving_statistics():
+    from quantization.rewrite import Settings
+    assert _moving_mean_change(Settings(0, None)) > 1e-3
+    assert _moving_mean_change(Settings(0, 10 ** 6)) > 1e-3  # not frozen yet
+    assert _moving_mean_change(Settings(0, 0)) == 0.0
+
+
 def _quantize_error(model_name):
     from nets import nets_factory
     from quantization.rewrite import Settings
