@@ -186,6 +186,15 @@ def test_networks_contrib_cannot_quantize_are_refused_in_one_line():
     assert _quantize_error("mnasnet_b1") is None
 
 
+def test_every_mobilenet_v2_quantizes_whole():
+    """Every multiplier and the CIFAR variant: nothing left without a range."""
+    from nets import nets_factory
+    names = [n for n in nets_factory.model_names() if n.startswith("mobilenet_v2")]
+    assert len(names) == 7
+    for name in names:
+        assert _quantize_error(name) is None, name
+
+
 def test_quantization_flags_are_checked_in_one_line(tmp_path):
     for flags, fragment in ((["--freeze_bn_delay=10"], "give --quantize_delay too"),
                             (["--quantize_delay=-2"], "--quantize_delay=-2")):
