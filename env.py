@@ -21,10 +21,13 @@ from quantization import rewrite
 from training import graph_cache
 from training.finetune import parse_restore_exclude, parse_scopes
 from utils.checkpoints import resolve_checkpoint
+from utils.config import Config
 from utils.errors import UserError
+from utils.validators import require_fraction, require_one_of, require_positive
 
 LR_DECAY_TYPES = ("fixed", "exponential", "polynomial", "cosine")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam")
+DEFAULT_LEARNING_RATE = 0.1  # TF-Slim's train_image_classifier.py
 
 
 def define_data_flags():
@@ -129,7 +132,13 @@ def _define_device_flags():
 def _define_optimizer_flags():
     """The learning-rate schedule and the optimizer."""
     flags.DEFINE_enum("learning_rate_decay_type", "cosine", LR_DECAY_TYPES, "LR schedule.")
-    flags.DEFINE_float("learning_rate", 0.1, "Peak learning rate (reached after warmup).")
+    flags.DEFINE_float("learning_rate", None,
+                       "Peak learning rate, reached after warmup (default 0.1, or "
+                       "--learning_rate_per_256 scaled to the global batch).")
+    flags.DEFINE_float("learning_rate_per_256", None,
+                       "Peak learning rate per 256 images, scaled linearly with the global "
+                       "batch (batch_size x devices): the recipes' form (exclusive with "
+                       "--learning_rate).")
     flags.DEFINE_float("end_learning_rate", 0.0, "Final LR of polynomial and cosine decay.")
     flags.DEFINE_float("learning_rate_decay_factor", 0.94, "Exponential decay factor.")
     flags.DEFINE_float("num_epochs_per_decay", 2.5, "Epochs between exponential decays.")
@@ -164,6 +173,9 @@ def _define_regularization_flags():
     flags.DEFINE_integer("freeze_bn_delay", None,
                          "With --quantize_delay: from this many steps on, batch norm uses "
                          "and keeps its moving statistics (default: never frozen).")
+    flags.DEFINE_float("freeze_bn_epochs", None,
+                       "--freeze_bn_delay in epochs of the training split at the global "
+                       "batch (exclusive with --freeze_bn_delay).")
 
 
 def _define_augmentation_flags():
@@ -226,6 +238,56 @@ def _define_side_task_flags():
                         "unset; empty (--graph_cache_dir=) builds every graph afresh.")
 
 
+# ----------------------------------------------------------------------------- flagfiles
+
+# Settings a flag can give in either of two units. A recipe (a --flagfile) gives one; the
+# same setting given on the command line in the other unit replaces the recipe's.
+ALTERNATIVE_FLAGS = (("max_epoch", "max_train_steps"),
+                     ("learning_rate", "learning_rate_per_256"),
+                     ("freeze_bn_delay", "freeze_bn_epochs"))
+FLAGS_FILE = "flags.txt"
+
+
+def _named_on_command_line(argv):
+    """Names of the flags ``argv`` gives itself (not through a --flagfile)."""
+    names = set()
+    for arg in argv[1:]:
+        if arg == "--":
+            break
+        if arg.startswith("-"):
+            names.add(arg.lstrip("-").split("=", 1)[0])
+    return names
+
+
+def prefer_command_line(argv, flag_values):
+    """Applies ALTERNATIVE_FLAGS: where the command line ``argv`` names one flag of a pair
+    and a flagfile set the other, the flagfile's is reset to its default (unset), so
+    `--flagfile=recipes/x.flags --max_train_steps=5` trains 5 steps instead of failing on
+    the recipe's --max_epoch. Both given on the command line stay an error."""
+    given = _named_on_command_line(argv)
+    for pair in ALTERNATIVE_FLAGS:
+        for name, other in (pair, pair[::-1]):
+            if name in given and other not in given and flag_values[other].present:
+                flag_values[other].unparse()
+
+
+def flags_file_text(flag_values, header=()):
+    """Every train.py flag with its value, one per line, as --flagfile reads them (flags
+    left unset are omitted): <train_dir>/flags.txt, from which the run can be repeated."""
+    lines = ["# %s" % line for line in header]
+    for flag in sorted(flag_values.get_flags_for_module(__name__), key=lambda f: f.name):
+        if flag.name in ONE_OFF_FLAGS:
+            continue
+        text = flag.serialize()
+        if text:
+            lines.append(text)
+    return "\n".join(lines) + "\n"
+
+
+# Flags that ask for something other than training; a repeated run should train.
+ONE_OFF_FLAGS = ("preflight", "restore_dry_run")
+
+
 # ----------------------------------------------------------------------------- fields
 
 # One row per Env field: (name, the flag it copies as given or None when derived, whether
@@ -269,7 +331,7 @@ FIELDS = tuple(Field(*row) for row in (
     ("max_train_steps", None, False, "global step training ends at"),
     ("warmup_steps", None, False, "steps of linear LR warmup"),
     ("lr_decay_type", "learning_rate_decay_type", False, "LR schedule (LR_DECAY_TYPES)"),
-    ("learning_rate", "learning_rate", False, "peak learning rate"),
+    ("learning_rate", None, False, "peak learning rate (at the global batch)"),
     ("end_learning_rate", "end_learning_rate", False, "final LR of polynomial / cosine"),
     ("decay_factor", "learning_rate_decay_factor", False, "exponential decay factor"),
     ("decay_steps", None, False, "steps between exponential decays"),
@@ -341,39 +403,24 @@ def _default_save_steps(steps_per_epoch, device, iterations_per_loop):
     return max(iterations_per_loop, steps_per_epoch - steps_per_epoch % iterations_per_loop)
 
 
-def _require_positive(name, value):
-    if value is not None and value <= 0:
-        raise UserError("--%s=%s must be positive" % (name, value))
-
-
-def _require_fraction(name, value, low_open=False):
-    """[0, 1) by default; (0, 1] with low_open."""
-    if value is None:
-        return
-    if low_open and not 0.0 < value <= 1.0:
-        raise UserError("--%s=%s must be in (0, 1]" % (name, value))
-    if not low_open and not 0.0 <= value < 1.0:
-        raise UserError("--%s=%s must be in [0, 1)" % (name, value))
-
-
-def _check_flag_values(f):
-    """The checks that need nothing but the flags."""
-    if (f.max_epoch is None) == (f.max_train_steps is None):
-        raise UserError("give exactly one of --max_epoch and --max_train_steps")
-    for name in ("max_epoch", "max_train_steps", "batch_size", "learning_rate",
-                 "save_checkpoints_steps", "save_checkpoints_secs", "keep_checkpoint_max",
-                 "log_every_n_steps", "iterations_per_loop", "data_threads",
-                 "train_image_size", "num_classes", "clip_gradient_norm",
-                 "eval_every_n_epochs"):
-        _require_positive(name, getattr(f, name))
-    if f.save_checkpoints_steps is not None and f.save_checkpoints_secs is not None:
-        raise UserError("give --save_checkpoints_steps or --save_checkpoints_secs, not both")
+def check_flag_values(f):
+    """The checks that need nothing but the flags (UserError naming the flag): train.py
+    runs them before it looks at any file, and Env.from_flags again."""
+    require_one_of(f, ("max_epoch", "max_train_steps"))
+    require_positive(f, ("max_epoch", "max_train_steps", "batch_size", "learning_rate",
+                         "learning_rate_per_256", "save_checkpoints_steps",
+                         "save_checkpoints_secs", "keep_checkpoint_max", "log_every_n_steps",
+                         "iterations_per_loop", "data_threads", "train_image_size",
+                         "num_classes", "clip_gradient_norm", "eval_every_n_epochs"))
+    for pair in (("save_checkpoints_steps", "save_checkpoints_secs"),
+                 ("learning_rate", "learning_rate_per_256")):
+        if all(getattr(f, name) is not None for name in pair):
+            raise UserError("give --%s or --%s, not both" % pair)
     if f.labels_offset < 0:
         raise UserError("--labels_offset=%d must be >= 0" % f.labels_offset)
-    for name in ("bn_decay", "moving_average_decay", "label_smoothing", "drop_path_rate"):
-        _require_fraction(name, getattr(f, name))
-    for name in ("min_crop_area", "dropout_keep_prob"):
-        _require_fraction(name, getattr(f, name), low_open=True)
+    require_fraction(f, ("bn_decay", "moving_average_decay", "label_smoothing",
+                         "drop_path_rate"))
+    require_fraction(f, ("min_crop_area", "dropout_keep_prob"), low_open=True)
     if f.warmup_epochs < 0:
         raise UserError("--warmup_epochs=%s must be >= 0" % f.warmup_epochs)
     if not f.dataset_dir:
@@ -390,25 +437,60 @@ def _check_quantization_flags(f):
     if f.quantize_delay < -1:
         raise UserError("--quantize_delay=%d: give the steps before quantization starts "
                         "(0: at once), or -1 for float training" % f.quantize_delay)
-    if f.freeze_bn_delay is None:
+    given = [name for name in ("freeze_bn_delay", "freeze_bn_epochs")
+             if getattr(f, name) is not None]
+    if not given:
         return
+    if len(given) > 1:
+        raise UserError("give --freeze_bn_delay or --freeze_bn_epochs, not both")
     if f.quantize_delay < 0:
-        raise UserError("--freeze_bn_delay freezes the batch norm of quantization-aware "
-                        "training: give --quantize_delay too (0: quantize at once)")
-    if f.freeze_bn_delay < 0:
-        raise UserError("--freeze_bn_delay=%d must be >= 0" % f.freeze_bn_delay)
+        raise UserError("--%s freezes the batch norm of quantization-aware training: give "
+                        "--quantize_delay too (0: quantize at once)" % given[0])
+    value = getattr(f, given[0])
+    if value < 0:
+        raise UserError("--%s=%s must be >= 0" % (given[0], value))
 
 
-def _quantization(f):
-    if f.quantize_delay < 0:
-        return None
-    return rewrite.Settings(quant_delay=f.quantize_delay, freeze_bn_delay=f.freeze_bn_delay)
+# ----------------------------------------------------------------------------- facts
+
+# What a run finds around it, the only inputs of Env.from_flags besides the flags and
+# the process environment: the dataset's descriptor, the device kind, the GPUs this
+# process sees, and the --restore_path checkpoint resolved to a prefix (or None).
+RunFacts = collections.namedtuple("RunFacts", "dataset device visible_gpus restore_checkpoint")
 
 
-def _data_fields(f):
-    """The dataset, the network and the image sizes."""
+def gather_facts(f, environ, say=None, convert=True):
+    """Looks at the machine and the disk for what Env.from_flags derives from: probes
+    the device, checks the rank environment, opens the dataset (an image tree or CIFAR
+    archive is converted into its cache first, ``say(line)`` hearing of it, unless
+    ``convert`` is False: then its classes and sizes are counted and nothing written)
+    and resolves --restore_path. UserError for what is missing."""
+    device = placement.resolve_device(f.device)
+    placement.check_device_environment(device, rank_info_from_environ(environ), environ)
+    dataset = dataset_factory.get_dataset(
+        f.dataset_name, f.dataset_dir, f.dataset_cache_dir, convert=convert,
+        **({"say": say} if say else {}))
+    if f.eval_every_n_epochs is not None:  # fail now, not after the first epochs
+        (dataset.num_samples if not convert else dataset.list_files)("validation")
+    return RunFacts(
+        dataset=dataset, device=device,
+        visible_gpus=placement.visible_gpu_count() if device == "gpu" else 0,
+        restore_checkpoint=(resolve_checkpoint(f.restore_path, "restore_path")
+                            if f.restore_path else None))
+
+
+def load_env(f, environ=None, say=None, convert=True):
+    """gather_facts, then Env.from_flags: the whole way from flags to an Env."""
+    environ = os.environ if environ is None else environ
+    check_flag_values(f)
+    return Env.from_flags(f, gather_facts(f, environ, say, convert), environ)
+
+
+# ----------------------------------------------------------------------------- deriving
+
+def _data_fields(f, dataset):
+    """The network, its classes and image sizes."""
     model = nets_factory.get_model_info(f.model_name)
-    dataset = dataset_factory.get_dataset(f.dataset_name, f.dataset_dir, f.dataset_cache_dir)
     num_classes = f.num_classes or dataset.num_classes - f.labels_offset
     if num_classes < 2:
         raise UserError("--num_classes=%d: need at least 2 classes" % num_classes)
@@ -424,15 +506,13 @@ def _data_fields(f):
         preprocessing_name=f.preprocessing_name or model.preprocessing_name,
         preprocessing_options=dict(min_crop_area=f.min_crop_area, random_flip=f.random_flip),
         drop_path_rate=(model.default_drop_path_rate if f.drop_path_rate is None
-                        else f.drop_path_rate),
-        quantization=_quantization(f))
+                        else f.drop_path_rate))
 
 
-def _device_fields(f, ranks, environ):
+def _device_fields(f, facts, environ):
     """Which device, this process's rank, how many replicas, which precision."""
-    device = placement.resolve_device(f.device)
-    placement.check_device_environment(device, ranks, environ)
-    local_replicas = placement.local_replicas(device, f.num_gpus)
+    device, ranks = facts.device, rank_info_from_environ(environ)
+    local_replicas = placement.local_replicas(device, f.num_gpus, facts.visible_gpus)
     if f.mixed_precision and device != "gpu":
         raise UserError("--mixed_precision is for GPUs (this run uses %s); on Ascend "
                         "use --precision_mode, on CPU train in float32" % device)
@@ -449,8 +529,9 @@ def _device_fields(f, ranks, environ):
         over_dump_path=f.over_dump_path or os.path.join(f.train_dir, "overflow_dump"))
 
 
-def _schedule_fields(f, dataset, num_samples, device, num_replicas):
-    """Global batch, steps, warmup and decay steps, checkpoint and eval cadence."""
+def _schedule_fields(f, num_samples, device, num_replicas):
+    """Global batch, learning rate, steps, warmup and decay steps, checkpoint and eval
+    cadence, the quantization delays."""
     global_batch = f.batch_size * num_replicas
     if global_batch > num_samples:
         raise UserError("global batch %d (batch_size %d x %d devices) exceeds the %d "
@@ -463,25 +544,42 @@ def _schedule_fields(f, dataset, num_samples, device, num_replicas):
     if warmup_steps >= max_train_steps and f.warmup_epochs > 0:
         raise UserError("--warmup_epochs=%s covers the whole run (%d steps); lower it"
                         % (f.warmup_epochs, max_train_steps))
-    eval_every_steps = None
-    if f.eval_every_n_epochs is not None:
-        dataset.list_files("validation")  # fail now, not after the first epochs
-        eval_every_steps = max(1, int(round(f.eval_every_n_epochs * steps_per_epoch)))
     return dict(
         global_batch=global_batch, steps_per_epoch=steps_per_epoch,
         max_train_steps=max_train_steps, warmup_steps=warmup_steps,
+        learning_rate=_learning_rate(f, global_batch),
         decay_steps=max(1, int(f.num_epochs_per_decay * steps_per_epoch)),
-        eval_every_steps=eval_every_steps,
+        eval_every_steps=(None if f.eval_every_n_epochs is None else
+                          max(1, int(round(f.eval_every_n_epochs * steps_per_epoch)))),
         save_checkpoints_steps=(None if f.save_checkpoints_secs
                                 else f.save_checkpoints_steps or _default_save_steps(
-                                    steps_per_epoch, device, f.iterations_per_loop)))
+                                    steps_per_epoch, device, f.iterations_per_loop)),
+        quantization=_quantization(f, steps_per_epoch))
 
 
-def _finetune_fields(f, model):
+def _learning_rate(f, global_batch):
+    """--learning_rate, or --learning_rate_per_256 x global batch / 256 (the linear
+    scaling rule, Goyal et al. 2017), else TF-Slim's 0.1."""
+    if f.learning_rate is not None:
+        return f.learning_rate
+    if f.learning_rate_per_256 is not None:
+        return f.learning_rate_per_256 * global_batch / 256.0
+    return DEFAULT_LEARNING_RATE
+
+
+def _quantization(f, steps_per_epoch):
+    if f.quantize_delay < 0:
+        return None
+    freeze = f.freeze_bn_delay
+    if f.freeze_bn_epochs is not None:
+        freeze = int(round(f.freeze_bn_epochs * steps_per_epoch))
+    return rewrite.Settings(quant_delay=f.quantize_delay, freeze_bn_delay=freeze)
+
+
+def _finetune_fields(f, model, restore_checkpoint):
     """The warm start's checkpoint and exclusions, and the trained scopes."""
     return dict(
-        restore_checkpoint=(resolve_checkpoint(f.restore_path, "restore_path")
-                            if f.restore_path else None),
+        restore_checkpoint=restore_checkpoint,
         restore_exclude=parse_restore_exclude(
             f.restore_exclude if f.restore_exclude is not None
             else model.default_restore_exclude),
@@ -491,34 +589,26 @@ def _finetune_fields(f, model):
                          else f.graph_cache_dir))
 
 
-class Env(object):
+class Env(Config):
     """Everything derived from flags and environment for one training run: the fields
-    of FIELDS, nothing else. Tests may build one from a few fields; reading a field
-    that was not given raises AttributeError."""
+    of FIELDS, nothing else (utils.config.Config). Tests may build one from a few
+    fields; reading a field that was not given raises AttributeError."""
 
-    __slots__ = tuple(field.name for field in FIELDS)
-
-    def __init__(self, **values):
-        unknown = sorted(set(values) - set(self.__slots__))
-        if unknown:
-            raise TypeError("Env has no field %s (env.FIELDS declares them)"
-                            % ", ".join(unknown))
-        for name, value in values.items():
-            setattr(self, name, value)
+    FIELDS = FIELDS
 
     @classmethod
-    def from_flags(cls, f, environ=None):
-        """Validates the flags (UserError naming the flag), then derives every field."""
-        environ = os.environ if environ is None else environ
-        ranks = rank_info_from_environ(environ)
-        _check_flag_values(f)
+    def from_flags(cls, f, facts, environ):
+        """Validates the flags (UserError naming the flag), then derives every field from
+        them, ``facts`` (RunFacts, see gather_facts) and ``environ`` (the process
+        environment as a dict): no file, device or network is looked at here."""
+        check_flag_values(f)
         values = dict((field.name, getattr(f, field.flag)) for field in FIELDS
                       if field.flag is not None)
-        values.update(_data_fields(f))
-        values.update(_device_fields(f, ranks, environ))
-        values.update(_schedule_fields(f, values["dataset"], values["num_samples"],
-                                       values["device"], values["num_replicas"]))
-        values.update(_finetune_fields(f, values["model"]))
+        values.update(_data_fields(f, facts.dataset))
+        values.update(_device_fields(f, facts, environ))
+        values.update(_schedule_fields(f, values["num_samples"], values["device"],
+                                       values["num_replicas"]))
+        values.update(_finetune_fields(f, values["model"], facts.restore_checkpoint))
         return cls(**values)
 
     def graph_settings(self):
@@ -553,7 +643,7 @@ class Env(object):
         record is kept as it is (absent when that run wrote none), whatever this run's
         --restore_path; training/preflight.py compares --restore_path with it."""
         spec = {"model_name": self.model_name, "num_classes": self.num_classes,
-                "labels_offset": self.labels_offset, "image_size": self.eval_image_size,
+                "labels_offset": self.labels_offset, "eval_image_size": self.eval_image_size,
                 "train_image_size": self.image_size,
                 "preprocessing_name": self.preprocessing_name,
                 "central_fraction": self.central_fraction,
@@ -586,7 +676,7 @@ class Env(object):
         return ("model=%s classes=%d image=%d batch=%d x %d devices = %d, %d images/epoch, "
                 "%d steps/epoch, %d steps (%.1f epochs), lr %s %g, optimizer %s"
                 % (self.model_name, self.num_classes, self.image_size, self.batch_size,
-                   self.rank_size, self.global_batch, self.num_samples, self.steps_per_epoch,
+                   self.num_replicas, self.global_batch, self.num_samples, self.steps_per_epoch,
                    self.max_train_steps, self.max_train_steps / float(self.steps_per_epoch),
                    self.lr_decay_type, self.learning_rate, self.optimizer_name)
                 + self._describe_quantization())

@@ -1,25 +1,62 @@
-"""Trains an image classifier: absl flags -> Env -> EstimatorImpl.train().
+"""Trains an image classifier: absl flags -> Env -> training.loop.TrainingRun.
 
   python train.py --dataset_dir=DATA --model_name=mobilenet_v2 --max_epoch=300 \
       --batch_size=256 --learning_rate=0.8 --warmup_epochs=5 --train_dir=result/1p
+  python train.py --flagfile=recipes/mobilenet_v2.flags --dataset_dir=DATA --train_dir=DIR
+  python train.py --flagfile=DIR/flags.txt          # repeats the run that wrote DIR
+
+In order: the flags alone are checked; the log starts (<train_dir>/train_log.log); the
+dataset is opened, an image tree or CIFAR archive converted into its cache with the
+progress in that log; the Env is derived; the pre-flight checks run; flags.txt is
+written; then the training run. --preflight and --restore_dry_run write nothing.
 """
 import os
 import sys
+import time
 
 from absl import flags
 
 import env as env_lib
-from training import finetune
+import estimator_impl
 import logger as logger_lib
-from training import preflight
-from estimator_impl import EstimatorImpl
+from devices import placement
+from devices.ranks import rank_info_from_environ
+from training import finetune, preflight
+from training.loop import TrainingRun
 from training.resilience import StopSignals, TrainingStopped, quiet_nan_hook
 from utils.errors import (exit_on_user_error, reject_positional_args, run_main,
                           run_reporting_tf_errors)
-from utils.files import ensure_writable_dir
+from utils.files import ensure_writable_dir, write_text
 
 env_lib.define_train_flags()
 FLAGS = flags.FLAGS
+
+
+def start_log():
+    """The run's log: the console and <train_dir>/train_log.log (train_log_rank<k>.log
+    on the other ranks), train_dir made first."""
+    ensure_writable_dir(FLAGS.train_dir)
+    rank_id = rank_info_from_environ(os.environ).rank_id
+    name = "train_log.log" if rank_id == 0 else "train_log_rank%d.log" % rank_id
+    return logger_lib.get_logger(os.path.join(FLAGS.train_dir, name))
+
+
+def look_without_writing():
+    """--restore_dry_run or --preflight: the Env from a dataset that is only looked at
+    (an image tree is counted, not converted), then the plan or the checks; exit status."""
+    console = logger_lib.get_logger()
+    env = env_lib.load_env(FLAGS, os.environ, console.info, convert=False)
+    if env.restore_dry_run:  # the warm start's plan only: no session, no train_dir
+        finetune.restore_dry_run(env, console)
+        return 0
+    return preflight.preflight_command(env)  # every check, the table, exit 0 / 2
+
+
+def write_flags_file(env):
+    path = os.path.join(env.train_dir, env_lib.FLAGS_FILE)
+    write_text(path, env_lib.flags_file_text(FLAGS, header=(
+        "train.py's flags of the run started %s in this folder" % time.strftime("%c"),
+        "repeat it with: python train.py --flagfile=%s" % path)))
 
 
 @exit_on_user_error
@@ -30,20 +67,23 @@ def main(argv):
     logger_lib.quiet_tensorflow(FLAGS.verbose)
     if not FLAGS.verbose:
         quiet_nan_hook()
-    env = env_lib.Env.from_flags(FLAGS)
-    if env.restore_dry_run:  # the warm start's plan only: no session, no train_dir
-        finetune.restore_dry_run(env, logger_lib.get_logger())
-        return 0
-    if env.preflight:  # every check, the table, exit 0 / 2: no graph, no train_dir
-        return preflight.preflight_command(env)
-    ensure_writable_dir(env.train_dir)
-    log_name = "train_log.log" if env.is_chief else "train_log_rank%d.log" % env.rank_id
-    log = logger_lib.get_logger(os.path.join(env.train_dir, log_name))
+    env_lib.prefer_command_line(sys.argv, FLAGS)
+    env_lib.check_flag_values(FLAGS)  # before any file is looked at
+    if FLAGS.restore_dry_run or FLAGS.preflight:
+        return look_without_writing()
+    log = start_log()
+    env = env_lib.Env.from_flags(FLAGS, env_lib.gather_facts(FLAGS, os.environ, log.info),
+                                 os.environ)
     stopped_by_check = preflight.check_before_training(env, log)  # before any graph
     if stopped_by_check:
         return stopped_by_check
+    if env.is_chief:
+        write_flags_file(env)
+    device = placement.create(env, log)
+    run = TrainingRun(env, device, lambda warm_start: estimator_impl.build_estimator(
+        env, device, log, warm_start), log, signals)
     try:
-        run_reporting_tf_errors(EstimatorImpl(env, log, signals).train)
+        run_reporting_tf_errors(run.run)
     except TrainingStopped as stopped:
         log.info(stopped.describe())
         sys.exit(stopped.exit_code)

@@ -2,7 +2,7 @@
 
 Both train steps run in the same TF 1.x-style session with the same input (one random
 batch held in a variable, so no input cost), SGD momentum, float32. Ours is
-EstimatorImpl.model_fn's train op, built from train.py flags exactly as session_loop.py
+estimator_impl.ModelFn's train op, built from train.py flags exactly as session_loop.py
 builds it; Keras's is tf_keras.applications.MobileNetV2 called in training mode, its
 batch-norm updates grouped with the optimizer's step. After warm-up, a few steps run
 with a full trace; each op's execution time (start to end on its thread) is summed by
@@ -24,7 +24,9 @@ def our_train_op(args, images, labels):
     from absl import flags
 
     import env as env_lib
-    from estimator_impl import EstimatorImpl
+    import estimator_impl
+    import logger as logger_lib
+    from devices import placement
     from utils.tf_compat import tf
 
     env_lib.define_train_flags()
@@ -33,8 +35,10 @@ def our_train_op(args, images, labels):
                  "--train_image_size=%d" % args.image_size,
                  "--batch_size=%d" % args.batch_size, "--max_train_steps=1000",
                  "--device=cpu", "--optimizer=momentum", "--momentum=0.9"])
-    env = env_lib.Env.from_flags(flags.FLAGS, environ={})
-    spec = EstimatorImpl(env).model_fn(images, labels, tf.estimator.ModeKeys.TRAIN)
+    env = env_lib.load_env(flags.FLAGS, environ={})
+    log = logger_lib.get_logger()
+    model = estimator_impl.ModelFn(env, placement.create(env, log), log)
+    spec = model(images, labels, tf.estimator.ModeKeys.TRAIN)
     return spec.train_op
 
 

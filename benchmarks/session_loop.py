@@ -1,7 +1,7 @@
 """The Estimator's cost: our model_fn's train op run in a bare tf.Session loop.
 
 Takes train.py's own flags (after ``--``) and builds what train.py builds, through the
-same Env and EstimatorImpl.model_fn, with the same input_fn (use --use_synthetic_data)
+same Env and estimator_impl.ModelFn, with the same input_fn (use --use_synthetic_data)
 and the same session config, but runs ``train_op`` in a plain loop: no Estimator, no
 MonitoredSession, no hooks (no progress fetches, summaries or checkpoint saver).
 Comparing its steps/s with train.py's at the same flags gives the Estimator overhead.
@@ -28,35 +28,38 @@ def split_train_argv(argv):
 
 def build_train_graph(train_argv):
     """In the current default graph, what train.py builds from ``train_argv``:
-    returns (env, impl, spec, init_ops); run init_ops in each new session."""
+    returns (env, model, spec, init_ops); run init_ops in each new session."""
     from absl import flags
 
     import env as env_lib
+    import estimator_impl
     import logger as logger_lib
-    from estimator_impl import EstimatorImpl
+    from devices import placement
+    from training import loop
     from utils.tf_compat import tf
 
     env_lib.define_train_flags()
     flags.FLAGS(["session_loop"] + list(train_argv))
     logger_lib.quiet_tensorflow(flags.FLAGS.verbose)
-    env = env_lib.Env.from_flags(flags.FLAGS)
+    env = env_lib.load_env(flags.FLAGS)
     if env.seed is not None:
         tf.set_random_seed(env.seed)
-    impl = EstimatorImpl(env, logger_lib.get_logger())
-    iterator = tf.data.make_initializable_iterator(impl.train_input_fn()())
+    log = logger_lib.get_logger()
+    model = estimator_impl.ModelFn(env, placement.create(env, log), log)
+    iterator = tf.data.make_initializable_iterator(loop.train_input_fn(env)())
     features, labels = iterator.get_next()
-    spec = impl.model_fn(features, labels, tf.estimator.ModeKeys.TRAIN)
+    spec = model(features, labels, tf.estimator.ModeKeys.TRAIN)
     init_ops = [tf.global_variables_initializer(), tf.local_variables_initializer(),
                 tf.tables_initializer(), iterator.initializer]
-    return env, impl, spec, init_ops
+    return env, model, spec, init_ops
 
 
 def build_and_run(train_argv, warmup, window):
     from utils.tf_compat import tf
 
     with tf.Graph().as_default():
-        env, impl, spec, init_ops = build_train_graph(train_argv)
-        with tf.Session(config=impl.device.session_config()) as sess:
+        env, model, spec, init_ops = build_train_graph(train_argv)
+        with tf.Session(config=model.device.session_config()) as sess:
             sess.run(init_ops)
             ends = []
             start = time.perf_counter()

@@ -395,6 +395,14 @@ def _scan_inputs(train_directory, validation_directory, imagenet_val_labels):
     return trees
 
 
+def tree_contents(train_directory=None, validation_directory=None):
+    """(class names, {split: image count}) that ``convert`` would write for these image
+    trees, found by listing them only (pre-flight's view; nothing is read or written)."""
+    trees = _scan_inputs(train_directory, validation_directory, None)
+    return _class_names(trees, None), collections.OrderedDict(
+        (split, sum(len(paths) for paths in tree.values())) for split, tree in trees.items())
+
+
 def convert(train_directory=None, validation_directory=None, output_directory=None,
             train_shards=8, validation_shards=2, num_threads=2, overwrite=False,
             labels_file=None, imagenet_val_labels=None, shuffle_seed=12345):

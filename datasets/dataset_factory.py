@@ -126,18 +126,49 @@ def _folder(dataset_dir):
 _BUILDERS = {"imagenet": _imagenet, "cifar10": _cifar10, "folder": _folder}
 
 
-def get_dataset(name, dataset_dir, cache_dir=None):
+class UnconvertedDataset(DatasetSpec):
+    """An image tree or CIFAR archive not yet converted (sources.Preview): its classes and
+    split sizes as the conversion would write them, but no shards to read."""
+
+    def __init__(self, preview):
+        DatasetSpec.__init__(self, "folder", preview.source, len(preview.class_names),
+                             preview.split_sizes, preview.class_names)
+        self.preview = preview
+
+    def list_files(self, split):
+        self._check_split(split)
+        raise UserError("%s is %s not converted yet (into %s); run without --preflight / "
+                        "--restore_dry_run to convert it" % (
+                            self.dataset_dir, self.preview.kind, self.preview.cache))
+
+    def describe_conversion(self):
+        """The line saying what a run would convert."""
+        p = self.preview
+        return ("%s is %s of %d classes (%s); a run converts it once into %s "
+                "(not converted: nothing is written now)" % (
+                    p.source, p.kind, len(p.class_names),
+                    ", ".join("%s %d images" % item for item in p.split_sizes.items()),
+                    p.cache))
+
+
+def get_dataset(name, dataset_dir, cache_dir=None, convert=True, say=sources.print_line):
     """Returns the DatasetSpec of dataset_dir; name is one of DATASET_NAMES. An image
     tree or a CIFAR archive is read from its TFRecord cache (datasets/sources.py, under
-    ``cache_dir`` when given), converted first when needed."""
+    ``cache_dir`` when given), converted first when needed (``say(line)`` hears of it);
+    with ``convert=False`` an UnconvertedDataset describes it instead and nothing is
+    written."""
     if name not in DATASET_NAMES:
         raise UserError("unknown dataset name %r; known: %s" % (name, ", ".join(DATASET_NAMES)))
     if not dataset_dir or not os.path.isdir(dataset_dir):
         raise UserError("dataset dir %s %s; pass --dataset_dir=<folder of TFRecord shards>"
                         % (dataset_dir, "is a file, not a folder"
                            if dataset_dir and os.path.exists(dataset_dir) else "does not exist"))
+    if name in ("auto", "folder") and not convert:
+        preview = sources.preview(dataset_dir, cache_dir)
+        if preview is not None:
+            return UnconvertedDataset(preview)
     if name in ("auto", "folder"):
-        dataset_dir = sources.records_dir(dataset_dir, cache_dir)
+        dataset_dir = sources.records_dir(dataset_dir, cache_dir, say)
     if layout.unfinished_conversion(dataset_dir):
         raise UserError("%s holds a conversion that did not finish (%s, no %s); run the same "
                         "python -m datasets.build_tfrecords command again to finish it"

@@ -11,6 +11,7 @@ image's relative path, size and modification time) and the conversion's settings
 edited tree converts again and an unchanged one never does. Concurrent runs (the ranks of
 one job) take a lock: one converts, the others wait and reuse its result.
 """
+import collections
 import errno
 import fcntl
 import hashlib
@@ -110,8 +111,8 @@ def _convert(kind, dataset_dir, output):
 class _Lock(object):
     """An exclusive flock on ``path`` (released when the process dies)."""
 
-    def __init__(self, path, waiting_line):
-        self.path, self.waiting_line = path, waiting_line
+    def __init__(self, path, waiting_line, say):
+        self.path, self.waiting_line, self.say = path, waiting_line, say
 
     def __enter__(self):
         self.handle = open(self.path, "a")
@@ -120,7 +121,7 @@ class _Lock(object):
         except (IOError, OSError) as err:
             if err.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-            _say(self.waiting_line)
+            self.say(self.waiting_line)
             fcntl.flock(self.handle, fcntl.LOCK_EX)
         return self
 
@@ -129,41 +130,76 @@ class _Lock(object):
         self.handle.close()
 
 
-def _say(line):
+def print_line(line):
+    """The default ``say``: a "dataset:" line on stdout."""
     sys.stdout.write("dataset: %s\n" % line)
     sys.stdout.flush()
 
 
-def records_dir(dataset_dir, cache_root=None):
+# What an image tree or CIFAR archive would become, found without converting it:
+# ``kind`` (IMAGE_TREE or CIFAR), the ``cache`` folder it would be converted into, its
+# ``class_names`` and {split: image count} as the conversion would write them.
+Preview = collections.namedtuple("Preview", "source kind cache class_names split_sizes")
+
+
+def _cache_of(kind, dataset_dir, cache_root):
+    """(cache folder, source file count) of ``dataset_dir`` as it is now."""
+    key, count = cache_key(kind, dataset_dir)
+    name = "%s-%s" % (os.path.basename(os.path.normpath(os.path.abspath(dataset_dir))), key)
+    return os.path.join(cache_root or default_cache_root(), name), count
+
+
+def preview(dataset_dir, cache_root=None):
+    """The Preview of an image tree or CIFAR archive with no complete cache, else None
+    (shards, or a cache ready to read): what pre-flight reports instead of converting.
+    Reads the source (CIFAR's batches are loaded to count them), writes nothing."""
+    kind = source_kind(dataset_dir)
+    if kind == RECORDS:
+        return None
+    cache, _ = _cache_of(kind, dataset_dir, cache_root)
+    if os.path.isfile(os.path.join(cache, layout.META_FILENAME)):
+        return None
+    if kind == CIFAR:
+        data = cifar.load(dataset_dir)
+        names = data.class_names
+        sizes = collections.OrderedDict((split, len(part.labels))
+                                        for split, part in data.splits.items())
+    else:
+        splits = _tree_splits(dataset_dir)
+        names, sizes = build_tfrecords.tree_contents(splits.get("train"),
+                                                     splits.get("validation"))
+    return Preview(dataset_dir, kind, cache, names, sizes)
+
+
+def records_dir(dataset_dir, cache_root=None, say=print_line):
     """The folder of TFRecord shards for ``dataset_dir``: itself when it holds shards,
-    else its cache, converted first when there is none for its current files."""
+    else its cache, converted first when there is none for its current files;
+    ``say(line)`` hears what is read or converted."""
     kind = source_kind(dataset_dir)
     if kind == RECORDS:
         return dataset_dir
     started = time.time()
-    key, count = cache_key(kind, dataset_dir)
-    root = cache_root or default_cache_root()
-    name = "%s-%s" % (os.path.basename(os.path.normpath(os.path.abspath(dataset_dir))), key)
-    cache = os.path.join(root, name)
+    cache, count = _cache_of(kind, dataset_dir, cache_root)
+    root, name = os.path.split(cache)
     meta = os.path.join(cache, layout.META_FILENAME)
     if os.path.isfile(meta):
-        _say("%s is %s (%d files checked in %.1f s); reading its TFRecord cache %s"
-             % (dataset_dir, kind, count, time.time() - started, cache))
+        say("%s is %s (%d files checked in %.1f s); reading its TFRecord cache %s"
+            % (dataset_dir, kind, count, time.time() - started, cache))
         return cache
     ensure_writable_dir(root, "dataset_cache_dir")
     with _Lock(os.path.join(root, "." + name + ".lock"),
                "another process is converting %s into %s; waiting for it" % (dataset_dir,
-                                                                              cache)):
+                                                                              cache), say):
         if not os.path.isfile(meta):  # else the process we waited for made it
-            _say("%s is %s of %d files; converting it once into TFRecords at %s "
-                 "(later runs reuse them)" % (dataset_dir, kind, count, cache))
+            say("%s is %s of %d files; converting it once into TFRecords at %s "
+                "(later runs reuse them)" % (dataset_dir, kind, count, cache))
             _convert(kind, dataset_dir, cache)
-            _say("converted in %.0f s" % (time.time() - started))
-            _mention_older_caches(root, name)
+            say("converted in %.0f s" % (time.time() - started))
+            _mention_older_caches(root, name, say)
     return cache
 
 
-def _mention_older_caches(root, name):
+def _mention_older_caches(root, name, say):
     """Names the caches of earlier states of the same folder: kept (a run may still
     read them), but they take room."""
     stem = name.rsplit("-", 1)[0] + "-"
@@ -172,5 +208,5 @@ def _mention_older_caches(root, name):
                    and os.path.isdir(os.path.join(root, n)))
     if older:
         size = sum(path_size(os.path.join(root, n)) for n in older) / 2.0 ** 20
-        _say("%d older cache(s) of this folder remain in %s (%s, %.0f MB); remove them "
-             "when no run reads them" % (len(older), root, ", ".join(older), size))
+        say("%d older cache(s) of this folder remain in %s (%s, %.0f MB); remove them "
+            "when no run reads them" % (len(older), root, ", ".join(older), size))

@@ -41,14 +41,14 @@ def resolve_device(requested):
     return requested
 
 
-def local_replicas(device, num_gpus):
-    """Replicas one process trains (MirroredStrategy over its GPUs); 1 elsewhere."""
+def local_replicas(device, num_gpus, visible):
+    """Replicas one process trains (MirroredStrategy over its ``visible`` GPUs); 1
+    elsewhere."""
     if device != "gpu":
         if num_gpus is not None and num_gpus != 1:
             raise UserError("--num_gpus=%d needs --device=gpu (this run uses %s)"
                             % (num_gpus, device))
         return 1
-    visible = visible_gpu_count()
     if num_gpus is None:
         return visible
     if not 1 <= num_gpus <= visible:

@@ -79,7 +79,7 @@ def overflow_tolerant_loss(loss):
 
     The Estimator always adds a NanTensorHook, which ends the run on a NaN loss; under
     loss scaling a NaN loss is an overflow like Inf, and the optimizer skips that step.
-    GuardHook stops the run when such overflows persist (the loss scale collapses).
+    DivergenceHook stops the run when such overflows persist (the loss scale collapses).
     """
     return tf.where(tf.is_nan(loss), tf.constant(float("inf"), loss.dtype), loss,
                     name="overflow_tolerant_loss")

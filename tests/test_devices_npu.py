@@ -11,9 +11,10 @@ import re
 import pytest
 
 import env as env_lib
-from estimator_impl import EstimatorImpl
+import estimator_impl
 from tests.cli_helpers import ROOT, run_python
 from tests.conftest import STUB, ListHandler
+from tests.run_helpers import model_fn_for, train
 from tests.test_env_schedules import flag_values
 from utils.errors import UserError
 from utils.tf_compat import tf
@@ -38,21 +39,21 @@ def npu_env(dataset, train_dir, environ, **overrides):
                   model_name="mobilenet_v2_035", train_image_size=32, batch_size=4,
                   max_train_steps=4, iterations_per_loop=2)
     values.update(overrides)
-    return env_lib.Env.from_flags(flag_values(**values), environ)
+    return env_lib.load_env(flag_values(**values), environ)
 
 
 def records(stub, api):
     return [r["arguments"] for r in stub.RECORDS if r["api"] == api]
 
 
-def build_training_graph(impl, estimator=None):
+def build_training_graph(model, estimator=None):
     """model_fn in TRAIN mode on a real batch shape, in a fresh graph: ours, or with
     ``estimator`` the one NPUEstimator wraps around it (which adds its hooks)."""
     with tf.Graph().as_default():
-        images = tf.zeros([impl.env.batch_size, 32, 32, 3])
-        labels = tf.zeros([impl.env.batch_size], tf.int32)
+        images = tf.zeros([model.env.batch_size, 32, 32, 3])
+        labels = tf.zeros([model.env.batch_size], tf.int32)
         if estimator is None:
-            return impl.model_fn(images, labels, tf.estimator.ModeKeys.TRAIN)
+            return model(images, labels, tf.estimator.ModeKeys.TRAIN)
         tf.train.get_or_create_global_step()  # the Estimator makes it before model_fn
         return estimator.model_fn(images, labels, tf.estimator.ModeKeys.TRAIN,
                                   estimator.config)
@@ -71,9 +72,9 @@ def two_ranks(tmp_path, monkeypatch, rank_id):
 def test_two_rank_wiring(npu_bridge, npu_dataset, tmp_path, monkeypatch):
     environ = two_ranks(tmp_path, monkeypatch, 1)
     env = npu_env(npu_dataset, tmp_path / "train", environ)
-    impl = EstimatorImpl(env)
-    estimator = impl.device.build_estimator(impl.estimator_model_fn())
-    spec = build_training_graph(impl, estimator)
+    model = model_fn_for(env)
+    estimator = model.device.build_estimator(estimator_impl.estimator_model_fn(model))
+    spec = build_training_graph(model, estimator)
 
     config, = records(npu_bridge, "NPURunConfig")
     assert config["precision_mode"] == "allow_mix_precision"
@@ -121,7 +122,7 @@ def test_a_two_rank_run_loops_and_broadcasts_once(npu_bridge, npu_dataset, tmp_p
     lines = ListHandler()
     log.handlers[:] = [lines]
     log.setLevel(logging.INFO)
-    EstimatorImpl(env, log).train()
+    train(env, log)
     assert [int(m.group(1)) for m in map(PROGRESS_STEP.match, lines.lines) if m] == [2, 4]
     assert len(records(npu_bridge, "NPUBroadcastGlobalVariablesHook")) == 1
     assert records(npu_bridge, "NPUBroadcastGlobalVariablesHook.run") == [{"root_rank": 0}]
@@ -137,7 +138,7 @@ def test_save_checkpoints_secs_with_several_ranks_is_refused(npu_bridge, npu_dat
     environ = two_ranks(tmp_path, monkeypatch, 0)
     env = npu_env(npu_dataset, tmp_path / "train", environ, save_checkpoints_secs=60)
     with pytest.raises(UserError, match="use --save_checkpoints_steps"):
-        EstimatorImpl(env)
+        model_fn_for(env)
 
 
 @pytest.mark.parametrize("overrides, manager", [
@@ -149,8 +150,7 @@ def test_save_checkpoints_secs_with_several_ranks_is_refused(npu_bridge, npu_dat
 ])
 def test_one_rank_loss_scaling(npu_bridge, npu_dataset, tmp_path, overrides, manager):
     env = npu_env(npu_dataset, tmp_path / "train", {}, **overrides)
-    impl = EstimatorImpl(env)
-    build_training_graph(impl)
+    build_training_graph(model_fn_for(env))
     assert records(npu_bridge, "NPUDistributedOptimizer") == []
     assert records(npu_bridge, "NPUBroadcastGlobalVariablesHook") == []
     scalers = records(npu_bridge, "NPULossScaleOptimizer")
@@ -159,8 +159,8 @@ def test_one_rank_loss_scaling(npu_bridge, npu_dataset, tmp_path, overrides, man
 
 def test_overflow_dump_config_and_job_id(npu_bridge, npu_dataset, tmp_path):
     env = npu_env(npu_dataset, tmp_path / "train", {}, over_dump=True)
-    impl = EstimatorImpl(env)
-    impl.device.build_estimator(impl.estimator_model_fn())
+    model = model_fn_for(env)
+    model.device.build_estimator(estimator_impl.estimator_model_fn(model))
     config, = records(npu_bridge, "NPURunConfig")
     assert config["model_dir"] == str(tmp_path / "train")
     dump_path = os.path.join(str(tmp_path / "train"), "overflow_dump")
@@ -223,7 +223,7 @@ def test_quantization_aware_training_on_the_stand_in(npu_bridge, npu_dataset, tm
     for steps in (4, 6):
         env = npu_env(npu_dataset, train_dir, {}, quantize_delay=1, freeze_bn_delay=3,
                       save_checkpoints_steps=2, learning_rate=0.01, max_train_steps=steps)
-        EstimatorImpl(env, logging.getLogger("test_devices_npu")).train()
+        train(env, logging.getLogger("test_devices_npu"))
         reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(train_dir))
         assert reader.get_tensor("global_step") == steps
         assert reader.get_tensor("fake_quantization_step") == steps

@@ -32,7 +32,7 @@ def tiny_dataset(tmp_path_factory):
 
 
 def test_steps_per_epoch_and_totals(tiny_dataset):
-    env = env_lib.Env.from_flags(flag_values(dataset_dir=tiny_dataset, batch_size=4,
+    env = env_lib.load_env(flag_values(dataset_dir=tiny_dataset, batch_size=4,
                                              max_epoch=3, train_image_size=32),
                                  environ={})
     assert env.dataset.num_samples("train") == 30
@@ -49,7 +49,7 @@ def tf_config(index, workers=2):
 
 
 def test_rank_size_scales_global_batch(tiny_dataset):
-    env = env_lib.Env.from_flags(flag_values(dataset_dir=tiny_dataset, batch_size=2,
+    env = env_lib.load_env(flag_values(dataset_dir=tiny_dataset, batch_size=2,
                                              max_train_steps=5, train_image_size=32),
                                  environ={"RANK_SIZE": "2", "RANK_ID": "1",
                                           "TF_CONFIG": tf_config(1)})
@@ -76,7 +76,7 @@ def test_ranks_from_tf_config_alone():
 ])
 def test_rank_environment_mistakes(tiny_dataset, environ, fragment):
     with pytest.raises(UserError, match=fragment):
-        env_lib.Env.from_flags(flag_values(dataset_dir=tiny_dataset, max_train_steps=5,
+        env_lib.load_env(flag_values(dataset_dir=tiny_dataset, max_train_steps=5,
                                            train_image_size=32, batch_size=2), environ)
 
 
@@ -91,14 +91,14 @@ def test_rank_environment_mistakes(tiny_dataset, environ, fragment):
 ])
 def test_device_flag_mistakes(tiny_dataset, overrides, fragment):
     with pytest.raises(UserError, match=fragment):
-        env_lib.Env.from_flags(flag_values(dataset_dir=tiny_dataset, max_train_steps=5,
+        env_lib.load_env(flag_values(dataset_dir=tiny_dataset, max_train_steps=5,
                                            train_image_size=32, batch_size=2, **overrides), {})
 
 
 @pytest.mark.parametrize("text, value", [("dynamic", "dynamic"), ("none", None),
                                          ("1024", 1024.0), ("DYNAMIC", "dynamic")])
 def test_loss_scale_values(tiny_dataset, text, value):
-    env = env_lib.Env.from_flags(flag_values(dataset_dir=tiny_dataset, max_train_steps=5,
+    env = env_lib.load_env(flag_values(dataset_dir=tiny_dataset, max_train_steps=5,
                                              train_image_size=32, batch_size=2,
                                              loss_scale=text), {})
     assert env.loss_scale == value
@@ -106,8 +106,8 @@ def test_loss_scale_values(tiny_dataset, text, value):
 
 def test_labels_offset_and_explicit_classes(tiny_dataset):
     base = dict(dataset_dir=tiny_dataset, max_train_steps=5, train_image_size=32, batch_size=2)
-    assert env_lib.Env.from_flags(flag_values(labels_offset=1, **base), {}).num_classes == 2
-    assert env_lib.Env.from_flags(flag_values(num_classes=7, **base), {}).num_classes == 7
+    assert env_lib.load_env(flag_values(labels_offset=1, **base), {}).num_classes == 2
+    assert env_lib.load_env(flag_values(num_classes=7, **base), {}).num_classes == 7
 
 
 @pytest.mark.parametrize("overrides, fragment", [
@@ -127,7 +127,7 @@ def test_bad_flags_raise_one_clear_error(tiny_dataset, overrides, fragment):
     values = dict(dataset_dir=tiny_dataset, train_image_size=32, batch_size=2)
     values.update(overrides)
     with pytest.raises(UserError) as err:
-        env_lib.Env.from_flags(flag_values(**values), environ={})
+        env_lib.load_env(flag_values(**values), environ={})
     assert fragment in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -215,7 +215,7 @@ def test_label_smoothing_loss_closed_form():
 
 
 def test_env_fields_are_declared_and_misspellings_fail(tiny_dataset):
-    env = env_lib.Env.from_flags(flag_values(dataset_dir=tiny_dataset, batch_size=4,
+    env = env_lib.load_env(flag_values(dataset_dir=tiny_dataset, batch_size=4,
                                              max_train_steps=5, train_image_size=32),
                                  environ={})
     declared = [field.name for field in env_lib.FIELDS]
@@ -243,7 +243,7 @@ def test_every_train_flag_is_consumed_by_from_flags():
 
 
 def test_graph_settings_leave_out_only_the_loop(tiny_dataset):
-    env = env_lib.Env.from_flags(flag_values(dataset_dir=tiny_dataset, batch_size=4,
+    env = env_lib.load_env(flag_values(dataset_dir=tiny_dataset, batch_size=4,
                                              max_train_steps=5, train_image_size=32),
                                  environ={})
     shaping = set(name for name, _ in env.graph_settings())

@@ -254,7 +254,7 @@ def test_dry_run_in_process_says_when_train_dir_would_resume(datasets, source_ch
                       train_image_size=32, batch_size=4, max_train_steps=1, device="cpu",
                       restore_dry_run=True)
         values.update(overrides)
-        return env_lib.Env.from_flags(flag_values(**values), environ={})
+        return env_lib.load_env(flag_values(**values), environ={})
 
     with pytest.raises(UserError, match="^--restore_dry_run shows the warm start from "
                                         "--restore_path; give --restore_path=CHECKPOINT"):

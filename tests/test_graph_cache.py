@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import env as env_lib
-from training import graph_cache
-from estimator_impl import EstimatorImpl
 from tests.cli_helpers import run_python
 from tests.conftest import ListHandler
+from tests.run_helpers import model_fn_for
 from tests.test_env_schedules import flag_values
+from training import graph_cache, loop, resilience
 from utils.tf_compat import tf
 
 
@@ -29,30 +29,32 @@ def tiny_env(dataset_dir, cache_dir, **overrides):
                     batch_size=2, model_name="mobilenet_v2_035", seed=7,
                     moving_average_decay=0.99, device="cpu", graph_cache_dir=str(cache_dir))
     settings.update(overrides)
-    return env_lib.Env.from_flags(flag_values(**settings), {})
+    return env_lib.load_env(flag_values(**settings), {})
 
 
-def logged_impl(env):
+def logged_model_fn(env):
     log = logging.getLogger("test_graph_cache")
     handler = ListHandler()
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
-    return EstimatorImpl(env, log), handler.lines
+    return model_fn_for(env, log), handler.lines
 
 
 class Built(object):
     """What the Estimator builds for training, in its own graph: seed, global step and
     input first, then model_fn."""
 
-    def __init__(self, impl):
+    def __init__(self, model):
         self.graph = tf.Graph()
         with self.graph.as_default():
-            tf.set_random_seed(impl.env.seed)  # the RunConfig's tf_random_seed
+            tf.set_random_seed(model.env.seed)  # the RunConfig's tf_random_seed
             tf.train.create_global_step()
-            self.iterator = tf.data.make_initializable_iterator(impl.train_input_fn()())
+            self.iterator = tf.data.make_initializable_iterator(
+                loop.train_input_fn(model.env)())
             features, labels = self.iterator.get_next()
             self.ops_before = set(op.name for op in self.graph.get_operations())
-            self.spec = impl.model_fn(features, labels, tf.estimator.ModeKeys.TRAIN)
+            self.spec = model(features, labels, tf.estimator.ModeKeys.TRAIN)
+            self.watched = resilience.watched_tensors()
 
     def node_defs(self):
         """{name: NodeDef} of model_fn's ops, leaving out colocation hints on ops built
@@ -94,12 +96,12 @@ class Built(object):
 def built_then_imported(dataset_dir, tmp_path_factory):
     # Synthetic input: the record pipeline's parallel reads vary the first batch.
     cache_dir = tmp_path_factory.mktemp("gc_cache")
-    built_impl, built_log = logged_impl(tiny_env(dataset_dir, cache_dir,
+    built_model, built_log = logged_model_fn(tiny_env(dataset_dir, cache_dir,
                                                  use_synthetic_data=True))
-    built = Built(built_impl)
-    imported_impl, imported_log = logged_impl(tiny_env(dataset_dir, cache_dir,
+    built = Built(built_model)
+    imported_model, imported_log = logged_model_fn(tiny_env(dataset_dir, cache_dir,
                                                        use_synthetic_data=True))
-    imported = Built(imported_impl)
+    imported = Built(imported_model)
     return built, built_log, imported, imported_log, cache_dir
 
 
@@ -113,10 +115,11 @@ def test_the_second_graph_is_imported_and_equals_the_built_one(built_then_import
     different = [name for name in ours if ours[name] != theirs[name]]
     assert different == [], different[:5]
     assert built.collections() == imported.collections()
-    # The spec and the state GuardHook reads point at the same ops.
+    # The spec and the tensors DivergenceHook watches point at the same ops.
     assert imported.spec.train_op.name == built.spec.train_op.name
     assert imported.spec.loss.name == built.spec.loss.name
     assert len(built.spec.training_hooks) == len(imported.spec.training_hooks)
+    assert imported.watched["loss"].name == built.watched["loss"].name
 
 
 def test_the_imported_graph_trains_to_the_same_numbers(built_then_imported):
@@ -158,13 +161,13 @@ def test_the_key_follows_what_shapes_the_graph(dataset_dir, tmp_path):
 
 
 def test_a_damaged_entry_is_removed_and_the_graph_built(dataset_dir, tmp_path):
-    impl, log = logged_impl(tiny_env(dataset_dir, tmp_path))
-    Built(impl)
+    model, log = logged_model_fn(tiny_env(dataset_dir, tmp_path))
+    Built(model)
     entry, = [os.path.join(str(tmp_path), n) for n in os.listdir(str(tmp_path))]
     with open(entry, "r+b") as handle:
         handle.truncate(1000)
-    impl, log = logged_impl(tiny_env(dataset_dir, tmp_path))
-    built = Built(impl)
+    model, log = logged_model_fn(tiny_env(dataset_dir, tmp_path))
+    built = Built(model)
     assert any(re.match(r"graph cache: .* is damaged \(.*\); removed, building", l)
                for l in log), log
     assert any(l.startswith("graph cache: built the training graph") for l in log)
@@ -175,28 +178,28 @@ def test_a_damaged_entry_is_removed_and_the_graph_built(dataset_dir, tmp_path):
 def test_an_unwritable_cache_only_costs_the_shortcut(dataset_dir, tmp_path):
     blocked = tmp_path / "a_file"
     blocked.write_text(u"not a folder")
-    impl, log = logged_impl(tiny_env(dataset_dir, blocked))
-    built = Built(impl)
+    model, log = logged_model_fn(tiny_env(dataset_dir, blocked))
+    built = Built(model)
     assert any(l.startswith("graph cache: cannot write %s" % blocked) for l in log), log
-    assert impl.train_loss is not None and built.spec.train_op is not None
+    assert "loss" in built.watched and built.spec.train_op is not None
 
 
 def test_where_the_cache_does_not_apply(dataset_dir, tmp_path, npu_bridge):
-    assert EstimatorImpl(tiny_env(dataset_dir, ""))._graph_cache() is None
-    impl = EstimatorImpl(tiny_env(dataset_dir, tmp_path))
-    assert impl._graph_cache() is not None
-    impl.warm_start_checkpoint = "/somewhere/model.ckpt-1"  # initializers read it
-    assert impl._graph_cache() is None
-    impl.warm_start_checkpoint = None
-    impl.device.strategy = tf.distribute.OneDeviceStrategy("/cpu:0")  # model_fn per replica
-    assert impl._graph_cache() is None
-    npu = EstimatorImpl(tiny_env(dataset_dir, tmp_path, device="npu"))
+    assert model_fn_for(tiny_env(dataset_dir, "")).graph_cache() is None
+    env = tiny_env(dataset_dir, tmp_path, train_dir=str(tmp_path / "train"))
+    model = model_fn_for(env)
+    assert model.graph_cache() is not None
+    # A warm start's initializers read its checkpoint: not while a fresh run warm-starts.
+    assert model_fn_for(env, warm_start="/somewhere/model.ckpt-1").graph_cache() is None
+    model.device.strategy = tf.distribute.OneDeviceStrategy("/cpu:0")  # model_fn per replica
+    assert model.graph_cache() is None
+    npu = model_fn_for(tiny_env(dataset_dir, tmp_path, device="npu"))
     assert not npu.device.train_graph_cacheable()
 
 
 def test_a_variable_made_after_model_fn_stops_the_run(dataset_dir, tmp_path):
-    impl, _ = logged_impl(tiny_env(dataset_dir, tmp_path))
-    built = Built(impl)
+    model, _ = logged_model_fn(tiny_env(dataset_dir, tmp_path))
+    built = Built(model)
     hook, = [h for h in built.spec.training_hooks
              if isinstance(h, graph_cache.VariablesUnchangedHook)]
     with built.graph.as_default():

@@ -19,7 +19,8 @@ LAYERS = (
     ("nets", "dataloader", "rank_tables"),
     ("datasets",),
     ("devices",),
-    ("training", "evaluation"),
+    ("evaluation",),
+    ("training",),
     ("export",),
     ("logger",),
     ("env",),
@@ -191,14 +192,16 @@ def test_package_init_files_import_nothing(package):
 
 
 def test_the_device_contract_declares_what_the_run_calls():
-    """Every member estimator_impl reaches on its device is declared by devices.base.Device,
-    and the device kinds add no public member of their own beyond it."""
+    """Every member the model_fn (estimator_impl) and the training loop (training.loop)
+    reach on their device is declared by devices.base.Device, and the device kinds add
+    no public member of their own beyond it."""
     from devices import base, cluster, npu
     called = set()
-    for node in ast.walk(ast.parse(open(MODULES["estimator_impl"]).read())):
-        chain = attribute_chain(node) if isinstance(node, ast.Attribute) else None
-        if chain and chain.startswith("self.device."):
-            called.add(chain.split(".")[2])
+    for module in ("estimator_impl", "training.loop"):
+        for node in ast.walk(ast.parse(open(MODULES[module]).read())):
+            chain = attribute_chain(node) if isinstance(node, ast.Attribute) else None
+            if chain and chain.startswith(("self.device.", "device.")):
+                called.add(chain.split("device.")[1].split(".")[0])
     assert called and called <= set(dir(base.Device)), called - set(dir(base.Device))
     for kind in (cluster.TfDevice, npu.NpuDevice):
         public = set(name for name in vars(kind) if not name.startswith("_"))

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 import env as env_lib
-from training import resilience
+from training import diagnoses, resilience
 from devices import precision
-from estimator_impl import EstimatorImpl
 from logger import TrainLoggerHook
 from tests.cli_helpers import run_python, single_error_line
 from tests.conftest import ListHandler
+from tests.run_helpers import model_fn_for
 from tests.test_devices_npu import npu_env, records
 from tests.test_env_schedules import flag_values
 from utils.tf_compat import tf
@@ -90,8 +90,8 @@ def test_collapse_stops_with_one_line_and_the_checkpoint_intact(collapsed):
 
 def scaled_square(initial_scale, every_n_steps=1, fixed=False):
     """loss = w * w * x under TF's dynamic loss scaling, starting at initial_scale (or
-    our fixed scale, ``fixed``), with the telemetry, GuardHook and the progress line as
-    training wires them."""
+    our fixed scale, ``fixed``), with the telemetry, DivergenceHook and the progress line
+    as training wires them."""
     weight = tf.Variable(2.0)
     x = tf.placeholder_with_default(1.0, [])
     global_step = tf.train.get_or_create_global_step()
@@ -107,7 +107,8 @@ def scaled_square(initial_scale, every_n_steps=1, fixed=False):
     log = logging.getLogger("loss_scale_test_%g" % initial_scale)
     log.addHandler(lines)
     log.setLevel(logging.INFO)
-    hooks = [resilience.GuardHook(loss_scale_fn=lambda: after, fixed_loss_scale=fixed),
+    resilience.watch_for_divergence(loss_scale_state=after)
+    hooks = [resilience.DivergenceHook(fixed_loss_scale=fixed),
              TrainLoggerHook(after, every_n_steps=every_n_steps, steps_per_epoch=10,
                              max_steps=100, global_batch=1, logger=log)]
     return train_op, x, weight, hooks, lines
@@ -184,18 +185,20 @@ def test_a_run_whose_fixed_scale_always_overflows_stops_with_one_line(dataset_di
 
 def test_float32_runs_scale_the_loss_only_when_asked(dataset_dir):
     def env(**overrides):
-        return env_lib.Env.from_flags(flag_values(
+        return env_lib.load_env(flag_values(
             dataset_dir=dataset_dir, max_train_steps=5, train_image_size=32, batch_size=2,
             model_name="mobilenet_v2_035", **overrides), {})
     assert env().loss_scale is None
-    impl = EstimatorImpl(env(loss_scale="1024"))
-    assert impl.device.skips_overflow_steps()
-    assert impl.device.describe() == "cpu, float32, loss scale 1024.0"
+    model = model_fn_for(env(loss_scale="1024"))
+    assert model.device.skips_overflow_steps()
+    assert model.device.describe() == "cpu, float32, loss scale 1024.0"
     with tf.Graph().as_default():
-        spec = impl.model_fn(tf.zeros([2, 32, 32, 3]), tf.zeros([2], tf.int32),
-                             tf.estimator.ModeKeys.TRAIN)
+        spec = model(tf.zeros([2, 32, 32, 3]), tf.zeros([2], tf.int32),
+                     tf.estimator.ModeKeys.TRAIN)
         summarized = [t.op.name for t in tf.get_collection(tf.GraphKeys.SUMMARIES)]
-    assert impl.loss_scale_state is not None  # a fixed scale's stall stop watches it
+        watched = resilience.watched_tensors()
+    # A fixed scale's stall stop watches the scale; the loss may overflow under scaling.
+    assert sorted(watched) == ["loss_scale", "overflow_steps"]
     assert spec.loss.op.name == "overflow_tolerant_loss"  # NaN -> Inf, for NanTensorHook
     assert {"loss_scale", "overflow_steps"} <= set(summarized)
 
@@ -206,10 +209,10 @@ def test_float32_runs_scale_the_loss_only_when_asked(dataset_dir):
 ])
 def test_npu_scale_comes_from_the_loss_scale_manager(npu_bridge, npu_dataset, tmp_path,
                                                       overrides, manager, scale):
-    impl = EstimatorImpl(npu_env(npu_dataset, tmp_path / "train", {}, **overrides))
+    model = model_fn_for(npu_env(npu_dataset, tmp_path / "train", {}, **overrides))
     with tf.Graph().as_default() as graph:
-        impl.model_fn(tf.zeros([4, 32, 32, 3]), tf.zeros([4], tf.int32),
-                      tf.estimator.ModeKeys.TRAIN)
+        model(tf.zeros([4, 32, 32, 3]), tf.zeros([4], tf.int32), tf.estimator.ModeKeys.TRAIN)
+        watched = sorted(resilience.watched_tensors())
         after = {name: graph.get_tensor_by_name(name + "_after_step:0")
                  for name in ("loss_scale", "overflow_steps")}
         variables = [v.op.name for v in tf.global_variables()]
@@ -221,7 +224,7 @@ def test_npu_scale_comes_from_the_loss_scale_manager(npu_bridge, npu_dataset, tm
     assert records(npu_bridge, manager + ".get_loss_scale") == [{}, {}]
     # The dynamic scale is the manager's variable, saved with the checkpoints.
     assert ("loss_scale" in variables) == (manager == "ExponentialUpdateLossScaleManager")
-    assert impl.loss_scale_state is not None
+    assert watched == ["loss_scale", "overflow_steps"]
 
 
 def npu_scaled_square(manager, is_distributed=False):
@@ -281,6 +284,6 @@ def test_npu_fixed_manager_skips_overflows_unless_told_not_to(npu_bridge, check,
 ])
 def test_npu_collapse_says_where_the_overflow_dump_is(npu_bridge, npu_dataset, tmp_path,
                                                       over_dump, hint):
-    impl = EstimatorImpl(npu_env(npu_dataset, tmp_path / "train", {}, over_dump=over_dump,
-                                 over_dump_path="/data/dumps"))
-    assert impl._overflow_dump_hint() == hint
+    env = npu_env(npu_dataset, tmp_path / "train", {}, over_dump=over_dump,
+                  over_dump_path="/data/dumps")
+    assert diagnoses.overflow_dump_hint(env) == hint

@@ -15,11 +15,12 @@ import env as env_lib
 from evaluation.evaluator import Evaluator
 import logger as logger_lib
 from training import optimization
-from estimator_impl import EstimatorImpl
+import estimator_impl
 from nets import blocks, builder, efficientnet_v2, nets_factory, summary
 from datasets import dataset_factory
 from tests import reference_eval
 from tests.cli_helpers import evaluator_config
+from tests.run_helpers import train
 from tests.test_env_schedules import flag_values
 from tests.test_nets_mobilenet_v2 import ALL_NAMES as V2_NAMES, shapes
 from utils.errors import UserError
@@ -475,7 +476,7 @@ def train_env(dataset_dir, train_dir, **overrides):
                   batch_size=4, max_train_steps=2, learning_rate=0.01, bn_decay=0.9,
                   log_every_n_steps=1, seed=4, data_threads=1, device="cpu")
     values.update(overrides)
-    return env_lib.Env.from_flags(flag_values(**values), environ={})
+    return env_lib.load_env(flag_values(**values), environ={})
 
 
 def test_env_defaults_follow_the_model(tiny_dataset, tmp_path):
@@ -502,7 +503,7 @@ def test_estimator_builds_the_network_with_the_env_drop_path(tiny_dataset, tmp_p
     seen = {}
     monkeypatch.setattr(nets_factory, "get_network_fn",
                         lambda *args, **kwargs: seen.update(kwargs))
-    EstimatorImpl(env, logger_lib.get_logger()).network_fn(True)
+    estimator_impl.network_fn(env, True)
     assert seen["drop_path_rate"] == 0.2
 
 
@@ -538,7 +539,7 @@ def test_family_trains_evaluates_and_fine_tunes(model_name, extra, tiny_dataset,
     --restore_exclude."""
     log = logger_lib.get_logger()
     env = train_env(tiny_dataset, tmp_path / "train", model_name=model_name, **extra)
-    checkpoint = EstimatorImpl(env, log).train()
+    checkpoint = train(env, log)
     assert checkpoint.endswith("model.ckpt-2")
 
     # The evaluator on PNG copies of the 6 validation images (so Pillow reads the same
@@ -570,7 +571,7 @@ def test_family_trains_evaluates_and_fine_tunes(model_name, extra, tiny_dataset,
     tuned = train_env(tiny_dataset, tuned_dir, model_name=model_name, num_classes=5,
                       restore_path=str(tmp_path / "train"), max_train_steps=1, **extra)
     assert tuned.restore_checkpoint == checkpoint
-    EstimatorImpl(tuned, log).train()
+    train(tuned, log)
     source = tf.train.load_checkpoint(checkpoint)
     started = tf.train.load_checkpoint(str(tuned_dir / "model.ckpt-0"))
     scope = tuned.model.scope

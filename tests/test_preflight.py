@@ -13,7 +13,7 @@ import pytest
 
 import env as env_lib
 from training import preflight
-from estimator_impl import EstimatorImpl
+from training import loop
 from rank_tables import table as rank_table
 from tests.cli_helpers import ROOT, run_python, single_error_line
 from tests.conftest import STUB
@@ -37,7 +37,7 @@ def make_env(dataset_dir, environ=None, **overrides):
     values = dict(dataset_dir=dataset_dir, model_name="mobilenet_v2_035", train_image_size=32,
                   batch_size=4, max_train_steps=6, train_dir="/nonexistent/train_dir")
     values.update(overrides)
-    return env_lib.Env.from_flags(flag_values(**values), environ or {})
+    return env_lib.load_env(flag_values(**values), environ or {})
 
 
 def result(env, name, environ=None, full=False):
@@ -295,14 +295,14 @@ def test_a_resumed_run_keeps_the_recorded_start(dataset, tmp_path):
     assert first.model_spec()["restore_path"] == os.path.abspath(source)
     assert make_env(dataset, train_dir=train_dir).model_spec()["restore_path"] is None
     # What train() writes: a fresh train_dir records this run's start ...
-    assert EstimatorImpl(first)._resumed_spec() is None
+    assert loop.resumed_spec(first.train_dir) is None
     fake_checkpoint(train_dir, 5)
     with open(os.path.join(train_dir, "model_spec.json"), "w") as handle:
         json.dump(first.model_spec(), handle)
     # ... a resumed one keeps the first run's, whatever its own --restore_path,
     other = fake_checkpoint(tmp_path / "other", 9)
     resumed = make_env(dataset, train_dir=train_dir, restore_path=other)
-    spec = resumed.model_spec(EstimatorImpl(resumed)._resumed_spec())
+    spec = resumed.model_spec(loop.resumed_spec(resumed.train_dir))
     assert spec["restore_path"] == os.path.abspath(source)
     # ... and never invents one the first run did not write.
     assert "restore_path" not in resumed.model_spec({"model_name": "mobilenet_v2_035"})

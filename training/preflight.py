@@ -25,7 +25,7 @@ import re
 import sys
 
 from dataloader import record_check
-from datasets import layout
+from datasets import dataset_factory, layout
 from devices.npu import check_npu_environment
 from devices.ranks import rank_info_from_environ
 from rank_tables import check as rank_check
@@ -69,6 +69,8 @@ def check_dataset(env, environ, full):
     if env.use_synthetic_data:
         return OK, "n/a (--use_synthetic_data reads no records)"
     dataset = env.dataset
+    if isinstance(dataset, dataset_factory.UnconvertedDataset):  # --preflight converts nothing
+        return OK, dataset.describe_conversion()
     faults, found = [], []
     for split in dataset.splits:
         files = sorted(glob.glob(dataset.file_pattern(split)))

@@ -1,6 +1,6 @@
 """Training that survives being stopped: signals, safe checkpoints, divergence.
 
-SIGTERM / SIGINT   StopSignals records the signal; GuardHook ends estimator.train after
+SIGTERM / SIGINT   StopSignals records the signal; StopHook ends estimator.train after
                    the current step, so its CheckpointSaverHook writes a checkpoint at
                    that step before the process exits (128 + signal number). A second
                    signal stops at once (the default action).
@@ -8,12 +8,12 @@ kill -9            nothing runs; the state file still names the last complete ch
                    (utils.checkpoints.repair_checkpoints tidies what the save left).
 resumed runs       devices.checkpoint_saver.ResumeSafeSaverHook does not write again the
                    checkpoint the run resumed from.
-NaN / Inf          GuardHook stops after a step whose loss is not finite, before that
+NaN / Inf          DivergenceHook stops after a step whose loss is not finite, before that
                    step can be saved (not under loss scaling, where such steps are skipped
                    and the scale lowered); FiniteWeightsListener refuses to save weights
                    that are not finite; the Estimator's own NanTensorHook stops on a NaN
                    loss. Training reports each as divergence, in one line.
-loss scale         Under dynamic loss scaling GuardHook stops, before that step can be
+loss scale         Under dynamic loss scaling DivergenceHook stops, before that step can be
                    saved, when the scale collapses (a step overflows at its floor of 1).
 """
 import logging
@@ -131,57 +131,99 @@ class StopSignals(object):
         self.uninstall()
 
 
-class GuardHook(tf.train.SessionRunHook):
-    """Every rank's watch over the training loop:
+class _StepCounter(tf.train.SessionRunHook):
+    """Keeps count of the global step (``step``, after the last run), so a stop or a
+    failure can say where it was without reading the step in every run."""
 
-    - ends it after the step during which a signal came in (given StopSignals);
-    - with ``loss_fn`` (returns the loss tensor once model_fn has run), raises NonFiniteLoss
-      after a step whose loss is NaN or Inf, before the saver hook (which comes later in
-      the hook list) can write that step;
-    - with ``loss_scale_fn`` (returns loss scaling's {"loss_scale", "overflow_steps"}
-      tensors read after the step, or None), raises LossScaleCollapsed when a dynamic
-      scale has hit bottom, or LossScaleStalled when a fixed one (``fixed_loss_scale``)
-      overflowed FIXED_SCALE_OVERFLOW_LIMIT steps in a row, also before the saver hook;
-    - keeps count of the global step, so a failure can say where it was.
-    """
-
-    def __init__(self, signals=None, steps_per_run=1, loss_fn=None, loss_scale_fn=None,
-                 fixed_loss_scale=False):
-        self._signals = signals
+    def __init__(self, steps_per_run=1):
         self._steps_per_run = steps_per_run
-        self._loss_fn = loss_fn
-        self._loss_scale_fn = loss_scale_fn
-        self._fixed_loss_scale = fixed_loss_scale
-        self._watched = {}
-        self._scale = self._skipped = None  # loss scaling after the last run
-        self._streak = 0  # overflowing steps in a row, counted in whole runs
-        self.step = None  # the global step after the last run, as far as this hook knows
+        self.step = None
 
     def begin(self):
         self._global_step = tf.train.get_global_step()
-        self._watched = {}
-        self._scale = self._skipped = None
-        self._streak = 0
-        for name, tensor_fn in (("loss", self._loss_fn), ("loss_scale", self._loss_scale_fn)):
-            tensor = tensor_fn() if tensor_fn is not None else None
-            if tensor is not None:
-                self._watched[name] = tensor
 
     def after_create_session(self, session, coord):
         self.step = int(session.run(self._global_step))
 
-    def before_run(self, run_context):
-        return tf.train.SessionRunArgs(self._watched) if self._watched else None
-
     def after_run(self, run_context, run_values):
         self.step += self._steps_per_run
+
+
+class StopHook(_StepCounter):
+    """Every rank's hook of the training loop: ends estimator.train after the step during
+    which StopSignals received a signal (the saver then writes that step)."""
+
+    def __init__(self, signals=None, steps_per_run=1):
+        _StepCounter.__init__(self, steps_per_run)
+        self._signals = signals
+
+    def after_run(self, run_context, run_values):
+        _StepCounter.after_run(self, run_context, run_values)
+        if self._signals is not None and self._signals.received is not None:
+            run_context.request_stop()
+
+
+# Graph collections through which model_fn names the tensors DivergenceHook watches: the
+# hook is the loop's (it must come before every saver hook, and NPUEstimator puts its
+# own saver ahead of the model's training hooks), the tensors are the graph's.
+WATCHED = ("loss", "loss_scale", "overflow_steps")
+_COLLECTION = "divergence_watch/"
+
+
+def watch_for_divergence(loss=None, loss_scale_state=None):
+    """Called by model_fn: DivergenceHook will check ``loss`` for NaN / Inf and loss
+    scaling's {"loss_scale", "overflow_steps"} (read after each step) for a collapse."""
+    given = dict(loss_scale_state or {}, loss=loss)
+    for name in WATCHED:
+        if given.get(name) is not None:
+            tf.add_to_collection(_COLLECTION + name, given[name])
+
+
+def watched_tensors():
+    """{name: tensor} that model_fn gave watch_for_divergence in the default graph."""
+    found = {}
+    for name in WATCHED:
+        tensors = tf.get_collection(_COLLECTION + name)
+        if tensors:
+            found[name] = tensors[-1]
+    return found
+
+
+class DivergenceHook(_StepCounter):
+    """Every rank's watch over what model_fn named with watch_for_divergence:
+
+    - a loss: raises NonFiniteLoss after a step whose loss is NaN or Inf, before the
+      saver hooks (which come later in the hook list) can write that step;
+    - loss scaling's state: raises LossScaleCollapsed when a dynamic scale has hit
+      bottom, or LossScaleStalled when a fixed one (``fixed_loss_scale``) overflowed
+      FIXED_SCALE_OVERFLOW_LIMIT steps in a row, also before the savers.
+    """
+
+    def __init__(self, steps_per_run=1, fixed_loss_scale=False):
+        _StepCounter.__init__(self, steps_per_run)
+        self._fixed_loss_scale = fixed_loss_scale
+
+    def begin(self):
+        _StepCounter.begin(self)
+        watched = watched_tensors()
+        self._fetches = {}
+        if "loss" in watched:
+            self._fetches["loss"] = watched.pop("loss")
+        if watched:
+            self._fetches["loss_scale"] = watched
+        self._scale = self._skipped = None  # loss scaling after the last run
+        self._streak = 0  # overflowing steps in a row, counted in whole runs
+
+    def before_run(self, run_context):
+        return tf.train.SessionRunArgs(self._fetches) if self._fetches else None
+
+    def after_run(self, run_context, run_values):
+        _StepCounter.after_run(self, run_context, run_values)
         results = run_values.results or {}
         if "loss" in results and not math.isfinite(float(results["loss"])):
             raise NonFiniteLoss(self.step, float(results["loss"]))
         if "loss_scale" in results:
             self._check_loss_scale(run_context.session, results["loss_scale"])
-        if self._signals is not None and self._signals.received is not None:
-            run_context.request_stop()
 
     def _check_loss_scale(self, session, state):
         """Dynamic loss scaling lowers the scale on each overflow, down to 1 (TF's
