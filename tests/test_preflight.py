@@ -6,14 +6,12 @@ npu, a one-device LR on many devices, a checkpoint in train_dir that would win o
 runs: a clean --preflight, one with a problem, one stale train_dir."""
 import json
 import os
-import re
 import shutil
 
 import pytest
 
 import env as env_lib
-from training import preflight
-from training import loop
+from training import loop, preflight, recipes
 from rank_tables import table as rank_table
 from tests.cli_helpers import ROOT, run_python, single_error_line
 from tests.conftest import STUB
@@ -240,13 +238,47 @@ def test_lr_warning_on_a_real_eight_worker_env(dataset):
                    "--learning_rate=0.003125 (0.0004 is near a one-device LR)")
 
 
-def test_recipe_rates_are_the_scripts():
-    with open(os.path.join(ROOT, "scripts", "train_recipe.sh")) as handle:
-        script = handle.read()
-    # One script line may set the rate of several recipes (the two CIFAR ones).
-    rates = set(float(r) for r in re.findall(r"lr_per_256=([0-9.]+)", script))
-    assert rates == set(rate for _, _, _, rate in preflight.RECIPE_RATES)
-    assert len(rates) == 6
+# Each recipe's peak LR per 256 images, written here from its source (not read from
+# recipes/): TF-Slim 0.1 (MobileNetV2); the MnasNet paper 0.016; the MobileNetV3 paper
+# 0.00625; automl's fine-tune 0.0005; kuangliu/pytorch-cifar 0.1 at batch 128 = 0.2;
+# the QAT fine-tune a twentieth of that, 0.01.
+RECIPE_RATES = {
+    "mobilenet_v2": 0.1, "mnasnet_a1": 0.016, "mnasnet_b1": 0.016,
+    "mobilenet_v3_large": 0.00625, "mobilenet_v3_small": 0.00625,
+    "efficientnet_v2_s_finetune": 0.0005, "mobilenet_v2_cifar10": 0.2,
+    "mobilenet_v3_small_cifar10": 0.2, "mobilenet_v2_cifar10_qat": 0.01,
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPE_RATES))
+def test_each_recipe_judges_its_own_runs_by_its_own_rate(name):
+    recipe = recipes.load(name)
+    env = recipe_env(model_name=recipe.flags["model_name"],
+                     optimizer_name=recipe.flags["optimizer"],
+                     restore_checkpoint="/ckpt/model.ckpt-1"
+                     if recipe.requires_restore_path else None,
+                     learning_rate=RECIPE_RATES[name] * 8)
+    status, detail = preflight.check_batch_and_lr(env, {}, False)
+    assert status == "ok" and detail.endswith(
+        "(%s recipe: %g per 256)" % (name, RECIPE_RATES[name])), detail
+
+
+@pytest.mark.parametrize("model_name, optimizer, fine_tune, recipe", [
+    ("mobilenet_v2_140", "momentum", False, "mobilenet_v2"),  # the longest prefix
+    ("mobilenet_v2_cifar", "momentum", False, "mobilenet_v2_cifar10"),
+    ("mobilenet_v3_large_075", "rmsprop", False, "mobilenet_v3_large"),
+    ("efficientnet_v2_s", "rmsprop", True, "efficientnet_v2_s_finetune"),
+    ("efficientnet_v2_b0", "rmsprop", True, None),  # no recipe for B0: shown, not judged
+    ("mobilenet_v2", "momentum", True, None),  # the QAT fine-tune is the CIFAR variant's
+    ("mobilenet_v2", "adam", False, None),
+])
+def test_a_variant_follows_its_family_recipe(model_name, optimizer, fine_tune, recipe):
+    found = recipes.matching(model_name, optimizer, fine_tune)
+    assert (found.name if found else None) == recipe
+
+
+def test_every_recipe_is_tested():
+    assert recipes.names() == sorted(RECIPE_RATES)
 
 
 # ----------------------------------------------------------------------------- train_dir

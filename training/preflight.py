@@ -29,6 +29,7 @@ from datasets import dataset_factory, layout
 from devices.npu import check_npu_environment
 from devices.ranks import rank_info_from_environ
 from rank_tables import check as rank_check
+from training import recipes
 from utils.checkpoints import (DAMAGED_DIR, checkpoint_global_step, no_intact_checkpoint,
                                plan_resume, read_model_spec)
 from utils.errors import EXIT_USER_ERROR, UserError
@@ -39,26 +40,15 @@ Result = collections.namedtuple("Result", "name status detail")
 
 CONVERT_HINT = "python -m datasets.build_tfrecords ... --overwrite"
 
-# The project's linear-scaling rule (scripts/train_recipe.sh, README "Recipes"; Goyal et
-# al. 2017): a recipe fixes a peak LR per 256 images and a run uses that rate x global
-# batch / 256, so 8 devices of batch 256 take 8x the one-device LR (0.1 -> 0.8). The
-# usual slip is an LR left at its one-device value on many devices. We cannot know the
-# LR a user meant, so the recipe of the model's family (and optimizer, and fresh or
+# The project's linear-scaling rule (recipes/, training/recipes.py; Goyal et al. 2017): a
+# recipe fixes a peak LR per 256 images and a run uses that rate x global batch / 256,
+# so 8 devices of batch 256 take 8x the one-device LR (0.1 -> 0.8). The usual slip is an
+# LR left at its one-device value on many devices. We cannot know the LR a user meant,
+# so the recipe the run follows (recipes.matching: its model, optimizer, fresh start or
 # fine-tune) is the reference: with N > 1 devices the LR is a warning when it lies
 # nearer, on a log scale, to the recipe's one-device LR (rate x batch_size / 256) than
 # to the linearly scaled one (rate x global batch / 256): lr < one-device LR x sqrt(N).
-# Runs no recipe describes are shown, never judged. (model_name prefix, optimizer,
-# fine-tune from --restore_path, peak LR per 256 images) as in train_recipe.sh; the first
-# row whose prefix matches is the recipe, so the 32-px (CIFAR) variants come first:
-RECIPE_RATES = (
-    ("mobilenet_v2_cifar", "momentum", True, 0.01),  # the QAT fine-tune
-    ("mobilenet_v2_cifar", "momentum", False, 0.2),
-    ("mobilenet_v3_small_cifar", "momentum", False, 0.2),
-    ("mobilenet_v2", "momentum", False, 0.1),
-    ("mnasnet", "rmsprop", False, 0.016),
-    ("mobilenet_v3", "rmsprop", False, 0.00625),
-    ("efficientnet_v2", "rmsprop", True, 0.0005),
-)
+# Runs no recipe describes are shown, never judged.
 
 _SHARD = re.compile(r"^(?P<split>.+)-(?P<index>\d+)-of-(?P<total>\d+)$")
 
@@ -264,7 +254,7 @@ def check_batch_and_lr(env, environ, full):
     reference = _recipe_rate(env)
     if reference is None:
         return OK, shown + " (no recipe to compare with)"
-    family, rate = reference
+    recipe, rate = reference
     scaled = rate * env.global_batch / 256.0
     one_device = rate * env.batch_size / 256.0
     if devices > 1 and env.learning_rate < one_device * math.sqrt(devices):
@@ -272,18 +262,17 @@ def check_batch_and_lr(env, environ, full):
                          "%s recipe scales %g per 256 linearly with the global batch: "
                          "--learning_rate=%g (%g is near a one-device LR)"
                          % (env.learning_rate, env.global_batch, env.batch_size, devices,
-                            per_256, family, rate, scaled, env.learning_rate))
-    return OK, "%s (%s recipe: %g per 256)" % (shown, family, rate)
+                            per_256, recipe, rate, scaled, env.learning_rate))
+    return OK, "%s (%s recipe: %g per 256)" % (shown, recipe, rate)
 
 
 def _recipe_rate(env):
-    """(family, LR per 256 images) of the recipe that matches the run, or None."""
-    fine_tune = bool(env.restore_checkpoint)
-    for family, optimizer, for_fine_tune, rate in RECIPE_RATES:
-        if (env.model_name.startswith(family) and env.optimizer_name == optimizer
-                and fine_tune == for_fine_tune):
-            return family, rate
-    return None
+    """(recipe name, LR per 256 images) of the recipe the run follows, or None."""
+    recipe = recipes.matching(env.model_name, env.optimizer_name,
+                              bool(env.restore_checkpoint))
+    if recipe is None:
+        return None
+    return recipe.name, float(recipe.flags["learning_rate_per_256"])
 
 
 # ----------------------------------------------------------------------------- train_dir
