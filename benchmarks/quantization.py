@@ -34,6 +34,8 @@ import subprocess
 import sys
 import time
 
+from training import recipes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tests/test_quantization.py's settings: whole-image crops, one data thread and a seed
 # make a run repeat bit for bit, so its rows are the tests' cases.
@@ -41,8 +43,6 @@ COMMON = ("--train_image_size=32", "--batch_size=32", "--optimizer=momentum",
           "--learning_rate_decay_type=cosine", "--weight_decay=0.00004",
           "--label_smoothing=0.1", "--bn_decay=0.9", "--min_crop_area=1.0",
           "--random_flip=false", "--data_threads=1", "--seed=3", "--log_every_n_steps=1000")
-# scripts/train_recipe.sh's batch for the CIFAR recipes (one device).
-RECIPE_BATCH = 128
 
 
 def _run(command, env=None):
@@ -118,7 +118,7 @@ def measure(row, train_float, train_qat, records, float_dir, steps_per_epoch, qa
     qat_dir = float_dir + "_qat_%d_epochs" % qat_epochs
     row["qat_seconds"] = round(train_qat(
         qat_dir, "--max_epoch=%d" % qat_epochs,
-        "--freeze_bn_delay=%d" % (row["qat_steps"] * 2 // 3), *(restore + qat_flags)), 1)
+        "--freeze_bn_epochs=%g" % (qat_epochs * 2.0 / 3), *(restore + qat_flags)), 1)
     row["qat"] = _top1(records, qat_dir, evals)
     row["qat_tflite"] = _top1(records, _tflite(qat_dir, qat_dir + ".tflite"), evals,
                               model_file=True)
@@ -137,7 +137,7 @@ def measure_model(model, records, work, epochs, qat_epochs, learning_rate):
            "qat_epochs": qat_epochs}
     return measure(row, train_float, train, records,
                    os.path.join(work, "float_%d_epochs" % epochs),
-                   -(-_train_images(records) // 32), qat_flags=("--learning_rate=0.001",))
+                   _train_images(records) // 32, qat_flags=("--learning_rate=0.001",))
 
 
 def measure_recipe(records, work, epochs, qat_epochs):
@@ -150,7 +150,8 @@ def measure_recipe(records, work, epochs, qat_epochs):
     return measure(row, _recipe_trainer(records, "mobilenet_v2_cifar10"),
                    _recipe_trainer(records, "mobilenet_v2_cifar10_qat"), records,
                    os.path.join(work, "float_%d_epochs" % epochs),
-                   -(-_train_images(records) // RECIPE_BATCH))
+                   _train_images(records) // int(recipes.load(
+                       "mobilenet_v2_cifar10").flags["batch_size"]))  # Env's steps/epoch
 
 
 def _digits_records(work):
