@@ -310,6 +310,9 @@ def test_train_and_evaluate_from_a_cifar_archive_and_an_image_tree(tmp_path):
                          env={"XDG_CACHE_HOME": str(tmp_path / "xdg")})
         assert out.returncode == 0, out.stderr[-3000:]
         assert "converting it once into TFRecords" in out.stdout
+        # The log starts before the dataset opens, so the conversion is in it too.
+        with open(os.path.join(train_dir, "train_log.log")) as handle:
+            assert "converting it once into TFRecords" in handle.read()
         assert os.path.isfile(os.path.join(train_dir, "model.ckpt-2.index"))
     out = run_python("eval_image_classifier_mobilenet.py", "--checkpoint_path=" +
                      str(tmp_path / "train_cifar"), "--dataset_dir=" + source,
