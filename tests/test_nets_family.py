@@ -212,6 +212,8 @@ def test_summary_command_prints_measured_and_published(capsys):
     assert "trainable parameters: 2044736" in out
     assert "published: parameters 2.04M (measured +0.2%)" in out
     assert "multiply-adds n/a" in out
+    assert ("published top-1: 61.9% on ImageNet; source: TF-Slim "
+            "research/slim/nets/mobilenet/README.md") in out
     assert summary.main(["--model_name=resnet"]) == 2
 
 
