@@ -10,7 +10,9 @@ restore without renaming and ``end_points`` carry the same keys:
   when it would not widen the input), ``depthwise`` (kxk, ``depthwise_weights``),
   ``project`` (1x1, linear); default block scopes ``expanded_conv``,
   ``expanded_conv_1``, ...; tensors ``input``, ``expansion_output``,
-  ``depthwise_output`` and ``output`` made with ``tf.identity``.
+  ``depthwise_output`` and ``output`` made with ``tf.identity``.  TF-Slim's
+  ``split_expansion`` / ``split_projection`` cut ``expand`` / ``project`` into
+  grouped 1x1 convs ``expand_part_0``, ``expand_part_1``, ... (``split_conv``).
 * ``fused_expanded_conv``: EfficientNetV2's Fused-MBConv, the same scopes without
   ``depthwise``.  Its default scope is also ``expanded_conv``, so both kinds share one
   numbering in a mixed table.
@@ -195,6 +197,49 @@ def pool_to_1x1(input_tensor, use_explicit_padding=False, rate=1, scope="AvgPool
         return global_average(input_tensor)
 
 
+def split_divisible(num, num_ways, divisible_by=8):
+    """TF-Slim's ``_split_divisible``: ``num_ways`` sizes, multiples of
+    ``divisible_by``, that sum to ``num``; the running total is the smallest that
+    reaches ``num * (i + 1) / num_ways``, so uneven splits are larger first (24 in 2
+    ways by 8: [16, 8])."""
+    if num % divisible_by or num < num_ways * divisible_by:
+        raise ValueError("cannot split %d channels %d ways in multiples of %d"
+                         % (num, num_ways, divisible_by))
+    base = num // num_ways // divisible_by * divisible_by
+    sizes, total = [], 0
+    for i in range(num_ways):
+        size = base
+        while total + size < num * (i + 1) / float(num_ways):
+            size += divisible_by
+        sizes.append(size)
+        total += size
+    return sizes
+
+
+def split_conv(input_tensor, num_outputs, num_ways, scope, divisible_by=8, **kwargs):
+    """TF-Slim's ``split_conv``: a 1x1 conv whose input and output channels are cut in
+    ``num_ways`` groups (``split_divisible``), group i seeing only input group i.
+
+    Variables ``<scope>_part_<i>/...``, outputs ``<scope>_part_<i>_output`` (so the
+    builder lists them as end_points, as TF-Slim's does).  One plain conv named
+    ``scope`` when ``num_ways`` is 1 or a group would get fewer than ``divisible_by``
+    input or output channels.  ``kwargs`` go to every ``slim.conv2d``.
+    """
+    depth = _depth(input_tensor)
+    if num_ways == 1 or min(depth // num_ways, num_outputs // num_ways) < divisible_by:
+        return slim.conv2d(input_tensor, num_outputs, [1, 1], scope=scope, **kwargs)
+    parts = tf.split(input_tensor, split_divisible(depth, num_ways, divisible_by),
+                     axis=3, name="split_" + scope)
+    outputs = []
+    for i, (part, size) in enumerate(zip(
+            parts, split_divisible(num_outputs, num_ways, divisible_by))):
+        part_scope = "%s_part_%d" % (scope, i)
+        net = slim.conv2d(part, size, [1, 1], scope=part_scope, **kwargs)
+        outputs.append(tf.identity(net, name=part_scope + "_output"))
+    # TF-Slim names the concat after the last part.
+    return tf.concat(outputs, 3, name=part_scope + "_concat")
+
+
 # ------------------------------------------------------------------ inverted residuals
 # Both blocks run the same steps (block scope, expansion, [depthwise], transform,
 # projection, residual); the helpers below are those steps.
@@ -236,10 +281,11 @@ def _transform(net, expansion_transform, input_tensor):
     return expansion_transform(expansion_tensor=net, input_tensor=input_tensor)
 
 
-def _project(net, num_outputs, normalizer_fn, activation_fn, endpoints):
-    """The 1x1 projection (linear by default)."""
-    net = slim.conv2d(net, num_outputs, [1, 1], stride=1, normalizer_fn=normalizer_fn,
-                      activation_fn=activation_fn, scope="project")
+def _project(net, num_outputs, normalizer_fn, activation_fn, endpoints, num_ways=1,
+             divisible_by=8):
+    """The 1x1 projection (linear by default), split ``num_ways`` (``split_conv``)."""
+    net = split_conv(net, num_outputs, num_ways, "project", divisible_by=divisible_by,
+                     stride=1, normalizer_fn=normalizer_fn, activation_fn=activation_fn)
     if endpoints is not None:
         endpoints["projection_output"] = net
     return net
@@ -260,6 +306,7 @@ def expanded_conv(input_tensor, num_outputs,
                   expansion_size=expand_input_by_factor(6),
                   stride=1, rate=1, kernel_size=(3, 3), residual=True,
                   normalizer_fn=slim.batch_norm,
+                  split_projection=1, split_expansion=1, split_divisible_by=8,
                   expansion_transform=None,
                   depthwise_channel_multiplier=1,
                   inner_activation_fn=None, depthwise_activation_fn=None,
@@ -277,6 +324,9 @@ def expanded_conv(input_tensor, num_outputs,
       residual: add the input when stride is 1 and depths match; a callable
         ``f(input_tensor=, output_tensor=)`` replaces that rule.
       normalizer_fn: used by all convolutions.
+      split_projection, split_expansion: how many groups the project / expand 1x1
+        convs are split into (``split_conv``, TF-Slim's; 1: not split).
+      split_divisible_by: every group's channels are a multiple of this.
       expansion_transform: optional ``f(expansion_tensor=, input_tensor=)`` applied to
         the depthwise output before projecting (squeeze-excite goes here).
       inner_activation_fn: activation of expand and depthwise (default: from the
@@ -298,8 +348,9 @@ def expanded_conv(input_tensor, num_outputs,
         net = input_tensor
         inner_size = _inner_size(expansion_size, input_tensor)
         if inner_size > _depth(input_tensor):
-            net = slim.conv2d(net, inner_size, [1, 1], stride=1,
-                              normalizer_fn=normalizer_fn, scope="expand")
+            net = split_conv(net, inner_size, split_expansion, "expand",
+                             divisible_by=split_divisible_by, stride=1,
+                             normalizer_fn=normalizer_fn)
             net = _named(net, "expansion_output", endpoints)
         net, padding = _explicit_padding(net, kernel_size, rate, padding,
                                          use_explicit_padding)
@@ -309,7 +360,8 @@ def expanded_conv(input_tensor, num_outputs,
                                     padding=padding, scope="depthwise")
         net = _named(net, "depthwise_output", endpoints)
         net = _transform(net, expansion_transform, input_tensor)
-        net = _project(net, num_outputs, normalizer_fn, project_activation_fn, endpoints)
+        net = _project(net, num_outputs, normalizer_fn, project_activation_fn, endpoints,
+                       split_projection, split_divisible_by)
         return _residual(input_tensor, net, residual, stride, drop_path_rate)
 
 
@@ -352,6 +404,7 @@ def fused_expanded_conv(input_tensor, num_outputs,
 INVERTED_RESIDUALS = (expanded_conv, fused_expanded_conv)
 
 __all__ = ["make_divisible", "expand_input_by_factor", "fixed_padding", "conv_bn_act",
+           "split_divisible", "split_conv",
            "hard_sigmoid", "hard_swish", "swish", "drop_path", "squeeze_excite",
            "squeeze_excite_transform", "global_average", "pool_to_1x1", "expanded_conv",
            "fused_expanded_conv", "INVERTED_RESIDUALS"]

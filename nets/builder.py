@@ -481,11 +481,46 @@ def wrapped_partial(func, *args, new_defaults=None, **kwargs):
     return partial
 
 
+# One registered model, as timm's ``default_cfgs`` sit beside its models: the
+# arguments of its family's model function and every fact the pipeline asks about.
+Variant = collections.namedtuple("Variant", [
+    "kwargs",           # keyword arguments of the family's model function
+    "image_size",       # training resolution of the published weights
+    "eval_image_size",  # evaluation resolution
+    "preprocessing",    # dataloader/preprocessing.py style
+    "size_multiple",    # input sides must be multiples of this (total stride)
+    "drop_path_rate",   # stochastic depth of the published training recipe
+    "top1",             # published top-1 in percent; None where none is published
+    "top1_dataset",     # what ``top1`` was measured on
+    "top1_source",      # where ``top1`` is published
+])
+
+
+def variant(image_size=224, eval_image_size=None, preprocessing="inception",
+            size_multiple=32, drop_path_rate=0.0, top1=None, top1_dataset="ImageNet",
+            top1_source=None, **model_kwargs):
+    """A ``Variant`` row: ``model_kwargs`` go to the model function, the rest are its
+    facts (eval size defaults to the training size).  A top-1 needs its source; a row
+    without a top-1 names no dataset or source."""
+    if top1 is not None and not (0.0 < top1 <= 100.0 and top1_source):
+        raise ValueError("top1 must be a percentage with its top1_source, got %r from %r"
+                         % (top1, top1_source))
+    if top1 is None:
+        top1_dataset = top1_source = None
+    return Variant(model_kwargs, image_size, eval_image_size or image_size,
+                   preprocessing, size_multiple, drop_path_rate, top1, top1_dataset,
+                   top1_source)
+
+
 def variants(model_fn, table):
-    """{name: model function} for a family's ``VARIANTS`` table (name -> keyword
-    arguments of ``model_fn``): its module-level partials and the registry's."""
-    return collections.OrderedDict(
-        (name, wrapped_partial(model_fn, **kwargs)) for name, kwargs in table.items())
+    """{name: model function} for a family's ``VARIANTS`` table (name -> ``Variant``):
+    ``model_fn`` with the row's arguments and training size (``default_image_size``,
+    as TF-Slim's functions carry it); the module-level partials and the registry's."""
+    models = collections.OrderedDict()
+    for name, row in table.items():
+        models[name] = wrapped_partial(model_fn, **row.kwargs)
+        models[name].default_image_size = row.image_size
+    return models
 
 
 # ------------------------------------------------------------------ training
@@ -527,4 +562,5 @@ def training_scope(is_training=True, weight_decay=0.00004, stddev=0.09,
 __all__ = ["Op", "op", "conv_defs", "default_arg_scopes", "with_row", "with_overrides",
            "keep_last_depth", "unscale_last_depth", "block_rows", "depth_multiplier",
            "fixed_depth", "safe_arg_scope", "mobilenet_base", "mobilenet", "classifier",
-           "base_of", "wrapped_partial", "variants", "training_scope", "BN_UPDATES"]
+           "base_of", "wrapped_partial", "Variant", "variant", "variants",
+           "training_scope", "BN_UPDATES"]

@@ -53,16 +53,23 @@ EFFICIENTNET_V2_B0 = lib.conv_defs(defaults=DEFAULTS, spec=[stem(32)] + lib.bloc
 efficientnet_v2 = functools.partial(lib.classifier, conv_defs=EFFICIENTNET_V2_S,
                                     scope=SCOPE, num_classes=1000)
 
-# name -> arguments of ``efficientnet_v2``, and (train, eval) image sizes.
+# Any size from 32 (the source trains progressively from 128), its own preprocessing,
+# stochastic depth on; top-1 of the ImageNet-1k checkpoints.
+_row = functools.partial(lib.variant, preprocessing="efficientnet_v2", size_multiple=1,
+                         drop_path_rate=DEFAULT_DROP_PATH_RATE,
+                         top1_source="google/automl efficientnetv2/README.md")
+
+# Every registered EfficientNetV2: name -> arguments of ``efficientnet_v2`` and facts.
 VARIANTS = collections.OrderedDict([
-    ("efficientnet_v2_s", {"conv_defs": EFFICIENTNET_V2_S}),
-    ("efficientnet_v2_b0", {"conv_defs": EFFICIENTNET_V2_B0}),
+    ("efficientnet_v2_s", _row(conv_defs=EFFICIENTNET_V2_S, image_size=300,
+                               eval_image_size=384, top1=83.9)),
+    ("efficientnet_v2_b0", _row(conv_defs=EFFICIENTNET_V2_B0, image_size=192,
+                                eval_image_size=224, top1=78.7)),
 ])
-IMAGE_SIZES = {"efficientnet_v2_s": (300, 384), "efficientnet_v2_b0": (192, 224)}
 MODELS = lib.variants(efficientnet_v2, VARIANTS)
 efficientnet_v2_s = MODELS["efficientnet_v2_s"]
 efficientnet_v2_b0 = MODELS["efficientnet_v2_b0"]
 
 __all__ = ["SCOPE", "DEFAULT_DROP_PATH_RATE", "EFFICIENTNET_V2_S", "EFFICIENTNET_V2_B0",
-           "VARIANTS", "IMAGE_SIZES", "MODELS", "efficientnet_v2", "efficientnet_v2_s",
+           "VARIANTS", "MODELS", "efficientnet_v2", "efficientnet_v2_s",
            "efficientnet_v2_b0"]

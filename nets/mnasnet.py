@@ -44,10 +44,16 @@ mnasnet = functools.partial(lib.classifier, conv_defs=MNASNET_A1, scope=SCOPE,
                             num_classes=1000)
 mnasnet.default_image_size = DEFAULT_IMAGE_SIZE
 
-# name -> arguments of ``mnasnet``.
+_TPU = "tensorflow/tpu models/official/mnasnet/README.md"
+_row = functools.partial(lib.variant, preprocessing="mnasnet", top1_source=_TPU)
+
+# Every registered MnasNet: name -> arguments of ``mnasnet`` and facts.  B1's top-1
+# is in that README's first versions (Feb-Mar 2019, e.g. tensorflow/tpu 33500fc),
+# dropped when it switched to A1 and small.
 VARIANTS = collections.OrderedDict([
-    ("mnasnet_a1", {"conv_defs": MNASNET_A1}),
-    ("mnasnet_b1", {"conv_defs": MNASNET_B1}),
+    ("mnasnet_a1", _row(conv_defs=MNASNET_A1, top1=75.2)),
+    ("mnasnet_b1", _row(conv_defs=MNASNET_B1, top1=74.4,
+                        top1_source=_TPU + " at 33500fc (2019-03-13)")),
 ])
 MODELS = lib.variants(mnasnet, VARIANTS)
 mnasnet_a1 = MODELS["mnasnet_a1"]

@@ -23,6 +23,9 @@ ModelInfo = collections.namedtuple("ModelInfo", [
     "size_multiple",            # input sides must be multiples of this (total stride)
     "default_eval_image_size",  # evaluation resolution (EfficientNetV2 evaluates larger)
     "default_drop_path_rate",   # stochastic depth of the published training recipe
+    "published_top1",           # top-1 in percent of the published weights, or None
+    "published_top1_dataset",   # what that top-1 was measured on ("ImageNet", ...)
+    "published_top1_source",    # where it is published
 ])
 
 _Entry = collections.namedtuple("_Entry", ["info", "builder"])
@@ -31,41 +34,37 @@ _Entry = collections.namedtuple("_Entry", ["info", "builder"])
 # rest go to the model function.
 _SCOPE_KWARGS = ("stddev", "bn_epsilon")
 
-_REGISTRY = {}
+# The families, each a module with SCOPE, VARIANTS (name -> builder.Variant) and
+# MODELS (name -> model function made from that row).
+FAMILIES = (mobilenet_v2, mobilenet_v3, mnasnet, efficientnet_v2)
 
 
-def _register(name, model_fn, scope, preprocessing_name, image_size=224,
-              eval_image_size=None, drop_path_rate=0.0, size_multiple=32, **model_kwargs):
-    """One model: ``model_fn(images, scope=scope, **model_kwargs, **call kwargs)`` plus
-    its facts.  Every family here has its head in ``<scope>/Logits`` and a total
-    stride of 32; SAME padding takes any size, and ``size_multiple`` 32 keeps every
-    feature map exact, as the MobileNet checkpoints were trained."""
+def _make_entry(name, model_fn, scope, row):
+    """One model: ``model_fn(images, scope=scope, **call kwargs)`` plus the facts of its
+    ``Variant`` row.  Every family here has its head in ``<scope>/Logits``."""
     info = ModelInfo(
-        name=name, scope=scope, default_image_size=image_size,
+        name=name, scope=scope, default_image_size=row.image_size,
         head_scopes=(scope + "/Logits",), default_restore_exclude=scope + "/Logits/",
-        preprocessing_name=preprocessing_name, min_image_size=32,
-        size_multiple=size_multiple, default_eval_image_size=eval_image_size or image_size,
-        default_drop_path_rate=drop_path_rate)
-    _REGISTRY[name] = _Entry(info, functools.partial(model_fn, scope=scope,
-                                                      **model_kwargs))
+        preprocessing_name=row.preprocessing, min_image_size=32,
+        size_multiple=row.size_multiple, default_eval_image_size=row.eval_image_size,
+        default_drop_path_rate=row.drop_path_rate, published_top1=row.top1,
+        published_top1_dataset=row.top1_dataset, published_top1_source=row.top1_source)
+    return _Entry(info, functools.partial(model_fn, scope=scope))
 
 
-# Every family's variants, as its module defines them (VARIANTS -> MODELS), with the
-# preprocessing each family trains with.
-for _family, _preprocessing in ((mobilenet_v2, "inception"),
-                                (mobilenet_v3, "mobilenet_v3"), (mnasnet, "mnasnet")):
-    for _name, _model_fn in _family.MODELS.items():
-        _register(_name, _model_fn, _family.SCOPE, _preprocessing)
-# The 32-px variants (total stride 8) train on CIFAR's pad-and-crop.
-for _family in (mobilenet_v2, mobilenet_v3):
-    for _name, _model_fn in _family.SMALL_INPUT_MODELS.items():
-        _register(_name, _model_fn, _family.SCOPE, "cifar", image_size=32, size_multiple=8)
-# EfficientNetV2 trains at 300 (progressively from 128) and evaluates at 384: any size.
-for _name, _model_fn in efficientnet_v2.MODELS.items():
-    _register(_name, _model_fn, efficientnet_v2.SCOPE, "efficientnet_v2",
-              image_size=efficientnet_v2.IMAGE_SIZES[_name][0],
-              eval_image_size=efficientnet_v2.IMAGE_SIZES[_name][1], size_multiple=1,
-              drop_path_rate=efficientnet_v2.DEFAULT_DROP_PATH_RATE)
+def build_registry(families):
+    """{name: entry} over every row of every family's VARIANTS: a new row is a new
+    model.  ValueError if two rows share a name."""
+    registry = {}
+    for family in families:
+        for name, row in family.VARIANTS.items():
+            if name in registry:
+                raise ValueError("model %r is registered twice" % name)
+            registry[name] = _make_entry(name, family.MODELS[name], family.SCOPE, row)
+    return registry
+
+
+_REGISTRY = build_registry(FAMILIES)
 
 
 def model_names():
@@ -163,5 +162,5 @@ def get_network_fn(name, num_classes, weight_decay=0.00004, is_training=False,
     return network_fn
 
 
-__all__ = ["ModelInfo", "model_names", "get_model_info", "check_image_size",
+__all__ = ["ModelInfo", "FAMILIES", "build_registry", "model_names", "get_model_info", "check_image_size",
            "get_network_fn"]

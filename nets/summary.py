@@ -171,6 +171,10 @@ def describe(model_name, image_size=None, num_classes=None):
                          "with" if published.with_batch_norm else "without",
                          _versus(result.macs, published.macs) if published.macs else "n/a",
                          published.source))
+    info = nets_factory.get_model_info(model_name)
+    if info.published_top1 is not None:
+        lines.append("published top-1: %g%% on %s; source: %s" % (
+            info.published_top1, info.published_top1_dataset, info.published_top1_source))
     return lines
 
 

@@ -239,17 +239,18 @@ def test_op_takes_tf_slim_multiplier_keyword():
 # ----------------------------------------------------------------------- variants
 
 def test_variants_are_one_table():
-    """TF-Slim's partials and the registry come from each family's VARIANTS (and the
-    32-px SMALL_INPUT_VARIANTS)."""
+    """TF-Slim's partials and the registry come from each family's VARIANTS rows (the
+    32-px variants included), and carry the row's training size."""
     families = (mobilenet_v2, mobilenet_v3, mnasnet, efficientnet_v2)
-    names = [n for family in families
-             for n in list(family.VARIANTS) + list(getattr(family, "SMALL_INPUT_VARIANTS", []))]
+    names = [n for family in families for n in family.VARIANTS]
     assert sorted(names) == nets_factory.model_names()
     assert mobilenet_v2.mobilenet_v2_140.keywords == {"depth_multiplier": 1.4}
     assert mobilenet_v2.mobilenet_v2_035.keywords == {
         "depth_multiplier": 0.35, "finegrain_classification_mode": True}
     assert mobilenet_v2.mobilenet_v2_075.__name__ == "mobilenet"
     assert mobilenet_v2.mobilenet_v2_075.default_image_size == 224
+    assert mobilenet_v2.MODELS["mobilenet_v2_cifar"].default_image_size == 32
+    assert efficientnet_v2.efficientnet_v2_s.default_image_size == 300
     assert mobilenet_v3.small.keywords == {"conv_defs": mobilenet_v3.V3_SMALL}
     assert mobilenet_v3.large_minimalistic.keywords == {
         "conv_defs": mobilenet_v3.V3_LARGE_MINIMALISTIC}

@@ -213,6 +213,8 @@ def test_summary_command_prints_measured_and_published(capsys):
     assert "trainable parameters: 2044736" in out
     assert "published: parameters 2.04M (measured +0.2%)" in out
     assert "multiply-adds n/a" in out
+    assert ("published top-1: 61.9% on ImageNet; source: TF-Slim "
+            "research/slim/nets/mobilenet/README.md") in out
     assert summary.main(["--model_name=resnet"]) == 2
 
 
@@ -235,6 +237,86 @@ def test_registry_sizes_and_defaults():
     assert nets_factory.check_image_size("efficientnet_v2_s", 300) == 300
     with pytest.raises(UserError, match="use at least 32"):
         nets_factory.check_image_size("efficientnet_v2_s", 16)
+
+
+# Every model's facts as literals: train / eval px, preprocessing, size multiple,
+# drop-path rate, published top-1 (percent) and what it was measured on.  Top-1
+# sources: TF-Slim's research/slim/nets/mobilenet/README.md (V2 at 224 px, V3 float
+# checkpoints); tensorflow/tpu models/official/mnasnet/README.md (A1; B1 in its
+# versions of Feb-Mar 2019); google/automl efficientnetv2/README.md (ImageNet-1k);
+# kuangliu/pytorch-cifar README.md (MobileNetV2 on CIFAR-10).
+IMAGENET_224 = (224, 224)
+REGISTRY_FACTS = {
+    "mobilenet_v2": IMAGENET_224 + ("inception", 32, 0.0, 71.8, "ImageNet"),
+    "mobilenet_v2_140": IMAGENET_224 + ("inception", 32, 0.0, 75.0, "ImageNet"),
+    "mobilenet_v2_130": IMAGENET_224 + ("inception", 32, 0.0, 74.4, "ImageNet"),
+    "mobilenet_v2_075": IMAGENET_224 + ("inception", 32, 0.0, 69.8, "ImageNet"),
+    "mobilenet_v2_050": IMAGENET_224 + ("inception", 32, 0.0, 65.4, "ImageNet"),
+    "mobilenet_v2_035": IMAGENET_224 + ("inception", 32, 0.0, 60.3, "ImageNet"),
+    "mobilenet_v2_cifar": (32, 32, "cifar", 8, 0.0, 94.43, "CIFAR-10"),
+    "mobilenet_v3_large": IMAGENET_224 + ("mobilenet_v3", 32, 0.0, 75.2, "ImageNet"),
+    "mobilenet_v3_large_075": IMAGENET_224 + ("mobilenet_v3", 32, 0.0, 73.3, "ImageNet"),
+    "mobilenet_v3_small": IMAGENET_224 + ("mobilenet_v3", 32, 0.0, 67.5, "ImageNet"),
+    "mobilenet_v3_small_075": IMAGENET_224 + ("mobilenet_v3", 32, 0.0, 65.4, "ImageNet"),
+    "mobilenet_v3_large_minimalistic": IMAGENET_224 + ("mobilenet_v3", 32, 0.0, 72.3,
+                                                       "ImageNet"),
+    "mobilenet_v3_small_minimalistic": IMAGENET_224 + ("mobilenet_v3", 32, 0.0, 61.9,
+                                                       "ImageNet"),
+    "mobilenet_v3_small_cifar": (32, 32, "cifar", 8, 0.0, None, None),
+    "mnasnet_a1": IMAGENET_224 + ("mnasnet", 32, 0.0, 75.2, "ImageNet"),
+    "mnasnet_b1": IMAGENET_224 + ("mnasnet", 32, 0.0, 74.4, "ImageNet"),
+    "efficientnet_v2_s": (300, 384, "efficientnet_v2", 1, 0.2, 83.9, "ImageNet"),
+    "efficientnet_v2_b0": (192, 224, "efficientnet_v2", 1, 0.2, 78.7, "ImageNet"),
+}
+
+
+def info_facts(info):
+    return (info.default_image_size, info.default_eval_image_size,
+            info.preprocessing_name, info.size_multiple, info.default_drop_path_rate,
+            info.published_top1, info.published_top1_dataset)
+
+
+def test_registry_is_the_union_of_the_families_variants():
+    """One generic registration: the registry's names are the families' VARIANTS keys
+    (no name twice), each ModelInfo's facts are its row's, its model function has the
+    row's arguments, and the facts are the literals above."""
+    names = [n for family in nets_factory.FAMILIES for n in family.VARIANTS]
+    assert len(names) == len(set(names))
+    assert sorted(names) == nets_factory.model_names() == sorted(REGISTRY_FACTS)
+    for family in nets_factory.FAMILIES:
+        for name, row in family.VARIANTS.items():
+            info = nets_factory.get_model_info(name)
+            assert info.scope == family.SCOPE
+            assert info_facts(info) == (row.image_size, row.eval_image_size,
+                                        row.preprocessing, row.size_multiple,
+                                        row.drop_path_rate, row.top1, row.top1_dataset)
+            assert info.published_top1_source == row.top1_source
+            assert (info.published_top1_source is None) == (info.published_top1 is None)
+            assert row.kwargs.items() <= family.MODELS[name].keywords.items()
+            assert info_facts(info) == REGISTRY_FACTS[name], name
+
+
+def test_a_new_row_is_a_new_model():
+    """A family with one more row registers, builds and carries that row's facts;
+    a name given twice and a top-1 without its source are refused."""
+    from nets.mobilenet import mobilenet_v2
+    variants = collections.OrderedDict([("mobilenet_v2_010", builder.variant(
+        depth_multiplier=0.1, image_size=96, top1=42.0, top1_source="a test"))])
+    family = collections.namedtuple("Family", "SCOPE VARIANTS MODELS")(
+        "MobilenetV2", variants, builder.variants(mobilenet_v2.mobilenet, variants))
+    entry = nets_factory.build_registry([family])["mobilenet_v2_010"]
+    assert info_facts(entry.info) == (96, 96, "inception", 32, 0.0, 42.0, "ImageNet")
+    assert entry.info.published_top1_source == "a test"
+    with tf.Graph().as_default():
+        logits, _ = do_not_convert(entry.builder)(tf.zeros([1, 32, 32, 3]),
+                                                  num_classes=10)
+        depths = shapes(tf.global_variables())
+    assert logits.shape.as_list() == [1, 10]
+    assert depths["MobilenetV2/Conv/weights"] == [3, 3, 3, 8]  # 32 * 0.1 -> min 8
+    with pytest.raises(ValueError, match="registered twice"):
+        nets_factory.build_registry([family, family])
+    with pytest.raises(ValueError, match="top1_source"):
+        builder.variant(top1=50.0)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL_INPUT))

@@ -228,6 +228,12 @@ def test_bad_image_sizes(size):
     assert "multiple of 32" in str(info.value)
 
 
+# Top-1 of TF-Slim's 224-px checkpoints, research/slim/nets/mobilenet/README.md.
+PUBLISHED_TOP1 = {"mobilenet_v2": 71.8, "mobilenet_v2_140": 75.0,
+                  "mobilenet_v2_130": 74.4, "mobilenet_v2_075": 69.8,
+                  "mobilenet_v2_050": 65.4, "mobilenet_v2_035": 60.3}
+
+
 def test_registry_facts():
     assert set(ALL_NAMES) <= set(nets_factory.model_names())
     for name in ALL_NAMES:
@@ -237,7 +243,9 @@ def test_registry_facts():
             head_scopes=("MobilenetV2/Logits",),
             default_restore_exclude="MobilenetV2/Logits/",
             preprocessing_name="inception", min_image_size=32, size_multiple=32,
-            default_eval_image_size=224, default_drop_path_rate=0.0)
+            default_eval_image_size=224, default_drop_path_rate=0.0,
+            published_top1=PUBLISHED_TOP1[name], published_top1_dataset="ImageNet",
+            published_top1_source="TF-Slim research/slim/nets/mobilenet/README.md")
         for size in (32, 64, 96, 224, 256):
             assert nets_factory.check_image_size(name, size) == size
         assert nets_factory.get_network_fn(name, 10).default_image_size == 224

@@ -8,6 +8,7 @@ Variables live under ``MobilenetV2/`` exactly as in the published TF-Slim checkp
 (``mobilenet_v2_140`` ...), made from ``VARIANTS`` as the registry's are.
 """
 import collections
+import functools
 
 from utils.tf_compat import tf, slim
 from nets import blocks as ops
@@ -86,26 +87,35 @@ mobilenet.default_image_size = DEFAULT_IMAGE_SIZE
 mobilenet_base = lib.base_of(mobilenet)
 training_scope = lib.training_scope
 
-# The published variants (name -> arguments of ``mobilenet``).  The < 1.0 ones keep
-# Conv_1 at 1280 channels (finegrain mode), as their checkpoints do.
-VARIANTS = collections.OrderedDict([
-    ("mobilenet_v2", {}),
-    ("mobilenet_v2_140", {"depth_multiplier": 1.4}),
-    ("mobilenet_v2_130", {"depth_multiplier": 1.3}),
-    ("mobilenet_v2_075", {"depth_multiplier": 0.75, "finegrain_classification_mode": True}),
-    ("mobilenet_v2_050", {"depth_multiplier": 0.5, "finegrain_classification_mode": True}),
-    ("mobilenet_v2_035", {"depth_multiplier": 0.35, "finegrain_classification_mode": True}),
-])
-MODELS = lib.variants(mobilenet, VARIANTS)  # they keep mobilenet.default_image_size
-
 # For 32-px images (CIFAR): the stem and the first stride-2 block (expanded_conv_1) at
 # stride 1, a total stride of 8 and a 4x4 last feature map, as kuangliu/pytorch-cifar's
-# MobileNetV2 (94.43% on CIFAR-10, its README). Same variables and names as V2_DEF.
+# MobileNetV2. Same variables and names as V2_DEF. Its 94.43% on CIFAR-10 (its README)
+# is that network's: it also adds a 1x1-conv shortcut where a stride-1 block changes
+# depth (models/mobilenetv2.py), which TF-Slim's blocks, and ours, do not.
 V2_SMALL_INPUT_DEF = lib.with_row(lib.with_row(V2_DEF, 0, stride=1), 2, stride=1)
-SMALL_INPUT_VARIANTS = collections.OrderedDict([
-    ("mobilenet_v2_cifar", {"conv_defs": V2_SMALL_INPUT_DEF}),
+
+_SLIM = "TF-Slim research/slim/nets/mobilenet/README.md"
+_CIFAR = "kuangliu/pytorch-cifar README.md (MobileNetV2)"
+_row = functools.partial(lib.variant, top1_source=_SLIM)
+
+# Every registered MobileNetV2: name -> arguments of ``mobilenet`` and facts (top-1 of
+# the 224-px checkpoints).  The < 1.0 ones keep Conv_1 at 1280 channels (finegrain
+# mode), as their checkpoints do.
+VARIANTS = collections.OrderedDict([
+    ("mobilenet_v2", _row(top1=71.8)),
+    ("mobilenet_v2_140", _row(depth_multiplier=1.4, top1=75.0)),
+    ("mobilenet_v2_130", _row(depth_multiplier=1.3, top1=74.4)),
+    ("mobilenet_v2_075", _row(depth_multiplier=0.75, finegrain_classification_mode=True,
+                              top1=69.8)),
+    ("mobilenet_v2_050", _row(depth_multiplier=0.5, finegrain_classification_mode=True,
+                              top1=65.4)),
+    ("mobilenet_v2_035", _row(depth_multiplier=0.35, finegrain_classification_mode=True,
+                              top1=60.3)),
+    ("mobilenet_v2_cifar", _row(conv_defs=V2_SMALL_INPUT_DEF, image_size=32,
+                                size_multiple=8, preprocessing="cifar", top1=94.43,
+                                top1_dataset="CIFAR-10", top1_source=_CIFAR)),
 ])
-SMALL_INPUT_MODELS = lib.variants(mobilenet, SMALL_INPUT_VARIANTS)
+MODELS = lib.variants(mobilenet, VARIANTS)
 
 mobilenet_v2_140 = MODELS["mobilenet_v2_140"]
 mobilenet_v2_130 = MODELS["mobilenet_v2_130"]
@@ -113,7 +123,7 @@ mobilenet_v2_075 = MODELS["mobilenet_v2_075"]
 mobilenet_v2_050 = MODELS["mobilenet_v2_050"]
 mobilenet_v2_035 = MODELS["mobilenet_v2_035"]
 
-__all__ = ["V2_DEF", "V2_SMALL_INPUT_DEF", "SMALL_INPUT_VARIANTS", "SMALL_INPUT_MODELS",
-           "SCOPE", "DEFAULT_IMAGE_SIZE", "VARIANTS", "MODELS", "mobilenet",
-           "mobilenet_base", "training_scope", "wrapped_partial", "mobilenet_v2_140",
-           "mobilenet_v2_130", "mobilenet_v2_075", "mobilenet_v2_050", "mobilenet_v2_035"]
+__all__ = ["V2_DEF", "V2_SMALL_INPUT_DEF", "SCOPE", "DEFAULT_IMAGE_SIZE", "VARIANTS",
+           "MODELS", "mobilenet", "mobilenet_base", "training_scope", "wrapped_partial",
+           "mobilenet_v2_140", "mobilenet_v2_130", "mobilenet_v2_075", "mobilenet_v2_050",
+           "mobilenet_v2_035"]

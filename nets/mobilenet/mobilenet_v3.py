@@ -12,6 +12,7 @@ includes its pooling row (layer_18) and ``Conv_2`` (layer_19), as TF-Slim's does
 feature map before pooling.
 """
 import collections
+import functools
 
 from utils.tf_compat import tf, slim
 from nets import blocks as ops
@@ -131,28 +132,32 @@ mobilenet_base = lib.base_of(mobilenet)
 training_scope = lib.training_scope
 wrapped_partial = lib.wrapped_partial
 
-# TF-Slim's published V3 checkpoints (name -> arguments of ``mobilenet``).  The 0.75
-# ones keep Conv_2 at 1280 / 1024 (finegrain mode): 3.99M / 2.04M parameters as
-# loaded by timm, against 3.44M / 1.68M with every layer scaled.
-VARIANTS = collections.OrderedDict([
-    ("mobilenet_v3_large", {"conv_defs": V3_LARGE}),
-    ("mobilenet_v3_large_075", {"conv_defs": V3_LARGE, "depth_multiplier": 0.75,
-                                "finegrain_classification_mode": True}),
-    ("mobilenet_v3_small", {"conv_defs": V3_SMALL}),
-    ("mobilenet_v3_small_075", {"conv_defs": V3_SMALL, "depth_multiplier": 0.75,
-                                "finegrain_classification_mode": True}),
-    ("mobilenet_v3_large_minimalistic", {"conv_defs": V3_LARGE_MINIMALISTIC}),
-    ("mobilenet_v3_small_minimalistic", {"conv_defs": V3_SMALL_MINIMALISTIC}),
-])
-MODELS = lib.variants(mobilenet, VARIANTS)
-
 # For 32-px images (CIFAR): V2's rule (mobilenet_v2.V2_SMALL_INPUT_DEF), the stem and
 # the first stride-2 block (expanded_conv) at stride 1: a total stride of 8.
 V3_SMALL_SMALL_INPUT = lib.with_row(lib.with_row(V3_SMALL, 0, stride=1), 1, stride=1)
-SMALL_INPUT_VARIANTS = collections.OrderedDict([
-    ("mobilenet_v3_small_cifar", {"conv_defs": V3_SMALL_SMALL_INPUT}),
+
+_row = functools.partial(lib.variant, preprocessing="mobilenet_v3",
+                         top1_source="TF-Slim research/slim/nets/mobilenet/README.md")
+
+# Every registered MobileNetV3: name -> arguments of ``mobilenet`` and facts (top-1 of
+# TF-Slim's float checkpoints).  The 0.75 ones keep Conv_2 at 1280 / 1024 (finegrain
+# mode): 3.99M / 2.04M parameters as loaded by timm, against 3.44M / 1.68M with every
+# layer scaled.  No top-1 is published for the 32-px variant.
+VARIANTS = collections.OrderedDict([
+    ("mobilenet_v3_large", _row(conv_defs=V3_LARGE, top1=75.2)),
+    ("mobilenet_v3_large_075", _row(conv_defs=V3_LARGE, depth_multiplier=0.75,
+                                    finegrain_classification_mode=True, top1=73.3)),
+    ("mobilenet_v3_small", _row(conv_defs=V3_SMALL, top1=67.5)),
+    ("mobilenet_v3_small_075", _row(conv_defs=V3_SMALL, depth_multiplier=0.75,
+                                    finegrain_classification_mode=True, top1=65.4)),
+    ("mobilenet_v3_large_minimalistic", _row(conv_defs=V3_LARGE_MINIMALISTIC,
+                                             top1=72.3)),
+    ("mobilenet_v3_small_minimalistic", _row(conv_defs=V3_SMALL_MINIMALISTIC,
+                                             top1=61.9)),
+    ("mobilenet_v3_small_cifar", _row(conv_defs=V3_SMALL_SMALL_INPUT, image_size=32,
+                                      size_multiple=8, preprocessing="cifar")),
 ])
-SMALL_INPUT_MODELS = lib.variants(mobilenet, SMALL_INPUT_VARIANTS)
+MODELS = lib.variants(mobilenet, VARIANTS)
 
 # TF-Slim's partials.
 large = MODELS["mobilenet_v3_large"]
@@ -161,7 +166,6 @@ large_minimalistic = MODELS["mobilenet_v3_large_minimalistic"]
 small_minimalistic = MODELS["mobilenet_v3_small_minimalistic"]
 
 __all__ = ["SCOPE", "DEFAULT_IMAGE_SIZE", "V3_LARGE", "V3_SMALL", "V3_SMALL_SMALL_INPUT",
-           "SMALL_INPUT_VARIANTS", "SMALL_INPUT_MODELS", "V3_LARGE_MINIMALISTIC",
-           "V3_SMALL_MINIMALISTIC", "VARIANTS", "MODELS", "mobilenet", "mobilenet_base",
-           "training_scope", "wrapped_partial", "large", "small", "large_minimalistic",
-           "small_minimalistic"]
+           "V3_LARGE_MINIMALISTIC", "V3_SMALL_MINIMALISTIC", "VARIANTS", "MODELS",
+           "mobilenet", "mobilenet_base", "training_scope", "wrapped_partial", "large",
+           "small", "large_minimalistic", "small_minimalistic"]
