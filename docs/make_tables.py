@@ -39,7 +39,7 @@ def _table(header, rows):
 def _top1(value, dataset):
     if value is None:
         return "none published"
-    return "%g%s" % (value, "" if dataset in (None, "ImageNet") else " " + dataset)
+    return "%s%s" % (value, "" if dataset in (None, "ImageNet") else " " + dataset)
 
 
 def models_table():
