@@ -207,3 +207,55 @@ def test_the_device_contract_declares_what_the_run_calls():
         public = set(name for name in vars(kind) if not name.startswith("_"))
         assert public <= set(dir(base.Device)) | {"session_config", "run_config_kwargs"}, (
             kind.__name__, public - set(dir(base.Device)))
+
+
+def test_no_class_is_over_250_lines():
+    """A class that long does several jobs (estimator_impl's EstimatorImpl did four)."""
+    long_classes = []
+    for module, path in sorted(MODULES.items()):
+        for node in ast.walk(ast.parse(open(path).read(), path)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 250:
+                long_classes.append("%s.%s: %d lines" % (
+                    module, node.name, node.end_lineno - node.lineno + 1))
+    assert long_classes == []
+
+
+def test_env_is_derived_from_values_with_no_file_system(monkeypatch):
+    """Env.from_flags reads flags, RunFacts and an environment dict, nothing else: every
+    way to look at the disk fails while it runs."""
+    import builtins
+    import glob
+    import io
+
+    import env as env_lib
+    from tests.flag_helpers import imagenet_facts, parse_train_flags
+    f = parse_train_flags("--dataset_dir=/nowhere", "--train_dir=/nowhere/train",
+                          "--max_epoch=2", "--batch_size=64", "--learning_rate_per_256=0.1",
+                          "--eval_every_n_epochs=1", "--restore_path=/nowhere/ckpt")
+    facts = imagenet_facts(restore_checkpoint="/nowhere/ckpt/model.ckpt-9")
+
+    def looked(*args, **kwargs):
+        raise AssertionError("Env.from_flags looked at the file system: %r" % (args,))
+    for owner, name in ((builtins, "open"), (io, "open"), (os, "listdir"), (os, "stat"),
+                        (os, "scandir"), (os, "walk"), (os.path, "exists"),
+                        (os.path, "isdir"), (os.path, "isfile"), (glob, "glob")):
+        monkeypatch.setattr(owner, name, looked)
+    env = env_lib.Env.from_flags(f, facts, {"RANK_SIZE": "8", "RANK_ID": "3"})
+    monkeypatch.undo()
+    assert (env.rank_id, env.num_replicas, env.global_batch) == (3, 8, 512)
+    assert env.learning_rate == 0.2 and env.steps_per_epoch == 1281167 // 512
+    assert env.restore_checkpoint == "/nowhere/ckpt/model.ckpt-9"
+
+
+def test_the_generated_tables_are_current():
+    """README.md's models, docs/recipes.md's recipes and docs/flags.md's flags are what
+    docs/make_tables.py writes from nets/, recipes/ and env.py; rerun it after a change."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "make_tables", os.path.join(ROOT, "docs", "make_tables.py"))
+    make_tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_tables)
+    for path, text in sorted(make_tables.expected_pages().items()):
+        assert open(path).read() == text, (
+            "%s drifted from the code: run .venv/bin/python docs/make_tables.py"
+            % os.path.relpath(path, ROOT))
