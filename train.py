@@ -53,6 +53,7 @@ def look_without_writing():
 
 
 def write_flags_file(env):
+    """<train_dir>/flags.txt: every flag of this run, for --flagfile to repeat it."""
     path = os.path.join(env.train_dir, env_lib.FLAGS_FILE)
     write_text(path, env_lib.flags_file_text(FLAGS, header=(
         "train.py's flags of the run started %s in this folder" % time.strftime("%c"),
@@ -61,6 +62,7 @@ def write_flags_file(env):
 
 @exit_on_user_error
 def main(argv):
+    """Trains as the flags say; exit 0, 2 on a user mistake, 128 + signal when stopped."""
     reject_positional_args(argv)
     # SIGTERM / SIGINT from here on: finish the step, write a checkpoint, exit 128 + signal.
     signals = StopSignals().install()

@@ -45,12 +45,14 @@ Item = collections.namedtuple("Item", "path label text pixels name")
 
 
 def file_item(path, label, text):
+    """An Item for the image file at ``path`` (read when it is written)."""
     return Item(path, label, text, None, os.path.basename(path))
 
 
 # ----------------------------------------------------------------------------- inputs
 
 def is_image_name(name):
+    """True for a file name the converter reads as an image (IMAGE_EXTENSIONS)."""
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
@@ -498,6 +500,7 @@ def _convert_splits(splits, class_names, output_directory, train_shards, validat
 # ----------------------------------------------------------------------------- CLI
 
 def define_flags():
+    """The converter's flags (python -m datasets.build_tfrecords)."""
     flags.DEFINE_string("train_directory", None, "Class-per-folder tree of training images.")
     flags.DEFINE_string("validation_directory", None,
                         "Class-per-folder tree of validation images (or ImageNet's flat "
@@ -525,6 +528,7 @@ def define_flags():
 
 
 def main(argv):
+    """Converts the image trees or CIFAR archive the flags name."""
     if len(argv) > 1:
         raise UserError("unexpected arguments %s; every option is a --flag" % " ".join(argv[1:]))
     f = flags.FLAGS

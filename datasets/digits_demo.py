@@ -39,6 +39,7 @@ def write_digits_tree(output_dir, image_size=32, validation_fraction=0.2, seed=0
 
 
 def main(argv):
+    """Writes scikit-learn's digits as an image tree (run_demo.sh's dataset)."""
     del argv
     f = flags.FLAGS
     if f.image_size < 8:

@@ -29,10 +29,12 @@ def unfinished_conversion(directory):
 
 
 def shard_filename(split, index, num_shards):
+    """TF-Slim's shard name: <split>-00003-of-00016."""
     return "%s-%05d-of-%05d" % (split, index, num_shards)
 
 
 def shard_glob(split):
+    """The glob matching every shard of ``split``."""
     return "%s-*-of-*" % split
 
 

@@ -321,6 +321,7 @@ class _Echo(object):
 
 
 def main(argv=None):
+    """Starts one training process per rank and waits for them all (see the module)."""
     received = []
 
     def on_signal(signum, frame):

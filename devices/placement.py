@@ -11,6 +11,7 @@ DEVICE_KINDS = ("auto", "npu", "gpu", "cpu")
 
 
 def npu_bridge_available():
+    """True when Ascend's npu_bridge imports (its CANN environment is set up)."""
     try:
         importlib.import_module("npu_bridge")
         return True
@@ -19,6 +20,7 @@ def npu_bridge_available():
 
 
 def visible_gpu_count():
+    """GPUs TensorFlow sees in this process."""
     return len(tf.config.experimental.list_physical_devices("GPU"))
 
 

@@ -15,6 +15,7 @@ from utils.tf_compat import tf
 
 
 def enable_float16_rewrite(session_config):
+    """``session_config`` with TensorFlow's automatic mixed-precision graph rewrite on."""
     options = session_config.graph_options.rewrite_options
     options.auto_mixed_precision = options.ON
     return session_config

@@ -315,33 +315,31 @@ def expanded_conv(input_tensor, num_outputs,
                   endpoints=None, scope=None):
     """Inverted residual: expand 1x1 -> depthwise kxk -> [transform] -> project 1x1.
 
-    Args:
-      input_tensor: [B, H, W, C] tensor.
-      num_outputs: depth of the block's output.
-      expansion_size: an int, or a callable ``f(num_inputs=C)`` giving the inner depth.
-        No ``expand`` layer is built when it would not exceed ``C``.
-      stride, rate, kernel_size: of the depthwise convolution.
-      residual: add the input when stride is 1 and depths match; a callable
-        ``f(input_tensor=, output_tensor=)`` replaces that rule.
-      normalizer_fn: used by all convolutions.
-      split_projection, split_expansion: how many groups the project / expand 1x1
-        convs are split into (``split_conv``, TF-Slim's; 1: not split).
-      split_divisible_by: every group's channels are a multiple of this.
-      expansion_transform: optional ``f(expansion_tensor=, input_tensor=)`` applied to
-        the depthwise output before projecting (squeeze-excite goes here).
-      inner_activation_fn: activation of expand and depthwise (default: from the
-        arg_scope on slim.conv2d / slim.separable_conv2d).
-      depthwise_activation_fn: overrides inner_activation_fn for the depthwise conv.
-      project_activation_fn: the projection's activation (linear by default).
-      drop_path_rate: stochastic depth on the residual branch (``drop_path``; only
-        while training, only when the residual is added).
-      use_explicit_padding: pad explicitly (for the dilated kernel) and run the kxk
-        conv VALID.
-      endpoints: optional dict that receives 'expansion_output', 'depthwise_output',
-        'projection_output'.
-      scope: variable scope; default ``expanded_conv``, ``expanded_conv_1``, ...
-    Returns:
-      the block's output tensor, named ``<scope>/output``.
+    ``input_tensor``: [B, H, W, C] tensor.
+    ``num_outputs``: depth of the block's output.
+    ``expansion_size``: an int, or a callable ``f(num_inputs=C)`` giving the inner depth.
+      No ``expand`` layer is built when it would not exceed ``C``.
+    ``stride``, ``rate``, ``kernel_size``: of the depthwise convolution.
+    ``residual``: add the input when stride is 1 and depths match; a callable
+      ``f(input_tensor=, output_tensor=)`` replaces that rule.
+    ``normalizer_fn``: used by all convolutions.
+    ``split_projection``, ``split_expansion``: how many groups the project / expand 1x1
+      convs are split into (``split_conv``, TF-Slim's; 1: not split).
+    ``split_divisible_by``: every group's channels are a multiple of this.
+    ``expansion_transform``: optional ``f(expansion_tensor=, input_tensor=)`` applied to
+      the depthwise output before projecting (squeeze-excite goes here).
+    ``inner_activation_fn``: activation of expand and depthwise (default: from the
+      arg_scope on slim.conv2d / slim.separable_conv2d).
+    ``depthwise_activation_fn``: overrides inner_activation_fn for the depthwise conv.
+    ``project_activation_fn``: the projection's activation (linear by default).
+    ``drop_path_rate``: stochastic depth on the residual branch (``drop_path``; only
+      while training, only when the residual is added).
+    ``use_explicit_padding``: pad explicitly (for the dilated kernel) and run the kxk
+      conv VALID.
+    ``endpoints``: optional dict that receives 'expansion_output', 'depthwise_output',
+      'projection_output'.
+    ``scope``: variable scope; default ``expanded_conv``, ``expanded_conv_1``, ...
+    Returns the block's output tensor, named ``<scope>/output``.
     """
     with _block_scope(scope, inner_activation_fn, depthwise_activation_fn):
         input_tensor = tf.identity(input_tensor, name="input")

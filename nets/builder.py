@@ -334,26 +334,24 @@ def mobilenet_base(inputs, conv_defs, multiplier=1.0, final_endpoint=None,
     """The convolutional stack described by ``conv_defs``, no pooling, no logits
     (TF-Slim's signature, plus ``drop_path_rate``).
 
-    Args:
-      inputs: [B, H, W, C] tensor.
-      conv_defs: a ``conv_defs(...)`` table.
-      multiplier: depth multiplier, applied by each row's ``multiplier_func``
-        (``depth_multiplier``: set its ``divisible_by`` / ``min_depth`` with
-        ``slim.arg_scope``).
-      final_endpoint: stop after this ``layer_<k>``.
-      output_stride: None, 1 or an even number: the largest ratio of input to output
-        size; rows past it run atrous (TF-Slim's rule, ``_OutputStride``).
-      use_explicit_padding: pad explicitly for each (dilated) kxk kernel and convolve
-        VALID (rows' ops must accept ``use_explicit_padding``, as the blocks do).
-      scope: variable scope (default ``Mobilenet``).
-      is_training: batch norm and stochastic depth mode (batch statistics +
-        moving-average updates; dropped residual branches); None leaves them to outer
-        arg_scopes.
-      drop_path_rate: stochastic depth: inverted-residual block k of n (from 0) drops
-        its residual branch with probability ``drop_path_rate * k / n``; only while
-        training.
-    Returns:
-      (net, end_points).
+    ``inputs``: [B, H, W, C] tensor.
+    ``conv_defs``: a ``conv_defs(...)`` table.
+    ``multiplier``: depth multiplier, applied by each row's ``multiplier_func``
+      (``depth_multiplier``: set its ``divisible_by`` / ``min_depth`` with
+      ``slim.arg_scope``).
+    ``final_endpoint``: stop after this ``layer_<k>``.
+    ``output_stride``: None, 1 or an even number: the largest ratio of input to output
+      size; rows past it run atrous (TF-Slim's rule, ``_OutputStride``).
+    ``use_explicit_padding``: pad explicitly for each (dilated) kxk kernel and convolve
+      VALID (rows' ops must accept ``use_explicit_padding``, as the blocks do).
+    ``scope``: variable scope (default ``Mobilenet``).
+    ``is_training``: batch norm and stochastic depth mode (batch statistics +
+      moving-average updates; dropped residual branches); None leaves them to outer
+      arg_scopes.
+    ``drop_path_rate``: stochastic depth: inverted-residual block k of n (from 0) drops
+      its residual branch with probability ``drop_path_rate * k / n``; only while
+      training.
+    Returns (net, end_points).
     """
     _check_arguments(multiplier, output_stride, drop_path_rate)
     options = _Options(multiplier, final_endpoint, output_stride, use_explicit_padding,
@@ -373,15 +371,13 @@ def mobilenet(inputs, num_classes=1001, prediction_fn=slim.softmax, reuse=None,
     """A classifier: ``mobilenet_base`` + TF-Slim's head (TF-Slim's signature, plus
     ``dropout_keep_prob``).
 
-    Args:
-      num_classes: logits width; 0/None returns the pooled features [B, 1, 1, C]
-        (end_point ``global_pool``) instead of logits, as TF-Slim does.
-      base_only: return the stack's output without pooling.
-      dropout_keep_prob: None takes slim.dropout's arg_scope (``training_scope``).
-      **mobilenet_args: to ``mobilenet_base`` (``conv_defs``, ``multiplier``,
-        ``output_stride``, ``is_training``, ``drop_path_rate``, ...).
-    Returns:
-      (logits [B, num_classes], end_points).
+    ``num_classes``: logits width; 0/None returns the pooled features [B, 1, 1, C]
+      (end_point ``global_pool``) instead of logits, as TF-Slim does.
+    ``base_only``: return the stack's output without pooling.
+    ``dropout_keep_prob``: None takes slim.dropout's arg_scope (``training_scope``).
+    ``**mobilenet_args``: to ``mobilenet_base`` (``conv_defs``, ``multiplier``,
+      ``output_stride``, ``is_training``, ``drop_path_rate``, ...).
+    Returns (logits [B, num_classes], end_points).
     """
     if mobilenet_args.get("conv_defs") is None:
         raise ValueError("mobilenet() needs conv_defs")
@@ -434,17 +430,16 @@ def classifier(inputs, conv_defs, num_classes=1001, depth_multiplier=1.0,
     table (``mobilenet_v2`` adds ``activation_fn``, ``mobilenet_v3`` its own
     finegrain rule).
 
-    Args:
-      depth_multiplier: the depth multiplier (the generic ``multiplier`` is refused,
-        as TF-Slim's families do).
-      finegrain_classification_mode: TF-Slim's MobileNetV2 rule
-        (``unscale_last_depth``): the last layer keeps its full depth when
-        depth_multiplier < 1.
-      min_depth, divisible_by: when given, an arg_scope on ``depth_multiplier``
-        (when not, whatever arg_scope is outside applies: TF-Slim's rule).
-      **kwargs: to ``mobilenet`` (is_training, dropout_keep_prob, reuse, base_only,
-        final_endpoint, output_stride, prediction_fn, use_explicit_padding,
-        drop_path_rate).
+    ``depth_multiplier``: the depth multiplier (the generic ``multiplier`` is refused,
+      as TF-Slim's families do).
+    ``finegrain_classification_mode``: TF-Slim's MobileNetV2 rule
+      (``unscale_last_depth``): the last layer keeps its full depth when
+      depth_multiplier < 1.
+    ``min_depth``, ``divisible_by``: when given, an arg_scope on ``depth_multiplier``
+      (when not, whatever arg_scope is outside applies: TF-Slim's rule).
+    ``**kwargs``: to ``mobilenet`` (is_training, dropout_keep_prob, reuse, base_only,
+      final_endpoint, output_stride, prediction_fn, use_explicit_padding,
+      drop_path_rate).
     """
     if "multiplier" in kwargs:
         raise ValueError("this model takes depth_multiplier, not the generic builder's "

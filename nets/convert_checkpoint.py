@@ -68,6 +68,7 @@ def converted(checkpoint, to_automl, model_name=None):
 
 @exit_on_user_error
 def main(argv):
+    """Converts the checkpoint IN to OUT between automl's names and ours."""
     f = flags.FLAGS
     if len(argv) != 3 or bool(getattr(f, "from")) == bool(f.to):  # "from": a keyword
         raise UserError("usage: python -m nets.convert_checkpoint (--from=automl | "

@@ -25,6 +25,7 @@ HEAD = lib.op(ops.conv_bn_act, kernel_size=[1, 1], num_outputs=1280)
 
 
 def stem(depth):
+    """The stem row: a 3x3 stride-2 conv-bn-act of ``depth`` channels."""
     return lib.op(ops.conv_bn_act, stride=2, num_outputs=depth, kernel_size=[3, 3])
 
 

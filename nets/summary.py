@@ -179,6 +179,7 @@ def describe(model_name, image_size=None, num_classes=None):
 
 
 def main(argv=None):
+    """Prints the summary of the models the command line names."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model_name", default="mobilenet_v2",
                         help="one of: " + ", ".join(nets_factory.model_names()))

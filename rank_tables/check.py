@@ -55,6 +55,7 @@ def problems(path, rank_size=None, server_id=None):
 
 
 def main(argv=None):
+    """Checks a rank table file; exit 0 when it suits the run, 2 otherwise."""
     parser = Parser(prog="python -m rank_tables.check", description=__doc__.split("\n")[0])
     parser.add_argument("file", help="the rank table (JSON) to check")
     parser.add_argument("--rank_size", type=int, help="the RANK_SIZE the run will use "

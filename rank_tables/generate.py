@@ -95,6 +95,7 @@ def write(data, path):
 
 
 def main(argv=None):
+    """Writes a rank table for the servers and devices given."""
     parser = Parser(prog="python -m rank_tables.generate",
                     description=__doc__.split("\n")[0])
     parser.add_argument("--output", required=True, metavar="FILE",

@@ -66,6 +66,7 @@ def parse_restore_exclude(text):
 
 
 def in_scopes(name, scopes):
+    """True when variable ``name`` lies in one of ``scopes`` (or is one)."""
     return any(name == s.rstrip("/") or name.startswith(s.rstrip("/") + "/") for s in scopes)
 
 

@@ -35,6 +35,7 @@ def learning_rate(env, global_step):
 
 
 def build_optimizer(env, lr):
+    """The optimizer --optimizer names, with its settings, at learning rate ``lr``."""
     name = env.optimizer_name
     if name == "sgd":
         return tf.train.GradientDescentOptimizer(lr)

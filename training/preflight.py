@@ -56,6 +56,7 @@ _SHARD = re.compile(r"^(?P<split>.+)-(?P<index>\d+)-of-(?P<total>\d+)$")
 # ----------------------------------------------------------------------------- dataset
 
 def check_dataset(env, environ, full):
+    """The dataset row: (status, detail), as every check returns (see the module's table)."""
     if env.use_synthetic_data:
         return OK, "n/a (--use_synthetic_data reads no records)"
     dataset = env.dataset
@@ -148,6 +149,7 @@ def _some(names, shown=3):
 # ----------------------------------------------------------------------------- rank table
 
 def check_rank_table(env, environ, full):
+    """The rank table row (see the module's table)."""
     ranks = rank_info_from_environ(environ)
     table_file = environ.get("RANK_TABLE_FILE")
     if not table_file:
@@ -219,6 +221,7 @@ def _ids(numbers):
 # ----------------------------------------------------------------------------- device loop
 
 def check_iterations_per_loop(env, environ, full):
+    """The iterations_per_loop row (see the module's table)."""
     loop = env.iterations_per_loop
     if env.device != "npu":
         return OK, "n/a (%s): --iterations_per_loop=%d groups steps only on npu" % (
@@ -246,6 +249,7 @@ def check_iterations_per_loop(env, environ, full):
 # ----------------------------------------------------------------------------- batch and LR
 
 def check_batch_and_lr(env, environ, full):
+    """The batch and lr row: the LR per 256 images against the run's recipe."""
     devices = env.num_replicas
     per_256 = env.learning_rate * 256.0 / env.global_batch
     shown = "global batch %d = %d x %s; lr %g = %.4g per 256 images" % (

@@ -60,6 +60,7 @@ def load(name):
 
 
 def load_all():
+    """Every Recipe, by name."""
     return [load(name) for name in names()]
 
 

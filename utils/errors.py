@@ -152,6 +152,7 @@ def describe_record_problem(problem, label=-1, labels_offset=0, num_classes=0):
 
 
 def describe_bad_record(path, index, problem, label=-1, labels_offset=0, num_classes=0):
+    """The one line naming a bad record: its shard, its index and what is wrong."""
     return "bad record in %s: record %d (counting from 0): %s" % (
         path, index, describe_record_problem(problem, label, labels_offset, num_classes))
 

@@ -59,17 +59,15 @@ def mobilenet(input_tensor, num_classes=1001, depth_multiplier=1.0, scope=SCOPE,
     """MobileNetV2 classifier (inference mode unless is_training / training_scope);
     TF-Slim's signature.
 
-    Args:
-      finegrain_classification_mode: keep the last layer (Conv_1) at 1280 channels
-        when depth_multiplier < 1, as the published 0.75/0.5/0.35 checkpoints do.
-      min_depth, divisible_by: the depth rule's, only when given (else the
-        arg_scope on ``mobilenet.depth_multiplier``, default 8 and 8).
-      activation_fn: replaces relu6 everywhere (the projections stay linear).
-      **kwargs: to ``builder.mobilenet`` (is_training, dropout_keep_prob, reuse,
-        base_only, final_endpoint, output_stride, prediction_fn,
-        use_explicit_padding, drop_path_rate); ``multiplier`` is refused.
-    Returns:
-      (logits, end_points).
+    ``finegrain_classification_mode``: keep the last layer (Conv_1) at 1280 channels
+      when depth_multiplier < 1, as the published 0.75/0.5/0.35 checkpoints do.
+    ``min_depth``, ``divisible_by``: the depth rule's, only when given (else the
+      arg_scope on ``mobilenet.depth_multiplier``, default 8 and 8).
+    ``activation_fn``: replaces relu6 everywhere (the projections stay linear).
+    ``**kwargs``: to ``builder.mobilenet`` (is_training, dropout_keep_prob, reuse,
+      base_only, final_endpoint, output_stride, prediction_fn,
+      use_explicit_padding, drop_path_rate); ``multiplier`` is refused.
+    Returns (logits, end_points).
     """
     if conv_defs is None:
         conv_defs = V2_DEF
