@@ -150,7 +150,7 @@ def trained_network(f, dataset, recorded):
     info = nets_factory.get_model_info(model_name)
     labels_offset = first_given(given("labels_offset"), recorded.get("labels_offset"),
                                 f.labels_offset)
-    image_size = first_given(f.eval_image_size, recorded.get("image_size"),
+    image_size = first_given(f.eval_image_size, recorded.get("eval_image_size"),
                              info.default_eval_image_size)
     nets_factory.check_image_size(model_name, image_size)
     return dict(

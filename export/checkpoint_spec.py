@@ -31,7 +31,7 @@ def resolve(checkpoint, model_name=None, num_classes=None, labels_offset=None,
     if num_classes < 2:
         raise UserError("--num_classes=%d: need at least 2 classes" % num_classes)
     labels_offset = first_given(labels_offset, recorded.get("labels_offset"), 0)
-    image_size = first_given(image_size, recorded.get("image_size"), info.default_eval_image_size)
+    image_size = first_given(image_size, recorded.get("eval_image_size"), info.default_eval_image_size)
     nets_factory.check_image_size(model_name, image_size)
     central_fraction = first_given(central_fraction, recorded.get("central_fraction"), 0.875)
     if not 0.0 < central_fraction <= 1.0:

@@ -100,10 +100,11 @@ def _logits(path, images, **overrides):
 
 
 def test_training_recorded_what_the_exporter_needs(train_dir, digits):
-    with open(os.path.join(train_dir, "model_spec.json")) as handle:
-        spec = json.load(handle)
+    from utils.checkpoints import read_model_spec
+    spec = read_model_spec(train_dir)
     assert spec["model_name"] == "mobilenet_v2_035" and spec["num_classes"] == 10
-    assert spec["image_size"] == 32 and spec["labels_offset"] == 0
+    assert spec["eval_image_size"] == spec["train_image_size"] == 32
+    assert spec["labels_offset"] == 0
     assert spec["dataset_dir"] == os.path.join(digits, "records")
 
 
