@@ -79,6 +79,17 @@ def evaluator_flags(*args):
     return parsed
 
 
+def exporter_flags(*args):
+    """export_model.py's flags parsed from the command line ``args``, in a fresh
+    FlagValues."""
+    from absl import flags
+    from export import config
+    parsed = flags.FlagValues()
+    config.define_flags(parsed)
+    parsed(["export_model.py"] + list(args))
+    return parsed
+
+
 def evaluator_config(**given):
     """The EvalConfig the evaluator makes of the flags ``given`` ({name: value}, every
     other at its default): flags checked, the disk read, the config built."""
