@@ -21,6 +21,7 @@ from absl import flags
 import logger as logger_lib
 from dataloader import image_files
 from export import models
+from utils import validators
 from utils.errors import UserError, exit_on_user_error, run_main, run_reporting_tf_errors
 from utils.files import write_json
 from utils.progress import ProgressMeter, format_eta
@@ -86,9 +87,7 @@ def main(argv):
                         ".tflite or .onnx")
     if len(argv) < 2:
         raise UserError("name the images to classify after the flags (files or folders)")
-    for name in ("top_k", "batch_size"):
-        if getattr(f, name) < 1:
-            raise UserError("--%s=%d must be at least 1" % (name, getattr(f, name)))
+    validators.require_positive(f, ("top_k", "batch_size", "num_classes", "image_size"))
     paths = image_files.list_image_files(argv[1:])
     model = models.load_model(f.model, labels_file=f.labels_file, model_name=f.model_name,
                               num_classes=f.num_classes, image_size=f.image_size,

@@ -17,7 +17,8 @@ import time
 import numpy as np
 from absl import app, flags
 
-from evaluation.evaluator import EvalConfig, Evaluator
+from evaluation.config import EvalConfig
+from evaluation.evaluator import Evaluator
 import logger as logger_lib
 from benchmarks import machine
 from dataloader import data_provider
@@ -84,7 +85,7 @@ def measure(f, work):
                      "batch100_images_per_sec": result["images_per_sec"]})
         model.close()
         print(rows[-1])
-    return {"checkpoint": checkpoint, "model": spec._asdict(), "rows": rows,
+    return {"checkpoint": checkpoint, "model": spec.as_dict(), "rows": rows,
             "machine": machine.describe(), "date": time.strftime("%Y-%m-%d")}
 
 

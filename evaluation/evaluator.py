@@ -9,6 +9,8 @@ import time
 import numpy as np
 
 from dataloader import data_provider
+# Re-exported for env.py's Env.eval_config, until it imports evaluation.config.
+from evaluation.config import EvalConfig  # noqa: F401
 from nets import checkpoint_names, nets_factory
 from utils.checkpoint_health import DamagedCheckpoint, require_intact
 from utils.checkpoints import EMA_SUFFIX, checkpoint_global_step
@@ -20,12 +22,6 @@ from utils.tf_compat import tf
 RESULTS_FILE = "eval_results.json"
 DAMAGED_ADVICE = ("copy it again from where it came from, or evaluate another checkpoint "
                   "(--eval_all_checkpoints, --watch and --ledger skip damaged ones)")
-
-# What one evaluation needs; built from the evaluator's flags or from a training Env.
-EvalConfig = collections.namedtuple(
-    "EvalConfig", "dataset split model_name num_classes labels_offset image_size "
-                  "preprocessing_name central_fraction batch_size max_num_batches use_ema "
-                  "log_every_n_batches eval_dir data_threads")
 
 
 # Evaluator's graph, kept across checkpoints: ``rewind`` restarts the split, ``savers``

@@ -41,28 +41,9 @@ COLUMNS = ("checkpoint", "global_step", "weights", "top1", "top5", "loss", "imag
            "images_per_sec")
 RAW, EMA = "raw", "ema"
 
-# What the evaluator's flags ask of a ledger: the training directory, and K or None.
-LedgerConfig = collections.namedtuple("LedgerConfig", "directory average_last")
-
 # One evaluation to make: a checkpoint, which weights ("raw", "ema",
 # "average_last_K[_ema]") and so the evaluator's use_ema.
 Planned = collections.namedtuple("Planned", "checkpoint weights use_ema")
-
-
-def ledger_config(directory, average_last):
-    """LedgerConfig for a sweep of ``directory``; UserError when it has no checkpoint or
-    K is not between 2 and its number of checkpoints."""
-    if not directory or not os.path.isdir(directory):
-        raise UserError("--ledger needs the training directory as --checkpoint_path (got %s)"
-                        % (directory or "none"))
-    checkpoints = list_checkpoints(directory)
-    if not checkpoints:
-        raise UserError("no checkpoint in %s; point --checkpoint_path at a training "
-                        "directory" % directory)
-    if average_last is not None and not 2 <= average_last <= len(checkpoints):
-        raise UserError("--average_last=%d must be between 2 and %d, the number of "
-                        "checkpoints in %s" % (average_last, len(checkpoints), directory))
-    return LedgerConfig(directory, average_last)
 
 
 def has_moving_averages(checkpoint):
@@ -192,9 +173,10 @@ def row_line(row):
 
 
 def sweep(evaluator, ledger, log):
-    """Measures every row the ledger lacks with ``evaluator`` (one graph for every row),
-    writes the ledger after each, then best/; returns (rows, best row). Damaged
-    checkpoints are skipped with a warning and listed in ledger.json's "skipped"."""
+    """Measures every row the ledger lacks (``ledger``: config.LedgerConfig) with
+    ``evaluator`` (one graph for every row), writes the ledger after each, then best/;
+    returns (rows, best row). Damaged checkpoints are skipped with a warning and listed
+    in ledger.json's "skipped"."""
     config = evaluator.config
     directory = ledger.directory
     ensure_writable_dir(config.eval_dir, "eval_dir")
@@ -346,7 +328,7 @@ def write_best(config, directory, best, ledger_path):
                 config.model_name, config.num_classes, is_training=False,
                 quantize=checkpoint_names.read(best["checkpoint"]).quantization)(images)
             tf.train.get_or_create_global_step()
-            evaluator = Evaluator(config._replace(use_ema=use_ema), None)
+            evaluator = Evaluator(config.replace(use_ema=use_ema), None)
             with tf.Session() as sess:
                 evaluator.restore(sess, best["checkpoint"])
                 tf.train.Saver(tf.global_variables()).save(

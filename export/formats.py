@@ -175,7 +175,7 @@ def export_checkpoint(spec, checkpoint, fmt, output, use_ema="auto", calibration
         if line is None:
             raise
         raise UserError(line)
-    meta = dict(spec._asdict())
+    meta = spec.as_dict()
     del meta["quantization"]
     if spec.quantization is not None:  # fake-quant ops with the checkpoint's ranges
         meta["simulated_int8"] = fmt in ("saved_model", "frozen_pb", "onnx")

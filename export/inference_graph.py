@@ -19,13 +19,6 @@ PROBABILITIES = "probabilities"
 IMAGE_BYTES = "image_bytes"
 OUTPUTS = (LOGITS, PROBABILITIES)
 
-# What the exported network is: enough to rebuild it and to read its outputs.
-# quantization: nets_factory's quantize= (the simulated int8 graph of a checkpoint with
-# quantization ranges: its fake-quant ops are exported), or None for a float network.
-ModelSpec = collections.namedtuple(
-    "ModelSpec", "model_name num_classes labels_offset image_size central_fraction "
-                 "preprocessing_name quantization", defaults=(None,))
-
 Endpoints = collections.namedtuple("Endpoints", "input logits probabilities")
 
 
@@ -38,7 +31,8 @@ def _head(spec, images, reuse=None, suffix=""):
 
 
 def build_image_model(spec):
-    """Endpoints over a float image placeholder named ``input``, in the default graph."""
+    """Endpoints of the network ``spec`` (export.config.ModelSpec) over a float image
+    placeholder named ``input``, in the default graph."""
     images = tf.placeholder(tf.float32, [None, spec.image_size, spec.image_size, 3],
                             name=INPUT)
     logits, probabilities = _head(spec, images)

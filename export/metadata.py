@@ -28,17 +28,27 @@ def read_meta(model_path):
     return read_json_if_present(meta_path(model_path), "re-export the model or remove it")
 
 
-def class_names(labels_file, num_classes, labels_offset):
-    """Names of the network's outputs from a TF-Slim labels.txt ("index:name" lines,
-    indexed by dataset label): output k is label k + labels_offset."""
+def read_labels(labels_file):
+    """The class names of a TF-Slim labels.txt ("index:name" lines), indexed by dataset
+    label (None where a label has no line)."""
     try:
-        names = layout.read_labels_file(labels_file)
+        return layout.read_labels_file(labels_file)
     except (IOError, OSError) as err:
         raise UserError("cannot read the labels file %s (%s)" % (labels_file,
                                                                  err.strerror or err))
     except ValueError as err:
         raise UserError("%s is not a labels file (%s); expected 'index:name' lines"
                         % (labels_file, err))
-    picked = names[labels_offset:labels_offset + num_classes]
+
+
+def output_names(labels, num_classes, labels_offset):
+    """Names of the network's outputs from read_labels' ``labels``: output k is label
+    k + labels_offset; an output without a name is called by its index."""
+    picked = list(labels[labels_offset:labels_offset + num_classes])
     picked += [None] * (num_classes - len(picked))
     return [name if name is not None else str(k) for k, name in enumerate(picked)]
+
+
+def class_names(labels_file, num_classes, labels_offset):
+    """output_names of the labels file ``labels_file``."""
+    return output_names(read_labels(labels_file), num_classes, labels_offset)

@@ -103,7 +103,7 @@ def _load_checkpoint(path, overrides):
         model = graph_lib.build_image_model(spec)
         sess = tf.Session(graph=graph)
         used_ema = graph_lib.restore(sess, checkpoint, use_ema)
-    meta = dict(spec._asdict(), class_names=names, checkpoint=checkpoint, ema=used_ema,
+    meta = dict(spec.as_dict(), class_names=names, checkpoint=checkpoint, ema=used_ema,
                 recognised=checkpoint_names.describe(checkpoint_names.read(checkpoint),
                                                      use_ema))
     return _SessionModel("checkpoint", path, graph, sess, model.input, model.logits, meta)

@@ -62,18 +62,38 @@ def single_error_line(out):
     return errors[0]
 
 
-def evaluator_config(**given):
-    """The evaluator's config_from_flags with ``given`` flag values, every other flag at
-    its default, as a command line naming only those flags would give."""
-    import argparse
-    import eval_image_classifier_mobilenet as evaluator_main
+def evaluator_flags(*args):
+    """The evaluator's flags parsed from the command line ``args``, in a fresh FlagValues
+    (absl's own stays untouched)."""
+    import copy
     from absl import flags
+    import env as env_lib
+    from evaluation import config
+    env_lib.define_data_flags()  # shared with train.py, defined in absl's FlagValues
+    env_lib.define_eval_flags()
+    parsed = copy.deepcopy(flags.FLAGS)
+    parsed.unparse_flags()
+    if "checkpoint_path" not in parsed:  # not yet defined by importing the evaluator
+        config.define_flags(parsed)
+    parsed(["eval_image_classifier_mobilenet.py"] + list(args))
+    return parsed
 
-    class Flags(object):  # the parsed flags as config_from_flags reads them
-        def __getattr__(self, name):
-            return given[name] if name in given else flags.FLAGS[name].default
 
-        def __getitem__(self, name):
-            return argparse.Namespace(present=name in given)
+def exporter_flags(*args):
+    """export_model.py's flags parsed from the command line ``args``, in a fresh
+    FlagValues."""
+    from absl import flags
+    from export import config
+    parsed = flags.FlagValues()
+    config.define_flags(parsed)
+    parsed(["export_model.py"] + list(args))
+    return parsed
 
-    return evaluator_main.config_from_flags(Flags())
+
+def evaluator_config(**given):
+    """The EvalConfig the evaluator makes of the flags ``given`` ({name: value}, every
+    other at its default): flags checked, the disk read, the config built."""
+    from evaluation import config, sources
+    f = evaluator_flags(*["--%s=%s" % item for item in sorted(given.items())])
+    config.check_flags(f)
+    return config.EvalConfig.from_flags(f, sources.read_sources(f))

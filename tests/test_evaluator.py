@@ -7,12 +7,14 @@ import re
 import numpy as np
 import pytest
 
-from evaluation.evaluator import EvalConfig, Evaluator
+from evaluation.config import EvalConfig
+from evaluation.evaluator import Evaluator
 import logger as logger_lib
 from datasets import dataset_factory
 from tests import reference_eval
-from tests.cli_helpers import run_python as run, single_error_line
+from tests.cli_helpers import evaluator_config, run_python as run, single_error_line
 from utils.checkpoints import EMA_SUFFIX
+from utils.errors import UserError
 from utils.tf_compat import tf
 
 MODEL = "--model_name=mobilenet_v2_035"
@@ -182,29 +184,35 @@ def test_watch_follows_a_live_training_run(dataset_dir, tmp_path):
     assert again.returncode == 0 and not RESULT.search(again.stdout)
 
 
-def test_bad_eval_inputs_get_one_line(trained, dataset_dir, tmp_path):
+def test_bad_eval_inputs_are_user_errors(trained, dataset_dir, tmp_path):
+    """Mistakes the flags, the dataset or the restore find, made in-process as the
+    evaluator makes them: each a UserError, which the command prints as its one line."""
     from tests.ds_helpers import write_tiny_dataset
     train_dir, _ = trained
     only_train = write_tiny_dataset(str(tmp_path / "only_train"), num_classes=6, per_class=1,
                                     split_counts={"train": 1})
     cases = [
-        (["--model_name=mobilenet_v2_050", "--dataset_dir=" + dataset_dir],
+        (dict(model_name="mobilenet_v2_050", dataset_dir=dataset_dir),
          r"MobilenetV2/\S+ has shape \[.*\] but the model expects \["),
-        ([MODEL, "--dataset_dir=" + only_train], "validation"),
-        ([MODEL, "--dataset_dir=" + dataset_dir, "--batch_size=0"], "--batch_size=0"),
-        ([MODEL, "--dataset_dir=" + dataset_dir, "--num_classes=4"], "shape"),
+        (dict(model_name="mobilenet_v2_035", dataset_dir=only_train), "validation"),
+        (dict(model_name="mobilenet_v2_035", dataset_dir=dataset_dir, batch_size=0),
+         "--batch_size=0"),
+        (dict(model_name="mobilenet_v2_035", dataset_dir=dataset_dir, num_classes=4),
+         "shape"),
     ]
-    for args, pattern in cases:
-        out = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
-                  "--eval_image_size=32", "--eval_dir=" + str(tmp_path / "e"), *args)
-        assert re.search(pattern, single_error_line(out))
+    for given, pattern in cases:
+        with pytest.raises(UserError, match=pattern):
+            config = evaluator_config(checkpoint_path=train_dir, eval_image_size=32,
+                                      eval_dir=str(tmp_path / "e"), **given)
+            with Evaluator(config, logger_lib.get_logger()) as evaluator:
+                evaluator.evaluate(tf.train.latest_checkpoint(train_dir))
 
 
-def test_corrupt_model_spec_gets_one_line(dataset_dir, tmp_path):
+def test_corrupt_model_spec_is_a_user_error(dataset_dir, tmp_path):
     (tmp_path / "model_spec.json").write_text("{not json")
-    out = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + str(tmp_path),
-              "--dataset_dir=" + dataset_dir, MODEL)
-    line = single_error_line(out)
+    with pytest.raises(UserError) as err:
+        evaluator_config(checkpoint_path=str(tmp_path), dataset_dir=dataset_dir)
+    line = str(err.value)
     assert "model_spec.json is not valid JSON" in line and "repair or delete it" in line
     assert (tmp_path / "model_spec.json").read_text() == "{not json"  # left as it was
 

@@ -81,7 +81,7 @@ def validation_split(digits):
 
 def _eval_config(digits, name):
     from datasets import dataset_factory
-    from evaluation.evaluator import EvalConfig
+    from evaluation.config import EvalConfig
     return EvalConfig(
         dataset=dataset_factory.get_dataset("auto", os.path.join(digits, "records")),
         split="validation", model_name=None, num_classes=10, labels_offset=0,
@@ -100,10 +100,11 @@ def _logits(path, images, **overrides):
 
 
 def test_training_recorded_what_the_exporter_needs(train_dir, digits):
-    with open(os.path.join(train_dir, "model_spec.json")) as handle:
-        spec = json.load(handle)
+    from utils.checkpoints import read_model_spec
+    spec = read_model_spec(train_dir)
     assert spec["model_name"] == "mobilenet_v2_035" and spec["num_classes"] == 10
-    assert spec["image_size"] == 32 and spec["labels_offset"] == 0
+    assert spec["eval_image_size"] == spec["train_image_size"] == 32
+    assert spec["labels_offset"] == 0
     assert spec["dataset_dir"] == os.path.join(digits, "records")
 
 
@@ -244,9 +245,10 @@ def test_export_command_line_writes_a_model(train_dir, tmp_path):
               "--output=" + output)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "exported mobilenet_v2_035 frozen_pb" in out.stdout and os.path.getsize(output) > 0
-    again = run("export_model.py", "--checkpoint_path=" + train_dir, "--format=frozen_pb",
-                "--output=" + output)
-    assert "--overwrite" in single_error_line(again)
+    from export import formats
+    from utils.errors import UserError
+    with pytest.raises(UserError, match="--overwrite"):  # what a second run meets first
+        formats.check_output(output, overwrite=False)
 
 
 @pytest.mark.parametrize("args,fragment", [
@@ -291,7 +293,7 @@ def test_damaged_models_and_missing_facts_are_user_errors(exported, train_dir, t
     with pytest.raises(UserError, match="calibration"):
         formats.export_checkpoint(spec, checkpoint, "tflite_int8", str(tmp_path / "q.tflite"))
     with pytest.raises(UserError, match="shape"):  # wrong head size for the checkpoint
-        formats.export_checkpoint(spec._replace(num_classes=7), checkpoint, "frozen_pb",
+        formats.export_checkpoint(spec.replace(num_classes=7), checkpoint, "frozen_pb",
                                   str(tmp_path / "x.pb"))
     assert not os.path.exists(str(tmp_path / "x.pb.partial"))
 

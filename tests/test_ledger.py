@@ -6,16 +6,16 @@ import csv
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from evaluation.evaluator import EvalConfig, Evaluator
-from evaluation import ledger
+from evaluation import config as config_lib
+from evaluation import ledger, sources
+from evaluation.config import EvalConfig, LedgerConfig
+from evaluation.evaluator import Evaluator
 from datasets import dataset_factory
-from tests.cli_helpers import ROOT, run_python, single_error_line
+from tests.cli_helpers import evaluator_flags, run_python
 from evaluation import checkpoint_average
 from utils.checkpoints import EMA_SUFFIX, MODEL_SPEC_FILE, list_checkpoints
 from utils.errors import UserError
@@ -214,7 +214,8 @@ def test_rerun_skips_measured_rows(run_dir, swept):
     write_json(path, dict(before, rows=before["rows"][:-1], best=None))
     log = Lines()
     with Evaluator(eval_config(dataset_dir, eval_dir), log) as evaluator:
-        rows, best = ledger.sweep(evaluator, ledger.ledger_config(train_dir, 2), log)
+        rows, best = ledger.sweep(
+            evaluator, LedgerConfig(directory=train_dir, average_last=2), log)
     skipped = [l for l in log.lines if l.endswith("skipped")]
     measured = [l for l in log.lines if re.match(r"ledger row \d/8: .* top1=", l)]
     assert len(skipped) == 7 and len(measured) == 1
@@ -231,7 +232,7 @@ def test_rerun_skips_measured_rows(run_dir, swept):
     assert [os.stat(best_json).st_mtime_ns, os.stat(average_index).st_mtime_ns] == stamps
 
 
-def test_export_best(run_dir, swept, tmp_path):
+def test_export_best(run_dir, swept, tmp_path, monkeypatch):
     _, train_dir = run_dir
     output = str(tmp_path / "model.pb")
     out = run_python("export_model.py", "--checkpoint_path=" + os.path.join(train_dir, "best"),
@@ -260,26 +261,24 @@ def test_export_best(run_dir, swept, tmp_path):
         source = name + EMA_SUFFIX if best["weights"].endswith("ema") else name
         np.testing.assert_array_equal(constants[name], original[source], err_msg=name)
 
-    # A bare "best" where there is no ./best.
-    env = dict(os.environ, RANK_SIZE="1", RANK_ID="0")
-    bare = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "export_model.py"), "--checkpoint_path=best",
-         "--format=frozen_pb", "--output=bare.pb"], cwd=str(tmp_path), env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
-    assert single_error_line(bare) == (
-        "error: --checkpoint_path=best: there is no ./best here; run the ledger "
+    # A bare --checkpoint_path=best where there is no ./best.
+    monkeypatch.chdir(str(tmp_path))
+    with pytest.raises(UserError) as err:
+        ledger.resolve_best_path("best")
+    assert str(err.value) == (
+        "--checkpoint_path=best: there is no ./best here; run the ledger "
         "(eval_image_classifier_mobilenet.py --checkpoint_path=<train_dir> --ledger) and "
         "pass --checkpoint_path=<train_dir>/best")
 
 
-def test_bad_average_last_is_one_line(run_dir):
+@pytest.mark.parametrize("k", [4, 1])
+def test_bad_average_last_is_a_user_error(run_dir, k):
+    """Made in-process as the evaluator makes its settings: flags, the disk, configs."""
     dataset_dir, train_dir = run_dir
-    out = run_python("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
-                     "--dataset_dir=" + dataset_dir, MODEL, "--ledger", "--average_last=4")
-    assert single_error_line(out) == (
-        "error: --average_last=4 must be between 2 and 3, the number of checkpoints in %s"
-        % train_dir)
+    f = evaluator_flags("--checkpoint_path=" + train_dir, "--dataset_dir=" + dataset_dir,
+                        MODEL, "--ledger", "--average_last=%d" % k)
+    config_lib.check_flags(f)
     with pytest.raises(UserError) as err:
-        ledger.ledger_config(train_dir, 1)
-    assert str(err.value) == ("--average_last=1 must be between 2 and 3, the number of "
-                              "checkpoints in %s" % train_dir)
+        config_lib.ledger_config_from_flags(f, sources.read_sources(f))
+    assert str(err.value) == ("--average_last=%d must be between 2 and 3, the number of "
+                              "checkpoints in %s" % (k, train_dir))

@@ -628,7 +628,7 @@ def test_family_trains_evaluates_and_fine_tunes(model_name, extra, tiny_dataset,
     # pixels), against logits of a fresh graph restored by a plain Saver (no
     # --moving_average_decay: the raw weights), fed in the evaluator's batches of 4.
     records = reference_eval.png_copy(tiny_dataset, str(tmp_path / "png_records"))
-    config = env.eval_config()._replace(
+    config = env.eval_config().replace(
         dataset=dataset_factory.get_dataset("auto", records),
         eval_dir=str(tmp_path / "eval"))
     result = Evaluator(config, log).evaluate(checkpoint)

@@ -60,7 +60,8 @@ def _variables(train_dir):
 def _evaluator(digits, name):
     import logger as logger_lib
     from datasets import dataset_factory
-    from evaluation.evaluator import EvalConfig, Evaluator
+    from evaluation.config import EvalConfig
+    from evaluation.evaluator import Evaluator
     return Evaluator(EvalConfig(
         dataset=dataset_factory.get_dataset("auto", os.path.join(digits, "records")),
         split="validation", model_name=MODEL, num_classes=10, labels_offset=0,

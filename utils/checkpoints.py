@@ -216,11 +216,23 @@ def _tidy_unlisted(directory, intact):
 
 
 def read_model_spec(directory):
-    """The model_spec.json training wrote in ``directory``, or {} when there is none."""
-    return read_json_if_present(os.path.join(directory, MODEL_SPEC_FILE),
-                                "train.py writes it beside its checkpoints: repair or "
-                                "delete it (then give the model flags, such as "
-                                "--model_name and --num_classes)")
+    """The model_spec.json training wrote in ``directory``, or {} when there is none;
+    its sizes always under "train_image_size" and "eval_image_size" (None when it
+    does not say). A file from before both were written has the eval size alone, as
+    "image_size"."""
+    path = os.path.join(directory, MODEL_SPEC_FILE)
+    advice = ("train.py writes it beside its checkpoints: repair or delete it (then give "
+              "the model flags, such as --model_name and --num_classes)")
+    spec = read_json_if_present(path, advice)
+    if not isinstance(spec, dict):
+        raise UserError("%s holds no JSON object; %s" % (path, advice))
+    if not spec:
+        return spec
+    spec = dict(spec)
+    legacy_eval_size = spec.pop("image_size", None)
+    spec.setdefault("eval_image_size", legacy_eval_size)
+    spec.setdefault("train_image_size", None)
+    return spec
 
 
 def write_tensors(prefix, tensors):
