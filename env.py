@@ -16,6 +16,7 @@ from datasets import dataset_factory
 from devices import placement
 from devices.npu import PRECISION_MODES
 from devices.ranks import rank_info_from_environ
+from evaluation.config import EvalConfig
 from nets import nets_factory
 from quantization import rewrite
 from training import graph_cache
@@ -625,7 +626,6 @@ class Env(Config):
         """How train.py --eval_every_n_epochs evaluates: the validation split at
         --eval_image_size (default: --train_image_size when given, else the model's eval
         size), results in <train_dir>/eval."""
-        from evaluation.evaluator import EvalConfig
         return EvalConfig(
             dataset=self.dataset, split="validation", model_name=self.model_name,
             num_classes=self.num_classes, labels_offset=self.labels_offset,

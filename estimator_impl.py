@@ -16,9 +16,9 @@ The training loop around the Estimator is training/loop.py.
 """
 import collections
 
-import logger as logger_lib
 from devices import precision
 from evaluation.evaluator import top_k_hits
+import logger as logger_lib
 from nets import nets_factory
 from training import finetune, graph_cache, optimization, resilience
 from utils.tf_compat import do_not_convert, tf

@@ -41,8 +41,8 @@ from evaluation import sources as sources_lib
 from evaluation import watch as watch_lib
 from evaluation.config import EvalConfig
 from evaluation.evaluator import Evaluator, load_results
-import logger as logger_lib
 from export import models
+import logger as logger_lib
 from nets import checkpoint_names
 from utils.errors import (exit_on_user_error, reject_positional_args, run_main,
                           run_reporting_tf_errors)
@@ -50,6 +50,7 @@ from utils.files import ensure_writable_dir
 
 
 def define_flags():
+    """The evaluator's flags: the data and eval flags shared with train.py, then its own."""
     env_lib.define_data_flags()
     env_lib.define_eval_flags()
     config_lib.define_flags()
@@ -59,6 +60,7 @@ def define_flags():
 
 @exit_on_user_error
 def main(argv):
+    """Evaluates what the flags name; exit 0, or 2 on a user mistake."""
     reject_positional_args(argv)
     f = flags.FLAGS
     logger_lib.quiet_tensorflow(f.verbose)

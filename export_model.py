@@ -23,13 +23,13 @@ import time
 
 from absl import flags
 
-from evaluation import ledger as ledger_lib
-import logger as logger_lib
 from dataloader import data_provider
 from datasets import dataset_factory
+from evaluation import ledger as ledger_lib
 from export import checkpoint_spec, formats, metadata
 from export import config as config_lib
 from export.config import ExportConfig
+import logger as logger_lib
 from nets import checkpoint_names
 from utils.checkpoints import resolve_checkpoint
 from utils.errors import (exit_on_user_error, reject_positional_args, run_main,
@@ -56,6 +56,7 @@ def calibration_images(config):
 
 @exit_on_user_error
 def main(argv):
+    """Exports the checkpoint the flags name; exit 0, or 2 on a user mistake."""
     reject_positional_args(argv)
     f = flags.FLAGS
     logger_lib.quiet_tensorflow(f.verbose)

@@ -15,12 +15,12 @@ and --json_output=FILE writes every result as JSON (--json_output=- prints JSON 
 import json
 import sys
 
-import numpy as np
 from absl import flags
+import numpy as np
 
-import logger as logger_lib
 from dataloader import image_files
 from export import models
+import logger as logger_lib
 from utils import validators
 from utils.errors import UserError, exit_on_user_error, run_main, run_reporting_tf_errors
 from utils.files import write_json
@@ -42,6 +42,7 @@ flags.DEFINE_boolean("verbose", False, "Show TensorFlow's own warnings and logs.
 
 
 def softmax(logits):
+    """Row-wise softmax of ``logits`` [N, classes], computed stably in numpy."""
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
 
@@ -74,12 +75,14 @@ def predict(model, paths, top_k, batch_size, log):
 
 
 def result_line(result):
+    """A file's prediction as one line: its top classes and their probabilities."""
     return "%s: %s" % (result["file"], ", ".join(
         "%s %.4f" % (entry["name"], entry["probability"]) for entry in result["top_k"]))
 
 
 @exit_on_user_error
 def main(argv):
+    """Classifies the image files given; exit 0, or 2 on a user mistake."""
     f = flags.FLAGS
     logger_lib.quiet_tensorflow(f.verbose)
     if not f.model:

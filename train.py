@@ -16,11 +16,11 @@ import time
 
 from absl import flags
 
+from devices import placement
+from devices.ranks import rank_info_from_environ
 import env as env_lib
 import estimator_impl
 import logger as logger_lib
-from devices import placement
-from devices.ranks import rank_info_from_environ
 from training import finetune, preflight
 from training.loop import TrainingRun
 from training.resilience import StopSignals, TrainingStopped, quiet_nan_hook

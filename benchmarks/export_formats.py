@@ -14,16 +14,16 @@ import shutil
 import tempfile
 import time
 
-import numpy as np
 from absl import app, flags
+import numpy as np
 
-from evaluation.config import EvalConfig
-from evaluation.evaluator import Evaluator
-import logger as logger_lib
 from benchmarks import machine
 from dataloader import data_provider
 from datasets import dataset_factory
+from evaluation.config import EvalConfig
+from evaluation.evaluator import Evaluator
 from export import checkpoint_spec, formats, models
+import logger as logger_lib
 from utils.checkpoints import resolve_checkpoint
 from utils.errors import exit_on_user_error
 from utils.files import path_size, write_json

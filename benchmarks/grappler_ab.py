@@ -17,8 +17,8 @@ import sys
 import time
 
 from benchmarks import measure
-from utils.errors import exit_on_user_error
 from benchmarks.session_loop import build_train_graph, split_train_argv
+from utils.errors import exit_on_user_error
 
 
 def _settings(impl, tf):

@@ -17,6 +17,7 @@ Running the same command again keeps the complete shards and writes the rest.
       --output_directory=RECORDS
 """
 import collections
+from concurrent import futures
 import hashlib
 import io
 import json
@@ -25,7 +26,6 @@ import random
 import sys
 import threading
 import time
-from concurrent import futures
 
 from absl import flags
 from PIL import Image

@@ -29,6 +29,7 @@ GLOBAL_STEP = "global_step"
 
 
 def average_dir_name(k):
+    """The folder the ledger averages the last ``k`` checkpoints into."""
     return "average_last_%d" % k
 
 

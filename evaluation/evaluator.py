@@ -9,8 +9,6 @@ import time
 import numpy as np
 
 from dataloader import data_provider
-# Re-exported for env.py's Env.eval_config, until it imports evaluation.config.
-from evaluation.config import EvalConfig  # noqa: F401
 from nets import checkpoint_names, nets_factory
 from utils.checkpoint_health import DamagedCheckpoint, require_intact
 from utils.checkpoints import EMA_SUFFIX, checkpoint_global_step
@@ -271,6 +269,7 @@ def batch_totals(logits, labels):
 
 
 def result_line(result):
+    """The one line a finished evaluation prints (see the evaluator's docstring)."""
     source = ("model_file=%s format=%s" % (result["checkpoint"], result["model_format"])
               if "model_format" in result else "checkpoint=%s" % result["checkpoint"])
     if result.get("simulated_int8"):

@@ -47,6 +47,7 @@ Planned = collections.namedtuple("Planned", "checkpoint weights use_ema")
 
 
 def has_moving_averages(checkpoint):
+    """True when ``checkpoint`` holds moving averages of the weights."""
     names = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
     return any(name.endswith(EMA_SUFFIX) for name in names)
 
@@ -99,6 +100,7 @@ def plan_rows(checkpoints, average=None, k=None):
 
 
 def row_key(row):
+    """What identifies a ledger row: the checkpoint's fingerprint and the weights used."""
     return row["fingerprint"]["checkpoint"], row["weights"]
 
 
@@ -167,6 +169,7 @@ def table_lines(rows, best, directory):
 
 
 def row_line(row):
+    """A ledger row as one printed line."""
     return ("checkpoint=%s weights=%s global_step=%d top1=%.4f top5=%.4f loss=%.4f images=%d"
             % (row["checkpoint"], row["weights"], row["global_step"], row["top1"],
                row["top5"], row["loss"], row["images"]))

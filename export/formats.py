@@ -12,8 +12,8 @@ import os
 from export import inference_graph as graph_lib
 from export import metadata
 from quantization import rewrite
-from utils.checkpoints import checkpoint_global_step
 from utils import native_output
+from utils.checkpoints import checkpoint_global_step
 from utils.errors import UserError, no_room_line
 from utils.files import publish, remove_path
 from utils.tf_compat import tf

@@ -8,8 +8,8 @@
 """
 import collections
 
-from evaluation.evaluator import restore_map, saver
 from dataloader import preprocessing
+from evaluation.evaluator import restore_map, saver
 from nets import nets_factory
 from utils.tf_compat import tf
 

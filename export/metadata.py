@@ -14,12 +14,15 @@ META_FILENAME = "export_meta.json"
 
 
 def meta_path(model_path):
+    """Where the metadata of ``model_path`` goes: export_meta.json inside a SavedModel
+    folder, <file>.meta.json beside a file."""
     if os.path.isdir(model_path):
         return os.path.join(model_path, META_FILENAME)
     return model_path + ".meta.json"
 
 
 def write_meta(model_path, meta):
+    """Writes ``meta`` beside ``model_path`` (meta_path), whole."""
     write_json(meta_path(model_path), meta)
 
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from export import checkpoint_spec, metadata
 from export import formats
-from nets import checkpoint_names
 from export import inference_graph as graph_lib
+from nets import checkpoint_names
 from utils import native_output
 from utils.checkpoints import only_checkpoint, resolve_checkpoint
 from utils.errors import UserError

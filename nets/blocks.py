@@ -25,7 +25,7 @@ restore without renaming and ``end_points`` carry the same keys:
 """
 import contextlib
 
-from utils.tf_compat import tf, slim
+from utils.tf_compat import slim, tf
 
 
 def make_divisible(value, divisor, min_value=None):

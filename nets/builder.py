@@ -33,8 +33,8 @@ import copy
 import functools
 import re
 
-from utils.tf_compat import do_not_convert, tf, slim
 from nets import blocks
+from utils.tf_compat import do_not_convert, slim, tf
 
 
 # ------------------------------------------------------------------ rows and tables

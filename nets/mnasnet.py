@@ -12,9 +12,9 @@ dropout 0.2, 224 px, 1000 classes.
 import collections
 import functools
 
-from utils.tf_compat import tf
 from nets import blocks as ops
 from nets import builder as lib
+from utils.tf_compat import tf
 
 SCOPE = "MnasNet"
 DEFAULT_IMAGE_SIZE = 224

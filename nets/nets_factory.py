@@ -6,11 +6,11 @@ Only nets/ knows layer and scope names; the rest of the pipeline asks here
 import collections
 import functools
 
+from nets import builder, efficientnet_v2, mnasnet
+from nets.mobilenet import mobilenet_v2, mobilenet_v3
 from quantization import rewrite
 from utils.errors import UserError
 from utils.tf_compat import do_not_convert, slim, tf
-from nets import builder, efficientnet_v2, mnasnet
-from nets.mobilenet import mobilenet_v2, mobilenet_v3
 
 ModelInfo = collections.namedtuple("ModelInfo", [
     "name",                     # registry name

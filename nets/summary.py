@@ -20,9 +20,9 @@ import warnings
 
 import numpy as np
 
-from utils.errors import UserError, EXIT_USER_ERROR
-from utils.tf_compat import tf
 from nets import nets_factory
+from utils.errors import EXIT_USER_ERROR, UserError
+from utils.tf_compat import tf
 
 # A published figure: parameters (with or without batch-norm gamma/beta) at
 # ``num_classes``, multiply-adds at ``image_size`` (None: no consistent figure).

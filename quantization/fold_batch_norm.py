@@ -16,7 +16,7 @@ output: the same values, with the true gradient, no gradient override.
 """
 import collections
 
-from utils.tf_compat import tf, reroute
+from utils.tf_compat import reroute, tf
 
 FOLDABLE_LAYERS = ("Conv2D", "DepthwiseConv2dNative")
 BATCH_NORMS = ("FusedBatchNorm", "FusedBatchNormV3")

@@ -24,7 +24,7 @@ import functools
 import re
 
 from quantization import fake_quant, fold_batch_norm
-from utils.tf_compat import tf, reroute
+from utils.tf_compat import reroute, tf
 
 LAYERS = ("Conv2D", "DepthwiseConv2dNative", "MatMul")
 ACTIVATIONS = ("Relu", "Relu6", "Identity")

@@ -4,8 +4,8 @@ import copy
 
 from absl import flags
 
-import env as env_lib
 from datasets import dataset_factory
+import env as env_lib
 
 
 def parse_train_flags(*args):

@@ -1,7 +1,7 @@
 """Building the training run's parts in-process, as train.py does, for the tests."""
+from devices import placement
 import estimator_impl
 import logger as logger_lib
-from devices import placement
 from training.loop import TrainingRun
 
 

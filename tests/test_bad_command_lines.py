@@ -6,11 +6,11 @@ exporter's flag mistakes are checked in-process in test_command_configs.py.)
 
 The processes run two at a time, all once per module (each Python start that imports
 TensorFlow costs seconds); every case is then one test on its recorded output."""
+from concurrent import futures
 import json
 import os
 import subprocess
 import sys
-from concurrent import futures
 
 import pytest
 

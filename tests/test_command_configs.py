@@ -5,8 +5,8 @@ case per command runs end to end in test_bad_command_lines.py), and each config 
 built here from values alone, with no file behind them."""
 import json
 
-import pytest
 from absl import flags
+import pytest
 
 from evaluation import config as eval_config
 from evaluation import sources

@@ -4,8 +4,8 @@ import io
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from dataloader import data_provider, preprocessing
 from datasets import dataset_factory

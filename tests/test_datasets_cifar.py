@@ -10,8 +10,8 @@ import threading
 import time
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from benchmarks import cifar_formats
 from datasets import build_tfrecords, cifar, sources

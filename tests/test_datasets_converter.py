@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from datasets import build_tfrecords, layout
 from tests.ds_helpers import class_image, write_image_tree

@@ -13,7 +13,7 @@ import pytest
 import env as env_lib
 import estimator_impl
 from tests.cli_helpers import ROOT, run_python
-from tests.conftest import STUB, ListHandler
+from tests.conftest import ListHandler, STUB
 from tests.run_helpers import model_fn_for, train
 from tests.test_env_schedules import flag_values
 from utils.errors import UserError

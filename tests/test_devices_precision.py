@@ -5,8 +5,8 @@ import re
 
 import numpy as np
 
-import env as env_lib
 from devices import cluster, precision
+import env as env_lib
 from logger import TrainLoggerHook
 from tests.conftest import ListHandler
 from utils.tf_compat import tf

@@ -3,12 +3,12 @@ import json
 import math
 import types
 
+from absl import flags
 import numpy as np
 import pytest
-from absl import flags
 
-import env as env_lib
 from devices.ranks import rank_info_from_environ
+import env as env_lib
 from training import optimization
 from utils.errors import UserError
 from utils.tf_compat import tf

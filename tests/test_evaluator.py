@@ -7,10 +7,10 @@ import re
 import numpy as np
 import pytest
 
+from datasets import dataset_factory
 from evaluation.config import EvalConfig
 from evaluation.evaluator import Evaluator
 import logger as logger_lib
-from datasets import dataset_factory
 from tests import reference_eval
 from tests.cli_helpers import evaluator_config, run_python as run, single_error_line
 from utils.checkpoints import EMA_SUFFIX

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import env as env_lib
-from training import finetune
 from nets import nets_factory
 from tests.cli_helpers import run_python, single_error_line
 from tests.test_env_schedules import flag_values
+from training import finetune
 from utils.errors import UserError
 from utils.tf_compat import tf
 

@@ -3,8 +3,8 @@ steps compute the same numbers as under TensorFlow's default passes."""
 
 import numpy as np
 
-import env as env_lib
 from devices import cluster, graph_rewrites
+import env as env_lib
 from nets import nets_factory
 from utils.tf_compat import tf
 

@@ -3,6 +3,7 @@ the root, every library in a package of its role, imports pointing downward only
 import cycle, and the device layer alone touching npu_bridge and tf.distribute."""
 import ast
 import os
+import re
 import subprocess
 import sys
 
@@ -259,3 +260,73 @@ def test_the_generated_tables_are_current():
         assert open(path).read() == text, (
             "%s drifted from the code: run .venv/bin/python docs/make_tables.py"
             % os.path.relpath(path, ROOT))
+
+
+# ----------------------------------------------------------------------------- conventions
+
+def python_files():
+    """Every tracked .py file but the vendor stand-in and TF 1.15's API list's maker."""
+    found = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.split()
+    return [p for p in found if not p.startswith(("tests/npu_stub/", "tests/tf115/"))]
+
+
+def _import_group(module):
+    """0 standard library, 1 third party, 2 this project."""
+    top = module.split(".")[0]
+    if top in sys.stdlib_module_names or top == "__future__":
+        return 0
+    return 2 if top in set(unit_of(m) for m in MODULES) | set(NOT_LIBRARY) else 1
+
+
+def import_order_problems(path):
+    """What is out of order in the file's leading imports: groups (standard library,
+    third party, ours) in that order, each sorted by module name (``import a`` and
+    ``from a import b`` side by side, as isort's force_sort_within_sections), the names
+    of a ``from`` import sorted, one module per ``import``."""
+    body = ast.parse(open(os.path.join(ROOT, path)).read(), path).body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    nodes = []
+    for node in body:
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            break
+        nodes.append(node)
+    modules = [n.names[0].name if isinstance(n, ast.Import) else n.module for n in nodes]
+    keys = [(_import_group(m), m.lower(), isinstance(n, ast.ImportFrom))
+            for m, n in zip(modules, nodes)]
+    problems = [] if keys == sorted(keys) else ["imports out of order"]
+    for node in nodes:
+        names = [alias.name for alias in node.names]
+        if isinstance(node, ast.ImportFrom) and names != sorted(names):
+            problems.append("line %d: names not sorted" % node.lineno)
+        if isinstance(node, ast.Import) and len(names) > 1:
+            problems.append("line %d: one module per import" % node.lineno)
+    return problems
+
+
+def test_imports_are_sorted():
+    unsorted = dict((path, import_order_problems(path)) for path in python_files())
+    assert dict((p, found) for p, found in unsorted.items() if found) == {}
+
+
+def test_one_docstring_style():
+    """Docstrings are prose (PEP 257): a summary line, then sentences; arguments are
+    named in ``double backticks``, as ``name``: meaning where a list helps; no Google or
+    NumPy sections. Every public function of a library module has one."""
+    sections = re.compile(r"^\s*(Args|Arguments|Returns|Raises|Parameters):\s*$|:param ",
+                          re.M)
+    found = []
+    for module, path in sorted(MODULES.items()):
+        for node in ast.walk(ast.parse(open(path).read(), path)):
+            if not isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.Module)):
+                continue
+            doc = ast.get_docstring(node) or ""
+            if sections.search(doc):
+                found.append("%s:%s uses a section header" % (module, getattr(
+                    node, "name", "module")))
+        for node in ast.parse(open(path).read(), path).body:
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_") \
+                    and ast.get_docstring(node) is None:
+                found.append("%s.%s has no docstring" % (module, node.name))
+    assert found == []

@@ -10,13 +10,13 @@ import re
 import numpy as np
 import pytest
 
+from datasets import dataset_factory
 from evaluation import config as config_lib
 from evaluation import ledger, sources
+from evaluation import checkpoint_average
 from evaluation.config import EvalConfig, LedgerConfig
 from evaluation.evaluator import Evaluator
-from datasets import dataset_factory
 from tests.cli_helpers import evaluator_flags, run_python
-from evaluation import checkpoint_average
 from utils.checkpoints import EMA_SUFFIX, MODEL_SPEC_FILE, list_checkpoints
 from utils.errors import UserError
 from utils.files import write_json

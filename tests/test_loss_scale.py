@@ -9,15 +9,15 @@ import re
 import numpy as np
 import pytest
 
-import env as env_lib
-from training import diagnoses, resilience
 from devices import precision
+import env as env_lib
 from logger import TrainLoggerHook
 from tests.cli_helpers import run_python, single_error_line
 from tests.conftest import ListHandler
 from tests.run_helpers import model_fn_for
 from tests.test_devices_npu import npu_env, records
 from tests.test_env_schedules import flag_values
+from training import diagnoses, resilience
 from utils.tf_compat import tf
 
 PROGRESS = re.compile(r"^step:(\d+) .* loss_scale:(\S+) overflow_skipped:(\d+) ", re.M)

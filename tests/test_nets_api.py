@@ -13,7 +13,7 @@ import pytest
 
 from nets import blocks, builder, efficientnet_v2, mnasnet, nets_factory
 from nets.mobilenet import mobilenet, mobilenet_v2, mobilenet_v3
-from utils.tf_compat import do_not_convert, tf, slim
+from utils.tf_compat import do_not_convert, slim, tf
 
 SIZE = 64
 

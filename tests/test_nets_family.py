@@ -11,20 +11,20 @@ import functools
 import numpy as np
 import pytest
 
+from datasets import dataset_factory
 import env as env_lib
+import estimator_impl
 from evaluation.evaluator import Evaluator
 import logger as logger_lib
-from training import optimization
-import estimator_impl
 from nets import blocks, builder, efficientnet_v2, nets_factory, summary
-from datasets import dataset_factory
 from tests import reference_eval
 from tests.cli_helpers import evaluator_config
 from tests.run_helpers import train
 from tests.test_env_schedules import flag_values
 from tests.test_nets_mobilenet_v2 import ALL_NAMES as V2_NAMES, shapes
+from training import optimization
 from utils.errors import UserError
-from utils.tf_compat import do_not_convert, tf, slim
+from utils.tf_compat import do_not_convert, slim, tf
 
 # The 32-px variants of published networks (tested below, against their parents).
 SMALL_INPUT = {"mobilenet_v2_cifar": "mobilenet_v2", "mobilenet_v3_small_cifar":

@@ -8,7 +8,7 @@ import pytest
 
 from nets import blocks, builder, nets_factory
 from utils.errors import UserError
-from utils.tf_compat import do_not_convert, tf, slim
+from utils.tf_compat import do_not_convert, slim, tf
 
 ALL_NAMES = ["mobilenet_v2", "mobilenet_v2_035", "mobilenet_v2_050", "mobilenet_v2_075",
              "mobilenet_v2_130", "mobilenet_v2_140"]

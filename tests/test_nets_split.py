@@ -17,7 +17,7 @@ import pytest
 
 from nets import blocks
 from nets.mobilenet import conv_blocks, mobilenet, mobilenet_v2
-from utils.tf_compat import do_not_convert, tf, slim
+from utils.tf_compat import do_not_convert, slim, tf
 
 EPSILON = 0.001
 # As TF-Slim's users build for inference.

@@ -11,12 +11,12 @@ import shutil
 import pytest
 
 import env as env_lib
-from training import loop, preflight, recipes
 from rank_tables import table as rank_table
 from tests.cli_helpers import ROOT, run_python, single_error_line
 from tests.conftest import STUB
 from tests.test_devices_npu import two_device_rank_table
 from tests.test_env_schedules import flag_values, tf_config
+from training import loop, preflight, recipes
 from utils.tf_compat import tf
 
 MODEL_FLAGS = ["--model_name=mobilenet_v2_035", "--train_image_size=32", "--batch_size=4",

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-import env as env_lib
 from devices import base
+import env as env_lib
 from tests.cli_helpers import run_python
 from tests.conftest import ListHandler
 from tests.ds_helpers import write_image_tree

@@ -27,7 +27,7 @@ import sys
 import time
 
 from utils.files import user_cache_dir
-from utils.tf_compat import tf, slim
+from utils.tf_compat import slim, tf
 
 FORMAT = 1  # bump when what an entry holds changes
 KEEP_ENTRIES = 8

@@ -10,9 +10,9 @@ Variables live under ``MobilenetV2/`` exactly as in the published TF-Slim checkp
 import collections
 import functools
 
-from utils.tf_compat import tf, slim
 from nets import blocks as ops
 from nets import builder as lib
+from utils.tf_compat import slim, tf
 
 op = lib.op
 expand_input = ops.expand_input_by_factor

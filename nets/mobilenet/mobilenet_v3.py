@@ -14,9 +14,9 @@ feature map before pooling.
 import collections
 import functools
 
-from utils.tf_compat import tf, slim
 from nets import blocks as ops
 from nets import builder as lib
+from utils.tf_compat import slim, tf
 
 SCOPE = "MobilenetV3"
 DEFAULT_IMAGE_SIZE = 224
