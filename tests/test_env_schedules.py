@@ -251,3 +251,14 @@ def test_graph_settings_leave_out_only_the_loop(tiny_dataset):
         "train_dir", "over_dump_path", "log_every_n_steps", "eval_every_steps",
         "save_checkpoints_steps", "save_checkpoints_secs", "verbose", "preflight",
         "restore_dry_run", "graph_cache_dir", "allow_fresh_start"}
+
+
+def test_describe_counts_every_replica():
+    """One process on two GPUs (--num_gpus=2): 2 replicas, not the 1 rank."""
+    from tests.flag_helpers import imagenet_facts, parse_train_flags
+    f = parse_train_flags("--dataset_dir=/nowhere", "--max_epoch=1", "--num_gpus=2",
+                          "--device=gpu")
+    facts = imagenet_facts(device="gpu")._replace(visible_gpus=2)
+    env = env_lib.Env.from_flags(f, facts, {})
+    assert (env.rank_size, env.local_replicas) == (1, 2)
+    assert "batch=32 x 2 devices = 64," in env.describe()
