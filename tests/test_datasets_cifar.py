@@ -279,7 +279,8 @@ def test_a_waiting_run_reuses_the_conversion_it_waited_for(tmp_path, capfd):
     root = str(tmp_path / "cache")
     key, _ = sources.cache_key(sources.CIFAR, source)
     os.makedirs(root)
-    lock = sources._Lock(os.path.join(root, ".cifar-10-batches-py-%s.lock" % key), "")
+    lock = sources._Lock(os.path.join(root, ".cifar-10-batches-py-%s.lock" % key), "",
+                         sources.print_line)
     results = []
     with lock:  # another rank converting
         waiter = threading.Thread(target=lambda: results.append(
