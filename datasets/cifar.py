@@ -94,7 +94,7 @@ def _load_pickle(path, fmt):
             loaded = _ArrayUnpickler(handle, encoding="bytes").load()
     except (IOError, OSError) as err:
         raise UserError("cannot read %s (%s)" % (path, err.strerror or err))
-    except Exception as err:  # noqa: BLE001: pickle raises many types for bad input
+    except Exception as err:  # noqa: BLE001 (pickle raises many types for bad input)
         raise UserError("%s is not a %s file (%s); unpack %s again"
                         % (path, fmt.name, str(err) or type(err).__name__, fmt.archive))
     if not isinstance(loaded, dict):

@@ -169,7 +169,7 @@ def export_checkpoint(spec, checkpoint, fmt, output, use_ema="auto", calibration
                 used_ema = graph_lib.restore(sess, checkpoint, use_ema)
                 _WRITERS[fmt](sess, model, staged, spec,
                               WriteOptions(calibration, opset, verbose))
-    except Exception as err:  # noqa: BLE001: re-raised; only the staging goes
+    except Exception as err:  # noqa: BLE001 (re-raised; only the staging goes)
         remove_path(staged)  # the output, if any, is the earlier one, whole
         line = no_room_line(err, staged)
         if line is None:

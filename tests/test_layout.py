@@ -330,3 +330,17 @@ def test_one_docstring_style():
                     and ast.get_docstring(node) is None:
                 found.append("%s.%s has no docstring" % (module, node.name))
     assert found == []
+
+
+def test_every_module_is_python_3_7():
+    """Ascend's TF 1.15 image runs Python 3.7: no walrus, no positional-only parameters,
+    no newer syntax in anything but the tests (which run here only)."""
+    newer = []
+    for path in python_files():
+        if path.startswith("tests/"):
+            continue
+        try:
+            ast.parse(open(os.path.join(ROOT, path)).read(), path, feature_version=(3, 7))
+        except SyntaxError as err:
+            newer.append("%s:%s %s" % (path, err.lineno, err.msg))
+    assert newer == []

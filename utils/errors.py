@@ -17,7 +17,7 @@ def exit_on_user_error(main):
     def wrapped(argv):
         try:
             return main(argv)
-        except Exception as err:  # noqa: BLE001: anything else is re-raised as it was
+        except Exception as err:  # noqa: BLE001 (anything else is re-raised as it was)
             line = str(err) if isinstance(err, UserError) else no_room_line(err)
             if line is None:
                 raise
