@@ -4,8 +4,10 @@ in one line saying what is wrong, a non-zero exit (2), and never a traceback. (A
 for train.py and the evaluator are in test_train_eval_e2e.py; the evaluator's and the
 exporter's flag mistakes are checked in-process in test_command_configs.py.)
 
-The processes run two at a time, all once per module (each Python start that imports
-TensorFlow costs seconds); every case is then one test on its recorded output."""
+train.py's mistakes are found in-process, as its main finds them (a Python start that
+imports TensorFlow costs seconds); one end-to-end case per program proves the wiring.
+The processes run two at a time, all once per module; every case is then one test on
+its recorded output."""
 from concurrent import futures
 import json
 import os
@@ -15,57 +17,68 @@ import sys
 import pytest
 
 from tests.cli_helpers import ROOT, TIMEOUT_S, _env
+from tests.flag_helpers import train_error_line
 
 MODEL = "--model_name=mobilenet_v2_035"
 
 
 # (id, how to run: "script" | "module" | "bash", what, arguments, extra environment,
 #  a fragment the error line must hold). {name} in an argument is a path of `world`.
-CASES = [
-    # train.py
-    ("train_batch_not_a_number", "script", "train.py",
-     ["--dataset_dir={data}", "--max_epoch=1", "--batch_size=abc"], {}, "--batch_size=abc"),
-    ("train_negative_batch", "script", "train.py",
-     ["--dataset_dir={data}", "--max_epoch=1", "--batch_size=-4"], {}, "--batch_size=-4"),
-    ("train_dataset_is_a_file", "script", "train.py",
-     ["--dataset_dir={file}", "--max_epoch=1"], {}, "{file} is a file"),
-    ("train_unknown_device", "script", "train.py",
-     ["--dataset_dir={data}", "--max_epoch=1", "--device=tpu"], {}, "--device"),
-    ("train_unknown_flag", "script", "train.py",
-     ["--dataset_dir={data}", "--max_epoch=1", "--no_such_flag=1"], {}, "no_such_flag"),
-    ("train_stray_argument", "script", "train.py",
-     ["--dataset_dir={data}", "--max_epoch=1", "extra"], {}, "extra"),
-    ("train_both_checkpoint_schedules", "script", "train.py",
-     ["--dataset_dir={data}", "--max_epoch=1", "--save_checkpoints_steps=5",
-      "--save_checkpoints_secs=60"], {}, "not both"),
-    ("train_zero_checkpoint_secs", "script", "train.py",
-     ["--dataset_dir={data}", "--max_epoch=1", "--save_checkpoints_secs=0"], {},
+# train.py's mistakes, found in-process as its main finds them (absl's parse, the checks
+# of the flags, the Env's derivation; tests/flag_helpers.train_error_line), each with a
+# --train_dir of its own: (id, arguments, extra environment, a fragment of the line).
+TRAIN_CASES = [
+    ("batch_not_a_number", ["--dataset_dir={data}", "--max_epoch=1", "--batch_size=abc"], {},
+     "--batch_size=abc"),
+    ("negative_batch", ["--dataset_dir={data}", "--max_epoch=1", "--batch_size=-4"], {},
+     "--batch_size=-4"),
+    ("unknown_device", ["--dataset_dir={data}", "--max_epoch=1", "--device=tpu"], {},
+     "--device"),
+    ("unknown_flag", ["--dataset_dir={data}", "--max_epoch=1", "--no_such_flag=1"], {},
+     "no_such_flag"),
+    ("stray_argument", ["--dataset_dir={data}", "--max_epoch=1", "extra"], {}, "extra"),
+    ("both_checkpoint_schedules", ["--dataset_dir={data}", "--max_epoch=1",
+                                   "--save_checkpoints_steps=5", "--save_checkpoints_secs=60"],
+     {}, "not both"),
+    ("zero_checkpoint_secs", ["--dataset_dir={data}", "--max_epoch=1",
+                              "--save_checkpoints_secs=0"], {},
      "--save_checkpoints_secs=0 must be positive"),
-    ("train_negative_labels_offset", "script", "train.py",
-     ["--dataset_dir={data}", "--max_epoch=1", "--labels_offset=-1"], {}, "--labels_offset"),
-    ("train_zero_image_size", "script", "train.py",
-     ["--dataset_dir={data}", "--max_epoch=1", "--train_image_size=0", MODEL], {},
-     "--train_image_size=0"),
-    ("train_batch_above_dataset", "script", "train.py",
-     ["--dataset_dir={data}", "--max_epoch=1", "--batch_size=1000", MODEL], {}, "exceeds"),
-    ("train_bad_loss_scale", "script", "train.py",
-     ["--dataset_dir={data}", "--max_epoch=1", "--loss_scale=big"], {}, "--loss_scale"),
-    ("train_mixed_precision_on_cpu", "script", "train.py",
-     ["--dataset_dir={data}", "--max_epoch=1", "--mixed_precision", MODEL], {}, "GPU"),
-    ("train_missing_restore_path", "script", "train.py",
-     ["--dataset_dir={data}", "--max_epoch=1", "--restore_path={missing}", MODEL,
-      "--train_image_size=32", "--batch_size=4"], {}, "--restore_path"),
-    ("train_unreadable_dataset_meta", "script", "train.py",
-     ["--dataset_dir={bad_meta}", "--max_epoch=1"], {}, "dataset_meta.json"),
-    ("train_unfinished_conversion", "script", "train.py",
-     ["--dataset_dir={unfinished}", "--max_epoch=1"], {}, "did not finish"),
-    ("train_rank_size_not_a_number", "script", "train.py",
-     ["--dataset_dir={data}", "--max_epoch=1"], {"RANK_SIZE": "two"}, "RANK_SIZE"),
-    ("train_garbage_tf_config", "script", "train.py",
-     ["--dataset_dir={data}", "--max_epoch=1"], {"TF_CONFIG": "{not json"}, "TF_CONFIG"),
-    # eval_image_classifier_mobilenet.py and export_model.py: one case each, for the
-    # path from a flag to the error line; their other mistakes are checked in-process
-    # (test_command_configs.py).
+    ("negative_labels_offset", ["--dataset_dir={data}", "--max_epoch=1", "--labels_offset=-1"],
+     {}, "--labels_offset"),
+    ("zero_image_size", ["--dataset_dir={data}", "--max_epoch=1", "--train_image_size=0",
+                         MODEL], {}, "--train_image_size=0"),
+    ("batch_above_dataset", ["--dataset_dir={data}", "--max_epoch=1", "--batch_size=1000",
+                             MODEL], {}, "exceeds"),
+    ("bad_loss_scale", ["--dataset_dir={data}", "--max_epoch=1", "--loss_scale=big"], {},
+     "--loss_scale"),
+    ("mixed_precision_on_cpu", ["--dataset_dir={data}", "--max_epoch=1", "--mixed_precision",
+                                MODEL], {}, "GPU"),
+    ("missing_restore_path", ["--dataset_dir={data}", "--max_epoch=1",
+                              "--restore_path={missing}", MODEL, "--train_image_size=32",
+                              "--batch_size=4"], {}, "--restore_path"),
+    ("unreadable_dataset_meta", ["--dataset_dir={bad_meta}", "--max_epoch=1"], {},
+     "dataset_meta.json"),
+    ("unfinished_conversion", ["--dataset_dir={unfinished}", "--max_epoch=1"], {},
+     "did not finish"),
+    ("rank_size_not_a_number", ["--dataset_dir={data}", "--max_epoch=1"],
+     {"RANK_SIZE": "two"}, "RANK_SIZE"),
+    ("garbage_tf_config", ["--dataset_dir={data}", "--max_epoch=1"],
+     {"TF_CONFIG": "{not json"}, "TF_CONFIG"),
+    ("both_learning_rates", ["--dataset_dir={data}", "--max_epoch=1", "--learning_rate=0.1",
+                             "--learning_rate_per_256=0.1"], {}, "not both"),
+    ("freeze_bn_without_quantization", ["--dataset_dir={data}", "--max_epoch=1",
+                                        "--freeze_bn_epochs=1"], {}, "--quantize_delay"),
+]
+
+# (id, how to run: "script" | "module" | "bash", what, arguments, extra environment,
+#  a fragment the error line must hold). {name} in an argument is a path of `world`.
+CASES = [
+    # train.py, eval_image_classifier_mobilenet.py and export_model.py: one case each, for
+    # the path from a flag to the error line; their other mistakes are checked in-process
+    # (above, and test_command_configs.py).
+    ("train_dataset_is_a_file", "script", "train.py",
+     ["--dataset_dir={file}", "--max_epoch=1", "--train_dir={tmp}/train_e2e"], {},
+     "{file} is a file"),
     ("eval_missing_checkpoint", "script", "eval_image_classifier_mobilenet.py",
      ["--dataset_dir={data}", "--checkpoint_path={missing}"], {}, "{missing}"),
     # python -m datasets.build_tfrecords
@@ -169,8 +182,19 @@ def outcomes(world):
         return {name: job.result() for name, job in jobs.items()}
 
 
-def test_the_table_is_long_enough():
-    assert len(CASES) >= 30 and len(set(case[0] for case in CASES)) == len(CASES)
+def test_the_tables_are_long_enough():
+    names = [case[0] for case in CASES] + ["train_" + case[0] for case in TRAIN_CASES]
+    assert len(names) >= 40 and len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("case", TRAIN_CASES, ids=[case[0] for case in TRAIN_CASES])
+def test_train_py_says_what_is_wrong_in_one_line(case, world):
+    name, args, environ, fragment = case
+    args = [a.format(**world) for a in args] + ["--train_dir=%s/train_%s" % (world["tmp"],
+                                                                              name)]
+    line = train_error_line(args, dict({"RANK_SIZE": "1", "RANK_ID": "0"}, **environ))
+    assert line is not None and line.startswith("error: "), line
+    assert "\n" not in line and fragment.format(**world) in line, line
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])

@@ -11,17 +11,30 @@ class UserError(Exception):
 EXIT_USER_ERROR = 2
 
 
+def error_line(err):
+    """The "error: ..." line a command ends with for ``err``: a UserError, or a write that
+    found no room on the disk wherever it happened (see no_room_line); None for any
+    other exception (a bug: its traceback is wanted)."""
+    line = str(err) if isinstance(err, UserError) else no_room_line(err)
+    return None if line is None else "error: %s" % line
+
+
+def flag_error_line(err):
+    """The "error: ..." line for a mistake absl's flag parsing found (absl.flags.Error)."""
+    return "error: %s (--helpshort lists the flags)" % err
+
+
 def exit_on_user_error(main):
-    """Wraps an absl ``main(argv)`` so a UserError, or a write that found no room on the
-    disk wherever it happened (see no_room_line), prints one line and exits 2."""
+    """Wraps an absl ``main(argv)`` so a user's mistake (error_line) prints one line and
+    exits 2."""
     def wrapped(argv):
         try:
             return main(argv)
         except Exception as err:  # noqa: BLE001 (anything else is re-raised as it was)
-            line = str(err) if isinstance(err, UserError) else no_room_line(err)
+            line = error_line(err)
             if line is None:
                 raise
-            sys.stderr.write("error: %s\n" % line)
+            sys.stderr.write(line + "\n")
             sys.stderr.flush()
             sys.exit(EXIT_USER_ERROR)
     wrapped.__name__ = getattr(main, "__name__", "main")
@@ -68,7 +81,7 @@ def _parse_flags_or_exit(argv):
     try:
         return flags.FLAGS(argv)
     except flags.Error as err:
-        sys.stderr.write("error: %s (--helpshort lists the flags)\n" % err)
+        sys.stderr.write(flag_error_line(err) + "\n")
         sys.stderr.flush()
         sys.exit(EXIT_USER_ERROR)
 
