@@ -1,8 +1,8 @@
 """Hostile command lines for every program a user runs: wrong types, negative sizes,
 conflicting flags, missing paths, unknown names, unreadable rank tables. Each must end
-in one line saying what is wrong, a non-zero exit (2), and never a traceback. (A few more
-for train.py and the evaluator are in test_train_eval_e2e.py; the evaluator's and the
-exporter's flag mistakes are checked in-process in test_command_configs.py.)
+in one line saying what is wrong, a non-zero exit (2), and never a traceback. (The
+evaluator's and the exporter's flag mistakes are checked in-process in
+test_command_configs.py.)
 
 train.py's mistakes are found in-process, as its main finds them (a Python start that
 imports TensorFlow costs seconds); one end-to-end case per program proves the wiring.
@@ -68,6 +68,13 @@ TRAIN_CASES = [
                              "--learning_rate_per_256=0.1"], {}, "not both"),
     ("freeze_bn_without_quantization", ["--dataset_dir={data}", "--max_epoch=1",
                                         "--freeze_bn_epochs=1"], {}, "--quantize_delay"),
+    ("missing_dataset_dir", ["--dataset_dir={missing}", "--max_epoch=1"], {}, "{missing}"),
+    ("both_lengths", ["--dataset_dir={data}", "--max_epoch=1", "--max_train_steps=3"], {},
+     "exactly one of --max_epoch"),
+    ("unknown_model", ["--dataset_dir={data}", "--max_epoch=1", "--model_name=vgg"], {},
+     "mobilenet_v2"),
+    ("unwritable_train_dir", ["--dataset_dir={data}", "--max_epoch=1", "--batch_size=4",
+                              "--train_dir=/proc/nope"], {}, "--train_dir"),
 ]
 
 # (id, how to run: "script" | "module" | "bash", what, arguments, extra environment,
@@ -190,8 +197,9 @@ def test_the_tables_are_long_enough():
 @pytest.mark.parametrize("case", TRAIN_CASES, ids=[case[0] for case in TRAIN_CASES])
 def test_train_py_says_what_is_wrong_in_one_line(case, world):
     name, args, environ, fragment = case
-    args = [a.format(**world) for a in args] + ["--train_dir=%s/train_%s" % (world["tmp"],
-                                                                              name)]
+    # A --train_dir of its own, unless the case gives one (the last value wins).
+    args = ["--train_dir=%s/train_%s" % (world["tmp"], name)] + [a.format(**world)
+                                                                 for a in args]
     line = train_error_line(args, dict({"RANK_SIZE": "1", "RANK_ID": "0"}, **environ))
     assert line is not None and line.startswith("error: "), line
     assert "\n" not in line and fragment.format(**world) in line, line

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.cli_helpers import run_python as run, single_error_line
+from tests.cli_helpers import run_python as run
 
 TINY_MODEL = ["--model_name=mobilenet_v2_035"]
 
@@ -90,19 +90,3 @@ def test_eval_counts_every_image_once_and_records(trained, dataset_dir):
     results = json.load(open(os.path.join(train_dir, "eval", "eval_results.json")))
     assert results["best"]["global_step"] == 9 and results["results"][0]["ema"] is True
     assert results["results"][0]["images"] == expected
-
-
-@pytest.mark.parametrize("script, args, fragment", [
-    ("train.py", ["--dataset_dir=/no/such/dir", "--max_epoch=1"], "/no/such/dir"),
-    ("train.py", ["--dataset_dir={data}", "--max_epoch=1", "--max_train_steps=3"],
-     "exactly one of --max_epoch"),
-    ("train.py", ["--dataset_dir={data}", "--max_epoch=1", "--model_name=vgg"], "mobilenet_v2"),
-    ("train.py", ["--dataset_dir={data}", "--max_epoch=1", "--batch_size=4",
-                  "--train_dir=/proc/nope"],
-     "--train_dir"),
-    ("eval_image_classifier_mobilenet.py", ["--dataset_dir={data}", "--checkpoint_path={data}"],
-     "no checkpoint in"),
-])
-def test_bad_command_lines_get_one_line(dataset_dir, script, args, fragment):
-    out = run(script, *[a.format(data=dataset_dir) for a in args])
-    assert fragment in single_error_line(out)
