@@ -138,7 +138,8 @@ class ModelFn(object):
                 or not self.device.train_graph_cacheable():
             return None
         return graph_cache.GraphCache(env.graph_cache_dir, graph_cache.settings_of(env),
-                                      env.keep_checkpoint_max, self.logger)
+                                      graph_cache.run_values_of(env), env.keep_checkpoint_max,
+                                      self.logger)
 
     def _build_train(self, features, labels):
         """Builds the training graph: a TrainGraph."""

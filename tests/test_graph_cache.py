@@ -1,6 +1,7 @@
 """graph_cache: an imported training graph is the graph model_fn builds (ops, names,
 collections, numbers after a step), the key follows what shapes the graph, and a bad,
 unwritable or inapplicable cache only costs the shortcut."""
+import functools
 import logging
 import os
 import re
@@ -145,10 +146,13 @@ def test_the_key_follows_what_shapes_the_graph(dataset_dir, tmp_path):
         assert key(tiny_env(dataset_dir, tmp_path, train_dir=str(tmp_path / "other"),
                             log_every_n_steps=1, save_checkpoints_steps=1)) == same
         # ...every number the graph holds does, and so does the source.
-        for change in (dict(learning_rate=0.05), dict(max_train_steps=4),
-                       dict(train_image_size=64), dict(keep_checkpoint_max=2),
-                       dict(model_name="mobilenet_v2_050"), dict(seed=8)):
+        for change in (dict(learning_rate=0.05), dict(train_image_size=64),
+                       dict(keep_checkpoint_max=2), dict(model_name="mobilenet_v2_050"),
+                       dict(seed=None)):
             assert key(tiny_env(dataset_dir, tmp_path, **change)) != same, change
+        # ...but the seed and the run's length, which an imported graph is set to.
+        for change in (dict(seed=8), dict(max_train_steps=4)):
+            assert key(tiny_env(dataset_dir, tmp_path, **change)) == same, change
         real = graph_cache._SOURCE_DIGEST[:]
         graph_cache._SOURCE_DIGEST[:] = ["an edited source tree"]
         try:
@@ -158,6 +162,33 @@ def test_the_key_follows_what_shapes_the_graph(dataset_dir, tmp_path):
         # The graph the Estimator built before model_fn (the input) is part of it.
         tf.constant(1, name="another_input_op")
         assert key(base) != same
+
+
+def test_another_seed_and_length_import_as_they_would_build(dataset_dir, tmp_path):
+    """An entry stored by a run (seed 7, 3 steps) serves one with seed 9 and 40 steps:
+    its graph, set to that seed and length, is the graph that run builds, node for node,
+    and its first step gives the same numbers; a 40-step cosine schedule at step 1 is
+    not the 3-step one."""
+    cache = tmp_path / "cache"
+    Built(logged_model_fn(tiny_env(dataset_dir, cache, use_synthetic_data=True))[0])
+    other = dict(seed=9, max_train_steps=40, use_synthetic_data=True)
+    model, log = logged_model_fn(tiny_env(dataset_dir, cache, **other))
+    imported = Built(model)
+    assert any(l.startswith("graph cache: imported") for l in log), log
+    built = Built(logged_model_fn(tiny_env(dataset_dir, tmp_path / "fresh", **other))[0])
+    ours, theirs = built.node_defs(), imported.node_defs()
+    assert sorted(ours) == sorted(theirs)
+    # Graph functions (tf.cond's branches) are numbered by the process: compare without.
+    unnumbered = functools.partial(re.sub, r'(func {\s*name: "\w+?)_\d+"', r'\1"')
+    assert [n for n in ours if unnumbered(str(ours[n])) != unnumbered(str(theirs[n]))] == []
+    assert ours["lr_decay_span"].attr["value"].tensor.float_val == [40.0]
+    seeds = set(n.attr["seed"].i for n in ours.values() if "seed" in n.attr)
+    assert seeds == {9}  # every random op of model_fn follows the graph seed
+    loss, weights = built.one_step()
+    imported_loss, imported_weights = imported.one_step()
+    assert loss == imported_loss
+    for (name, value), (_, imported_value) in zip(weights, imported_weights):
+        np.testing.assert_array_equal(value, imported_value, err_msg=name)
 
 
 def test_a_damaged_entry_is_removed_and_the_graph_built(dataset_dir, tmp_path):

@@ -11,7 +11,8 @@ run with the same key imports those ops in its place: the same op and variable n
 The key covers this project's source files, the TensorFlow, tf-slim and Python versions,
 the run's settings (Env) except those that only steer the loop around the graph, and the
 graph the Estimator built before model_fn (input pipeline, global step). Anything else
-is a different entry. The last KEEP_ENTRIES entries are kept; a missing, unreadable or
+is a different entry, but for the seed and the run's length (RUN_SETTINGS), which the
+imported graph is set to: runs that differ only in them share one entry. The last KEEP_ENTRIES entries are kept; a missing, unreadable or
 unusable entry means the graph is built as usual.
 
 Where model_fn runs once on one device only (devices say so): not on Ascend, whose own
@@ -26,10 +27,11 @@ import os
 import sys
 import time
 
+from training import optimization
 from utils.files import user_cache_dir
 from utils.tf_compat import slim, tf
 
-FORMAT = 1  # bump when what an entry holds changes
+FORMAT = 2  # bump when what an entry holds changes
 KEEP_ENTRIES = 8
 SUFFIX = ".meta"
 RECORD_KEY = "graph_cache_record"  # the entry's own collection, removed before import
@@ -94,9 +96,44 @@ def _plain(value):
     return type(value).__name__
 
 
+# Settings an imported graph takes from the run that imports it instead of keying it:
+# the graph-level seed (every random op's ``seed`` attribute holds it; its ``seed2`` is
+# the op's place in the graph, the same in every build) and the run's length (the LR
+# schedule's one named constant). Runs that differ only in them share an entry.
+RUN_SETTINGS = ("seed", "max_train_steps")
+
+
 def settings_of(env):
-    """The Env settings that shape the training graph (env.FIELDS says which)."""
-    return [(name, _plain(value)) for name, value in env.graph_settings()]
+    """The Env settings that shape the training graph (env.FIELDS says which), but
+    RUN_SETTINGS: whether the run is seeded stands for its seed."""
+    return [(name, _plain(value)) for name, value in env.graph_settings()
+            if name not in RUN_SETTINGS] + [("seeded", env.seed is not None)]
+
+
+def run_values_of(env):
+    """What an imported graph is set to for this run: {"seed": the graph-level seed,
+    "constants": {Const op name: value}}."""
+    return {"seed": env.seed,
+            "constants": {optimization.DECAY_SPAN: optimization.decay_span(env)}}
+
+
+def _set_run_values(graph_def, stored_seed, values):
+    """Sets an entry's graph (``graph_def``, stored by a run seeded ``stored_seed``) to
+    ``values`` (run_values_of); False when a named constant is not in it."""
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function
+                                    for n in f.node_def]
+    if values["seed"] != stored_seed:
+        for node in nodes:
+            if "seed" in node.attr and node.attr["seed"].i == stored_seed:
+                node.attr["seed"].i = values["seed"]
+    by_name = dict((node.name, node) for node in graph_def.node)
+    for name, value in values["constants"].items():
+        if name not in by_name or by_name[name].op != "Const":
+            return False
+        old = by_name[name].attr["value"].tensor
+        by_name[name].attr["value"].tensor.CopyFrom(tf.make_tensor_proto(
+            value, dtype=tf.as_dtype(old.dtype), shape=[d.size for d in old.tensor_shape.dim]))
+    return True
 
 
 def entry_key(settings, graph, inputs):
@@ -269,11 +306,13 @@ def _drop_colocation_with(node, ops_before):
 
 
 class GraphCache(object):
-    """One folder of entries; ``train_graph`` builds or imports into the default graph."""
+    """One folder of entries; ``train_graph`` builds or imports into the default graph.
+    ``settings``: settings_of the run; ``run_values``: run_values_of it."""
 
-    def __init__(self, directory, settings, keep_checkpoint_max, logger):
+    def __init__(self, directory, settings, run_values, keep_checkpoint_max, logger):
         self.directory = directory
         self.settings = settings
+        self.run_values = run_values
         self.keep_checkpoint_max = keep_checkpoint_max
         self.logger = logger
 
@@ -325,6 +364,8 @@ class GraphCache(object):
         if any(n.name in before.ops for n in meta.graph_def.node) or any(
                 f.signature.name in before.functions for f in meta.graph_def.library.function):
             return None  # names taken: importing would rename ops
+        if not _set_run_values(meta.graph_def, record["seed"], self.run_values):
+            return None
         try:
             tf.train.import_meta_graph(meta, input_map=input_map, clear_devices=False)
         except Exception as err:  # TensorFlow's import errors come in several types
@@ -349,7 +390,8 @@ class GraphCache(object):
         except NotCacheable as reason:
             self.logger.info("graph cache: not stored (%s)" % reason)
             return
-        record = {"inputs": inputs, "outputs": _to_names(outputs), "variables": names}
+        record = {"inputs": inputs, "outputs": _to_names(outputs), "variables": names,
+                  "seed": self.run_values["seed"]}
         meta.collection_def[RECORD_KEY].bytes_list.value.append(
             json.dumps(record).encode("utf-8"))
         staged = "%s.%d.tmp" % (path, os.getpid())

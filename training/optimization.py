@@ -4,6 +4,16 @@ import math
 from utils.tf_compat import tf
 
 
+# The one constant of the training graph that follows the run's length; named, so the
+# graph cache can set it in a graph another run of another length stored.
+DECAY_SPAN = "lr_decay_span"
+
+
+def decay_span(env):
+    """Steps from the end of warmup to the end of the run (at least 1)."""
+    return float(max(1, env.max_train_steps - env.warmup_steps))
+
+
 def learning_rate(env, global_step):
     """Linear warmup over env.warmup_steps, then env.lr_decay_type decay to the end.
 
@@ -13,9 +23,8 @@ def learning_rate(env, global_step):
     step = tf.cast(global_step, tf.float32)
     peak = float(env.learning_rate)
     warmup = float(env.warmup_steps)
-    decay_span = float(max(1, env.max_train_steps - env.warmup_steps))
     after = tf.maximum(step - warmup, 0.0)
-    progress = tf.minimum(after / decay_span, 1.0)
+    progress = tf.minimum(after / tf.constant(decay_span(env), name=DECAY_SPAN), 1.0)
     kind = env.lr_decay_type
     if kind == "fixed":
         decayed = tf.constant(peak)
