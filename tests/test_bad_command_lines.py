@@ -22,8 +22,6 @@ from tests.flag_helpers import train_error_line
 MODEL = "--model_name=mobilenet_v2_035"
 
 
-# (id, how to run: "script" | "module" | "bash", what, arguments, extra environment,
-#  a fragment the error line must hold). {name} in an argument is a path of `world`.
 # train.py's mistakes, found in-process as its main finds them (absl's parse, the checks
 # of the flags, the Env's derivation; tests/flag_helpers.train_error_line), each with a
 # --train_dir of its own: (id, arguments, extra environment, a fragment of the line).
@@ -79,15 +77,21 @@ TRAIN_CASES = [
 
 # (id, how to run: "script" | "module" | "bash", what, arguments, extra environment,
 #  a fragment the error line must hold). {name} in an argument is a path of `world`.
-CASES = [
-    # train.py, eval_image_classifier_mobilenet.py and export_model.py: one case each, for
-    # the path from a flag to the error line; their other mistakes are checked in-process
-    # (above, and test_command_configs.py).
+# One case per program a user runs, for the way from a flag to the error line and exit 2
+# (the quick tier's: each costs a Python start with TensorFlow).
+WIRING_CASES = [
     ("train_dataset_is_a_file", "script", "train.py",
      ["--dataset_dir={file}", "--max_epoch=1", "--train_dir={tmp}/train_e2e"], {},
      "{file} is a file"),
     ("eval_missing_checkpoint", "script", "eval_image_classifier_mobilenet.py",
      ["--dataset_dir={data}", "--checkpoint_path={missing}"], {}, "{missing}"),
+    ("export_missing_checkpoint", "script", "export_model.py",
+     ["--checkpoint_path={missing}", "--output={tmp}/m.tflite", "--format=tflite"], {},
+     "{missing}"),
+    ("predict_no_model", "script", "predict.py", ["{file}"], {}, "--model is required"),
+]
+
+CASES = [
     # python -m datasets.build_tfrecords
     ("convert_no_input", "module", "datasets.build_tfrecords",
      ["--output_directory={tmp}/out1"], {}, "--train_directory"),
@@ -103,9 +107,6 @@ CASES = [
     ("convert_threads_not_a_number", "module", "datasets.build_tfrecords",
      ["--train_directory={images}", "--output_directory={tmp}/out4", "--num_threads=many"],
      {}, "--num_threads"),
-    ("export_missing_checkpoint", "script", "export_model.py",
-     ["--checkpoint_path={missing}", "--output={tmp}/m.tflite", "--format=tflite"], {},
-     "{missing}"),
     # python -m devices.launch, the shell launchers, python -m rank_tables.check
     ("launch_no_command", "module", "devices.launch", ["--device=cpu"], {}, "no command"),
     ("launch_unknown_device", "module", "devices.launch", ["--device=tpu", "--", "true"], {},
@@ -182,16 +183,40 @@ def _run(case, paths):
                           stderr=subprocess.PIPE, universal_newlines=True, timeout=TIMEOUT_S)
 
 
-@pytest.fixture(scope="module")
-def outcomes(world):
+def _run_all(cases, world):
+    """{case id: CompletedProcess}, two processes at a time."""
     with futures.ThreadPoolExecutor(max_workers=2) as pool:
-        jobs = {case[0]: pool.submit(_run, case, world) for case in CASES}
+        jobs = {case[0]: pool.submit(_run, case, world) for case in cases}
         return {name: job.result() for name, job in jobs.items()}
 
 
+@pytest.fixture(scope="module")
+def wiring_outcomes(world):
+    return _run_all(WIRING_CASES, world)
+
+
+@pytest.fixture(scope="module")
+def outcomes(world):
+    return _run_all(CASES, world)
+
+
+def _assert_one_line(out, fragment):
+    everything = out.stdout + out.stderr
+    assert "Traceback" not in everything, everything[-3000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 2 and len(errors) == 1, (out.returncode, everything[-3000:])
+    assert fragment in errors[0], errors[0]
+
+
 def test_the_tables_are_long_enough():
-    names = [case[0] for case in CASES] + ["train_" + case[0] for case in TRAIN_CASES]
+    names = [case[0] for case in WIRING_CASES + CASES] + [
+        "train_" + case[0] for case in TRAIN_CASES]
     assert len(names) >= 40 and len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("case", WIRING_CASES, ids=[case[0] for case in WIRING_CASES])
+def test_each_program_ends_a_mistake_in_one_line(case, wiring_outcomes, world):
+    _assert_one_line(wiring_outcomes[case[0]], case[5].format(**world))
 
 
 @pytest.mark.parametrize("case", TRAIN_CASES, ids=[case[0] for case in TRAIN_CASES])
@@ -205,11 +230,7 @@ def test_train_py_says_what_is_wrong_in_one_line(case, world):
     assert "\n" not in line and fragment.format(**world) in line, line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
 def test_one_line_saying_what_is_wrong(case, outcomes, world):
-    out = outcomes[case[0]]
-    everything = out.stdout + out.stderr
-    assert "Traceback" not in everything, everything[-3000:]
-    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
-    assert out.returncode == 2 and len(errors) == 1, (out.returncode, everything[-3000:])
-    assert case[5].format(**world) in errors[0], errors[0]
+    _assert_one_line(outcomes[case[0]], case[5].format(**world))

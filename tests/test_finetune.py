@@ -48,6 +48,7 @@ def source_checkpoint(datasets, tmp_path_factory):
     return os.path.join(train_dir, "model.ckpt-3")
 
 
+@pytest.mark.slow
 def test_restore_excludes_head_and_copies_backbone_bit_for_bit(datasets, source_checkpoint,
                                                                tmp_path):
     train_dir = str(tmp_path)
@@ -67,6 +68,7 @@ def test_restore_excludes_head_and_copies_backbone_bit_for_bit(datasets, source_
             % (len(start) - 2, source_checkpoint, HEAD)) in out.stdout
 
 
+@pytest.mark.slow
 def test_frozen_backbone_keeps_weights_and_statistics(datasets, source_checkpoint, tmp_path):
     train_dir = str(tmp_path)
     out = train("--dataset_dir=" + datasets[1], "--train_dir=" + train_dir,
@@ -86,6 +88,7 @@ def test_frozen_backbone_keeps_weights_and_statistics(datasets, source_checkpoin
                            start[HEAD + "Conv2d_1c_1x1/weights"])
 
 
+@pytest.mark.slow
 def test_resumed_fine_tune_does_not_restore_again(datasets, source_checkpoint, tmp_path):
     train_dir = str(tmp_path)
     common = ["--dataset_dir=" + datasets[1], "--train_dir=" + train_dir,
@@ -101,6 +104,7 @@ def test_resumed_fine_tune_does_not_restore_again(datasets, source_checkpoint, t
     assert not np.array_equal(resumed[name], source[name])  # trained past the restore
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra, fragments", [
     (["--restore_exclude=none"],
      ["cannot restore MobilenetV2/Logits/Conv2d_1c_1x1/weights: shape [1, 1, 1280, 10] in",
@@ -140,6 +144,7 @@ def auto_args(datasets, source_checkpoint):
             "--restore_path=" + os.path.dirname(source_checkpoint)]
 
 
+@pytest.mark.slow
 def test_auto_restores_backbone_bit_for_bit_and_skips_only_the_head(
         source_checkpoint, auto_args, tmp_path):
     train_dir = str(tmp_path)
@@ -161,6 +166,7 @@ def test_auto_restores_backbone_bit_for_bit_and_skips_only_the_head(
     assert [line for line in logged if line in table] == table  # the training log too
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_table_and_writes_nothing(source_checkpoint, auto_args, tmp_path):
     train_dir = str(tmp_path / "never_created")
     out = train("--train_dir=" + train_dir, "--restore_dry_run", *auto_args)
@@ -215,6 +221,7 @@ def test_auto_starts_new_layers_afresh_and_lists_them(source_checkpoint):
         "  MobilenetV2/Logits                             0         0         0         2")
 
 
+@pytest.mark.slow
 def test_auto_refuses_a_checkpoint_of_another_depth(source_checkpoint):
     """A 0.5 MobileNetV2 takes 73 of the 0.35 checkpoint's 260 backbone tensors by name
     and shape (channel counts rounded to 8 coincide): 'whatever fits' alone would start
@@ -230,6 +237,7 @@ def test_auto_refuses_a_checkpoint_of_another_depth(source_checkpoint):
         "it holds another network; check --model_name" % source_checkpoint)
 
 
+@pytest.mark.slow
 def test_auto_limit_is_a_tenth_of_the_backbone(source_checkpoint):
     """26 of 260 backbone variables may be new; 27 mean another network."""
     shapes = tf.train.load_checkpoint(source_checkpoint).get_variable_to_shape_map()
@@ -248,6 +256,7 @@ def test_auto_limit_is_a_tenth_of_the_backbone(source_checkpoint):
                 assert (len(plan.restored), len(plan.missing)) == (234, 26)
 
 
+@pytest.mark.slow
 def test_dry_run_in_process_says_when_train_dir_would_resume(datasets, source_checkpoint):
     def env(**overrides):
         values = dict(dataset_dir=datasets[1], model_name="mobilenet_v2_035",

@@ -106,6 +106,7 @@ def built_then_imported(dataset_dir, tmp_path_factory):
     return built, built_log, imported, imported_log, cache_dir
 
 
+@pytest.mark.slow
 def test_the_second_graph_is_imported_and_equals_the_built_one(built_then_imported):
     built, built_log, imported, imported_log, cache_dir = built_then_imported
     assert any(l.startswith("graph cache: built the training graph") for l in built_log)
@@ -123,6 +124,7 @@ def test_the_second_graph_is_imported_and_equals_the_built_one(built_then_import
     assert imported.watched["loss"].name == built.watched["loss"].name
 
 
+@pytest.mark.slow
 def test_the_imported_graph_trains_to_the_same_numbers(built_then_imported):
     built, _, imported, _, _ = built_then_imported
     loss, weights = built.one_step()
@@ -164,6 +166,7 @@ def test_the_key_follows_what_shapes_the_graph(dataset_dir, tmp_path):
         assert key(base) != same
 
 
+@pytest.mark.slow
 def test_another_seed_and_length_import_as_they_would_build(dataset_dir, tmp_path):
     """An entry stored by a run (seed 7, 3 steps) serves one with seed 9 and 40 steps:
     its graph, set to that seed and length, is the graph that run builds, node for node,
@@ -191,6 +194,7 @@ def test_another_seed_and_length_import_as_they_would_build(dataset_dir, tmp_pat
         np.testing.assert_array_equal(value, imported_value, err_msg=name)
 
 
+@pytest.mark.slow
 def test_a_damaged_entry_is_removed_and_the_graph_built(dataset_dir, tmp_path):
     model, log = logged_model_fn(tiny_env(dataset_dir, tmp_path))
     Built(model)
@@ -206,6 +210,7 @@ def test_a_damaged_entry_is_removed_and_the_graph_built(dataset_dir, tmp_path):
     assert built.spec.train_op.graph is built.graph
 
 
+@pytest.mark.slow
 def test_an_unwritable_cache_only_costs_the_shortcut(dataset_dir, tmp_path):
     blocked = tmp_path / "a_file"
     blocked.write_text(u"not a folder")
@@ -228,6 +233,7 @@ def test_where_the_cache_does_not_apply(dataset_dir, tmp_path, npu_bridge):
     assert not npu.device.train_graph_cacheable()
 
 
+@pytest.mark.slow
 def test_a_variable_made_after_model_fn_stops_the_run(dataset_dir, tmp_path):
     model, _ = logged_model_fn(tiny_env(dataset_dir, tmp_path))
     built = Built(model)
@@ -240,6 +246,7 @@ def test_a_variable_made_after_model_fn_stops_the_run(dataset_dir, tmp_path):
             hook.begin()
 
 
+@pytest.mark.slow
 def test_train_py_imports_the_graph_on_its_second_run(dataset_dir, tmp_path):
     """Two runs with the same settings into two train_dirs: the second imports the
     graph, starts from the same numbers and writes the same checkpoint names."""

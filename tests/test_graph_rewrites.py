@@ -2,6 +2,7 @@
 steps compute the same numbers as under TensorFlow's default passes."""
 
 import numpy as np
+import pytest
 
 from devices import cluster, graph_rewrites
 import env as env_lib
@@ -34,6 +35,7 @@ def test_gpu_keeps_tensorflow_defaults():
     assert config.gpu_options.allow_growth
 
 
+@pytest.mark.slow
 def test_training_steps_match_the_default_passes():
     """Two sessions on one graph, same seeded initial weights and batch: three Momentum
     steps of a tiny MobileNetV2 give the same losses and weights."""

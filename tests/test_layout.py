@@ -344,3 +344,47 @@ def test_every_module_is_python_3_7():
         except SyntaxError as err:
             newer.append("%s:%s %s" % (path, err.lineno, err.msg))
     assert newer == []
+
+
+def _has_quick_tests(tree):
+    """True when a test module has a test the quick tier runs: one not marked slow, in a
+    module without ``pytestmark = pytest.mark.slow``."""
+    def slow(node):
+        return "slow" in ast.dump(node)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                getattr(t, "id", None) == "pytestmark" for t in node.targets) and slow(node):
+            return False
+    return any(isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+               and not any(slow(d) for d in node.decorator_list) for node in tree.body)
+
+
+def test_the_quick_tier_covers_every_package():
+    """bash scripts/run_tests.sh --quick (-m "not slow") reaches every package and root
+    module: some test module with quick tests imports it."""
+    tests = os.path.join(ROOT, "tests")
+    pending = [os.path.join(tests, n) for n in sorted(os.listdir(tests))
+               if n.startswith("test_") and n.endswith(".py")
+               and _has_quick_tests(ast.parse(open(os.path.join(tests, n)).read()))]
+    reached, seen = set(), set()
+    while pending:  # the quick test modules and the tests/ helpers they import
+        path = pending.pop()
+        seen.add(path)
+        reached.update(unit_of(m) for m in imported_modules(path))
+        for helper in _imported_test_helpers(path):
+            if helper not in seen:
+                pending.append(helper)
+    assert set(LAYER_OF) - reached == set()
+
+
+def _imported_test_helpers(path):
+    """Paths of the tests/ modules (not test_*) that a test file imports."""
+    found = []
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        for name in names:
+            helper = os.path.join(ROOT, *name.split(".")) + ".py"
+            if name.startswith("tests.") and os.path.isfile(helper):
+                found.append(helper)
+    return found

@@ -22,6 +22,9 @@ from utils.errors import UserError
 from utils.files import write_json
 from utils.tf_compat import tf
 
+# Every test here trains or evaluates through TensorFlow programs: the whole tier only.
+pytestmark = pytest.mark.slow
+
 MODEL = "--model_name=mobilenet_v2_035"
 
 

@@ -80,6 +80,7 @@ def features(family, output_stride, use_explicit_padding):
     return graph, images, net, end_points
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["mobilenet_v2", "efficientnet_v2_b0"])
 @pytest.mark.parametrize("output_stride, use_explicit_padding", [
     (None, False), (32, True), (16, False), (16, True), (8, False), (8, True)])
@@ -181,6 +182,7 @@ def _v2_depths(scope, **kwargs):
     return [t.get_shape().as_list()[3] for t in _layers(end_points)]
 
 
+@pytest.mark.slow
 def test_depth_multiplier_arg_scope():
     """TF-Slim's way to set the rounding: an arg_scope on mobilenet.depth_multiplier;
     mobilenet_v2.mobilenet's own min_depth / divisible_by win when given."""
@@ -196,6 +198,7 @@ def test_depth_multiplier_arg_scope():
     assert default[:3] == [16, 8, 16]
 
 
+@pytest.mark.slow
 def test_finegrain_matches_tf_slim():
     """V2 (TF-Slim's rule): the last depth becomes 1280 / 0.5, then rounds like any
     row, so divisible_by 24 gives 1272; V3: the last row ignores the multiplier."""

@@ -176,6 +176,7 @@ def facts(name):
 
 # ----------------------------------------------------------------------- every model
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NEW_NAMES)
 def test_builds_at_two_sizes(name):
     """Run at the published size, then at 32 and 64 px (one graph, free sizes)."""
@@ -319,6 +320,7 @@ def test_a_new_row_is_a_new_model():
         builder.variant(top1=50.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SMALL_INPUT))
 def test_small_input_variants_keep_their_parents_variables(name):
     """The 32-px (CIFAR) variants: the parent's variables, names and shapes, so its
@@ -608,6 +610,7 @@ def test_evaluator_defaults_to_the_model_eval_size(tiny_dataset, tmp_path):
     assert config.image_size == 384 and config.preprocessing_name == "efficientnet_v2"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name, extra", [
     ("mobilenet_v3_small", {}),
     ("mnasnet_a1", {}),

@@ -86,6 +86,7 @@ def test_variables_match_tf_slim_checkpoint():
     assert len(trainable) == 262 - 2 * 52
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL_NAMES)
 def test_param_counts_match_published(name):
     with tf.Graph().as_default():
@@ -118,6 +119,7 @@ def expected_end_point_shapes(size, num_classes=1001):
     return expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [224, 64])
 def test_end_points(size):
     with tf.Graph().as_default():
@@ -167,6 +169,7 @@ def source_variables(tensor):
     return found
 
 
+@pytest.mark.slow
 def test_weight_decay_on_conv_weights_not_depthwise():
     with tf.Graph().as_default():
         build("mobilenet_v2_035", 32, num_classes=7, is_training=True)
@@ -182,6 +185,7 @@ def test_weight_decay_on_conv_weights_not_depthwise():
     assert not [n for n in regularized if "depthwise" in n]
 
 
+@pytest.mark.slow
 def test_batch_norm_modes():
     """Training: batch statistics and moving-average update ops; eval: moving
     statistics (an image's logits do not depend on the rest of its batch)."""
@@ -304,6 +308,7 @@ def test_spec_rows_are_data():
                                   "layer_3/expansion_output", "layer_3/output"]
 
 
+@pytest.mark.slow
 def test_get_network_fn_takes_tf_slims_positional_order():
     """TF-Slim's get_network_fn(name, num_classes, weight_decay, is_training): code
     written against it passes them positionally."""

@@ -158,6 +158,7 @@ def test_split_convs_compute_grouped_convolutions(tmp_path):
     assert got["output"].shape == (2, 8, 8, 40)
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_with_splits_as_tf_slims_test():
     """TF-Slim's mobilenet_v2_test.testWithSplits (16-channel input, the generic
     mobilenet, split_expansion=2 as an override on expanded_conv): every block but
@@ -185,6 +186,7 @@ def test_mobilenet_v2_with_splits_as_tf_slims_test():
     assert out.shape == (2, 1001) and np.all(np.isfinite(out))
 
 
+@pytest.mark.slow
 def test_split_through_an_arg_scope():
     """The split set by an arg_scope on expanded_conv around TF-Slim's
     mobilenet_v2.mobilenet, at depth multiplier 0.35: blocks whose input is 8 deep

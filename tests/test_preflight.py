@@ -342,6 +342,7 @@ def test_a_resumed_run_keeps_the_recorded_start(dataset, tmp_path):
 
 # ----------------------------------------------------------------------------- train.py
 
+@pytest.mark.slow
 def test_preflight_command_prints_the_table_and_creates_nothing(dataset, tmp_path):
     train_dir = str(tmp_path / "never_created")
     out = run_python("train.py", "--dataset_dir=" + dataset, "--train_dir=" + train_dir,
@@ -361,6 +362,7 @@ def test_preflight_command_prints_the_table_and_creates_nothing(dataset, tmp_pat
     assert not os.path.exists(train_dir)
 
 
+@pytest.mark.slow
 def test_preflight_command_on_npu_exits_2_on_a_problem(dataset, tmp_path):
     train_dir = str(tmp_path / "never_created")
     out = run_python("train.py", "--dataset_dir=" + dataset, "--train_dir=" + train_dir,
@@ -377,6 +379,7 @@ def test_preflight_command_on_npu_exits_2_on_a_problem(dataset, tmp_path):
     assert not os.path.exists(train_dir)
 
 
+@pytest.mark.slow
 def test_training_stops_before_the_graph_on_a_stale_train_dir(dataset, tmp_path):
     source = fake_checkpoint(tmp_path / "source", 3)
     train_dir = str(tmp_path / "train")

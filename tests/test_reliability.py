@@ -143,6 +143,7 @@ def save_cut_short(train_dir):
     return None
 
 
+@pytest.mark.slow
 def test_training_survives_kill_9_and_sigterm_beside_a_watching_evaluator(dataset_dir,
                                                                           tmp_path):
     """Three kill -9 (the second while a checkpoint is being written: shown by what the
@@ -299,6 +300,7 @@ def test_repair_after_a_save_cut_short(tmp_path):
 
 # ----------------------------------------------------------------------------- NaN
 
+@pytest.mark.slow
 def test_nan_stops_with_one_line_and_the_newest_checkpoint_is_finite(dataset_dir, tmp_path):
     train_dir = str(tmp_path / "train")
     out = run_python("train.py", *train_args(dataset_dir, train_dir, "--max_train_steps=40",
@@ -412,6 +414,7 @@ def test_each_bad_record_is_found_by_shard_and_index(dataset_dir, tmp_path, chan
         assert found[:3] == (shard, 3, problem)
 
 
+@pytest.mark.slow
 def test_bad_record_by_default_stops_with_one_line_naming_it(corrupt_dataset, tmp_path):
     out = run_python("train.py", *train_args(corrupt_dataset, str(tmp_path / "train"),
                                              "--max_train_steps=12"))
@@ -421,6 +424,7 @@ def test_bad_record_by_default_stops_with_one_line_naming_it(corrupt_dataset, tm
     assert "--skip_corrupt_records" in line
 
 
+@pytest.mark.slow
 def test_skip_corrupt_records_trains_on_and_counts(corrupt_dataset, tmp_path):
     """Two epochs' steps: each bad record is skipped (and counted) each time it comes
     round, and named once."""
@@ -463,6 +467,7 @@ def _linked_image_tree(root, per_class, size=256):
             os.link(first, os.path.join(folder, "img_%04d.png" % i))
 
 
+@pytest.mark.slow
 def test_converter_killed_midway_leaves_only_complete_shards_and_reruns_to_the_end(
         tmp_path):
     images, out = str(tmp_path / "images"), str(tmp_path / "records")

@@ -10,6 +10,7 @@ from training import recipes
 from utils.errors import UserError
 
 
+@pytest.mark.slow
 def test_run_1p_trains_into_result_dir(tmp_path):
     from tests.ds_helpers import write_tiny_dataset
     data = write_tiny_dataset(str(tmp_path / "ds"), num_classes=2, per_class=4, size=32)

@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.cli_helpers import ROOT
 
 CHECK = """
@@ -25,6 +27,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_slim_imports_without_tf_keras_and_finds_legacy_layers_on_demand():
     out = subprocess.run([sys.executable, "-c", CHECK], cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, universal_newlines=True)

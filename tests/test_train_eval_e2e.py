@@ -8,6 +8,9 @@ import pytest
 
 from tests.cli_helpers import run_python as run
 
+# Every test here trains or evaluates through TensorFlow programs: the whole tier only.
+pytestmark = pytest.mark.slow
+
 TINY_MODEL = ["--model_name=mobilenet_v2_035"]
 
 

@@ -203,6 +203,7 @@ TINY_RUN = ("--model_name=mobilenet_v2_035", "--train_image_size=32", "--batch_s
             "--log_every_n_steps=1", "--seed=5", "--graph_cache_dir=")
 
 
+@pytest.mark.slow
 def test_a_run_repeats_from_its_flags_file(tmp_path):
     from tests.ds_helpers import write_tiny_dataset
     data = write_tiny_dataset(str(tmp_path / "ds"), num_classes=2, per_class=4, size=32)
@@ -238,6 +239,7 @@ def snapshot(root):
     return files, folders
 
 
+@pytest.mark.slow
 def test_preflight_on_an_image_tree_counts_it_and_writes_nothing(tmp_path):
     tree = tmp_path / "photos"
     write_image_tree(str(tree / "train"), num_classes=3, per_class=4, size=32)
