@@ -361,7 +361,8 @@ def _has_quick_tests(tree):
 
 def test_the_quick_tier_covers_every_package():
     """bash scripts/run_tests.sh --quick (-m "not slow") reaches every package and root
-    module: some test module with quick tests imports it."""
+    module: some test module with quick tests imports it (or a tests/ helper it imports
+    does), or runs it as a program."""
     tests = os.path.join(ROOT, "tests")
     pending = [os.path.join(tests, n) for n in sorted(os.listdir(tests))
                if n.startswith("test_") and n.endswith(".py")
@@ -371,10 +372,18 @@ def test_the_quick_tier_covers_every_package():
         path = pending.pop()
         seen.add(path)
         reached.update(unit_of(m) for m in imported_modules(path))
+        reached.update(_entry_points_run(path))
         for helper in _imported_test_helpers(path):
             if helper not in seen:
                 pending.append(helper)
     assert set(LAYER_OF) - reached == set()
+
+
+def _entry_points_run(path):
+    """The entry points a test file runs as programs (names "train.py" and the like)."""
+    return set(node.value[:-3] for node in ast.walk(ast.parse(open(path).read(), path))
+               if isinstance(node, ast.Constant) and isinstance(node.value, str)
+               and node.value[:-3] in ENTRY_POINTS and node.value.endswith(".py"))
 
 
 def _imported_test_helpers(path):
