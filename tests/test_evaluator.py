@@ -179,8 +179,8 @@ def test_watch_follows_a_live_training_run(dataset_dir, tmp_path):
     eval_dir = str(tmp_path / "eval")
 
     def train(steps):
-        out = run("train.py", *train_args(dataset_dir, train_dir, "--max_train_steps=%d" % steps,
-                                          "--save_checkpoints_steps=2"))
+        out = run("train.py", *train_args(dataset_dir, train_dir, "--save_checkpoints_steps=2",
+                                          "--max_train_steps=%d" % steps))
         assert out.returncode == 0, out.stderr[-3000:]
     train(4)
     watcher = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
