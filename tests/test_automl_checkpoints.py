@@ -13,8 +13,11 @@ import os
 import numpy as np
 import pytest
 
+from evaluation.evaluator import Evaluator
+import logger as logger_lib
 from nets import automl_names, checkpoint_names
 from nets.convert_checkpoint import converted
+from tests import reference_eval
 from tests.automl_reference import (EMA, SIZE, automl_value, fixed_input,
                                     load_batch_norm, load_reference)
 from tests.cli_helpers import evaluator_config, run_module, run_python, single_error_line
@@ -158,25 +161,45 @@ def imagenet_like(tmp_path_factory):
     return str(root / "records")
 
 
-def test_evaluator_finds_network_classes_and_label_offset(b0_1k, imagenet_like, tmp_path):
+def test_evaluator_finds_network_classes_and_label_offset(reference, statistics,
+                                                          imagenet_like, tmp_path):
     """On ImageNet's 1001 labels (background 0) a 1000-class automl head evaluates with
-    offset 1, with automl's own evaluation preprocessing when asked."""
-    config = evaluator_config(checkpoint_path=b0_1k, dataset_dir=imagenet_like,
+    offset 1, with automl's own evaluation preprocessing when asked. The head's bias picks
+    output 0 whatever the image, and output 0 is class_0 (record label 1) only with the
+    offset: top-1 is class_0's share of the records with it, 0 without."""
+    tensors = automl_tensors(reference[B0], statistics=statistics)
+    bias = np.zeros([1000], np.float32)
+    bias[0] = 1000.0  # output 0 wins by far: automl's reference logits are within +-1
+    for name in ("head/dense/bias", "head/dense/bias" + EMA):
+        tensors["%s/%s" % (B0, name)] = bias
+    checkpoint = write_tensors(str(tmp_path / "picks_0" / "model.ckpt"), tensors)
+    config = evaluator_config(checkpoint_path=checkpoint, dataset_dir=imagenet_like,
                               dataset_name="imagenet", preprocessing_name="automl_legacy")
     assert (config.model_name, config.num_classes, config.labels_offset, config.image_size,
             config.preprocessing_name) == ("efficientnet_v2_b0", 1000, 1, 224, "automl_legacy")
-    out = run_python("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + b0_1k,
+    out = run_python("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + checkpoint,
                      "--dataset_dir=" + imagenet_like, "--dataset_name=imagenet",
                      "--eval_image_size=64", "--batch_size=6",
                      "--preprocessing_name=automl_legacy", "--eval_dir=" + str(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
     assert lines[0] == ("checkpoint %s: google/automl %s names (read as efficientnet_v2_b0); "
-                        "moving averages: used; head: 1000 classes" % (b0_1k, B0))
+                        "moving averages: used; head: 1000 classes" % (checkpoint, B0))
     assert lines[1].startswith("evaluating efficientnet_v2_b0 (1000 classes) on 50000 ")
     with open(os.path.join(str(tmp_path), "eval_results.json")) as stream:
         result = json.load(stream)["results"][0]
     assert result["images"] == 6 and result["ema"] is True and result["global_step"] == 1000
+    _, labels = reference_eval.read_split(imagenet_like)
+    assert sorted(labels) == [1, 1, 2, 2, 3, 3]  # background 0 is in no record
+    assert result["top1"] == pytest.approx(np.mean(labels == 1))
+
+    without = evaluator_config(checkpoint_path=checkpoint, dataset_dir=imagenet_like,
+                               dataset_name="imagenet", preprocessing_name="automl_legacy",
+                               eval_image_size=64, batch_size=6, labels_offset=0,
+                               eval_dir=str(tmp_path / "without"))
+    assert without.labels_offset == 0 and without.num_classes == 1000
+    with Evaluator(without, logger_lib.get_logger()) as evaluator:
+        assert evaluator.evaluate(checkpoint)["top1"] == 0.0
 
 
 @pytest.mark.parametrize("name, size, top, left, normalise", [

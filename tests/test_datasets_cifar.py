@@ -8,6 +8,7 @@ import os
 import pickle
 import threading
 import time
+import traceback
 
 import numpy as np
 from PIL import Image
@@ -281,17 +282,28 @@ def test_a_waiting_run_reuses_the_conversion_it_waited_for(tmp_path, capfd):
     os.makedirs(root)
     lock = sources._Lock(os.path.join(root, ".cifar-10-batches-py-%s.lock" % key), "",
                          sources.print_line)
-    results = []
+    results, errors = [], []
+
+    def wait_and_read():
+        try:
+            results.append(sources.records_dir(source, root))
+        except Exception:  # a thread's exception is otherwise only printed, not failed on
+            errors.append(traceback.format_exc())
+
     with lock:  # another rank converting
-        waiter = threading.Thread(target=lambda: results.append(
-            sources.records_dir(source, root)))
+        waiter = threading.Thread(target=wait_and_read)
         waiter.start()
-        time.sleep(1.0)
-        assert waiter.is_alive() and not results
-        assert "waiting for it" in capfd.readouterr().out
+        out, deadline = "", time.time() + 60
+        while "waiting for it" not in out and waiter.is_alive() and time.time() < deadline:
+            time.sleep(0.01)
+            out += capfd.readouterr().out
+        assert "waiting for it" in out, (out, errors)
+        assert waiter.is_alive() and not results  # it said so, and our lock holds it
         build_tfrecords.convert_cifar(source, os.path.join(
             root, "cifar-10-batches-py-" + key), num_threads=1)
     waiter.join(60)
+    assert not errors, "\n".join(errors)
+    assert not waiter.is_alive()
     assert results == [os.path.join(root, "cifar-10-batches-py-" + key)]
     assert "converting" not in capfd.readouterr().out
 

@@ -3,6 +3,7 @@ accuracy, EMA weights, every / new checkpoints, periodic eval inside train.py.""
 import json
 import os
 import re
+import time
 
 import numpy as np
 import pytest
@@ -160,23 +161,51 @@ def test_eval_all_checkpoints_oldest_first(trained, dataset_dir, tmp_path):
     assert events, "TensorBoard summaries missing"
 
 
+def scored_steps(eval_dir):
+    """Global steps in eval_results.json, read as plain JSON (the watch writes it whole)."""
+    try:
+        with open(os.path.join(eval_dir, "eval_results.json")) as handle:
+            return [r["global_step"] for r in json.load(handle)["results"]]
+    except (IOError, OSError):
+        return []
+
+
 def test_watch_follows_a_live_training_run(dataset_dir, tmp_path):
+    """Training in two calls: checkpoints 2 and 4 wait when the watch starts; the call
+    writing 6 and 8 starts only once the watch has scored 4. So checkpoints before the
+    last are scored while training goes on (built, not left to a race), each once, oldest
+    first, none skipped when several arrive together."""
     train_dir = str(tmp_path / "train")
     eval_dir = str(tmp_path / "eval")
-    trainer = run("train.py", *train_args(dataset_dir, train_dir, "--max_train_steps=8",
-                                          "--save_checkpoints_steps=2"), background=True)
-    try:
-        out = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
+
+    def train(steps):
+        out = run("train.py", *train_args(dataset_dir, train_dir, "--save_checkpoints_steps=2",
+                                          "--max_train_steps=%d" % steps))
+        assert out.returncode == 0, out.stderr[-3000:]
+    train(4)
+    watcher = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
                   "--dataset_dir=" + dataset_dir, MODEL, "--eval_image_size=32",
                   "--batch_size=5", "--watch", "--watch_interval=0.5", "--watch_timeout=300",
-                  "--final_step=8", "--eval_dir=" + eval_dir)
-    finally:
-        trainer_out, trainer_err = trainer.communicate(timeout=600)
-    assert trainer.returncode == 0, trainer_err[-3000:]
-    assert out.returncode == 0, out.stderr[-3000:]
-    steps = [int(m.group(2)) for m in RESULT.finditer(out.stdout)]
-    assert steps == sorted(set(steps)) and steps[-1] == 8, out.stdout
-    assert "done watching" in out.stdout
+                  "--final_step=8", "--eval_dir=" + eval_dir, background=True)
+    with watcher:
+        try:
+            deadline = time.time() + 300
+            while 4 not in scored_steps(eval_dir) and time.time() < deadline:
+                assert watcher.poll() is None, watcher.communicate()
+                time.sleep(0.1)
+            assert scored_steps(eval_dir) == [2, 4]
+            assert not os.path.exists(os.path.join(train_dir, "model.ckpt-6.index"))
+            train(8)
+            out, err = watcher.communicate(timeout=600)
+        finally:
+            watcher.kill()  # only when the test failed before it ended
+    assert watcher.returncode == 0, err[-3000:]
+    steps = [int(m.group(2)) for m in RESULT.finditer(out)]
+    assert steps == [2, 4, 6, 8] == scored_steps(eval_dir), out
+    on_disk = sorted(int(re.match(r"model\.ckpt-(\d+)\.index$", n).group(1))
+                     for n in os.listdir(train_dir) if n.endswith(".index"))
+    assert on_disk == steps
+    assert "done watching" in out
     # A second watch repeats nothing: the final step is already evaluated.
     again = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
                 "--dataset_dir=" + dataset_dir, MODEL, "--eval_image_size=32", "--watch",

@@ -4,6 +4,7 @@ conversion, an export and a results write (issue #21): one line naming the path 
 cause, exit 2, nothing written before changed or lost, and the same command finishes once
 there is room."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -45,14 +46,24 @@ def train_args(dataset_dir, train_dir, steps):
 
 
 @pytest.fixture(scope="module")
-def trained(dataset_dir, tmp_path_factory):
-    """A run that stopped at step 2 (model.ckpt-2), the folder and its checkpoint bytes."""
+def trained_once(dataset_dir, tmp_path_factory):
+    """A run that stopped at step 2 (model.ckpt-2), trained once for the module."""
     train_dir = str(tmp_path_factory.mktemp("full_disk_train") / "train")
     out = run_python("train.py", *train_args(dataset_dir, train_dir, 2))
     assert out.returncode == 0, out.stderr[-3000:]
     size = os.path.getsize(os.path.join(train_dir, "model.ckpt-2.data-00000-of-00001"))
     assert size > TRAIN_LIMIT  # the next save cannot fit
     return train_dir
+
+
+@pytest.fixture
+def trained(trained_once, tmp_path_factory):
+    """A copy of that run for one test: tests train on in it, so none sees another's."""
+    copy = str(tmp_path_factory.mktemp("full_disk_copy") / "train")
+    shutil.copytree(trained_once, copy)
+    # The Saver's state file names checkpoints by absolute path: point it at the copy's.
+    tf.train.update_checkpoint_state(copy, os.path.join(copy, "model.ckpt-2"))
+    return copy
 
 
 def test_a_full_disk_during_a_checkpoint_save_stops_cleanly_and_resumes(dataset_dir,
