@@ -443,9 +443,9 @@ def test_the_quick_tier_covers_every_package():
 
 def _entry_points_run(path):
     """The entry points a test file runs as programs (names "train.py" and the like)."""
-    return set(node.value[:-3] for node in ast.walk(ast.parse(open(path).read(), path))
-               if isinstance(node, ast.Constant) and isinstance(node.value, str)
-               and node.value[:-3] in ENTRY_POINTS and node.value.endswith(".py"))
+    texts = (string_value(node) for node in ast.walk(ast.parse(open(path).read(), path)))
+    return set(text[:-3] for text in texts
+               if text and text.endswith(".py") and text[:-3] in ENTRY_POINTS)
 
 
 def _imported_test_helpers(path):
