@@ -112,6 +112,7 @@ def test_logits_equal_automls(model, reference, statistics, b0_1k, tmp_path):
     loaded.close()
 
 
+@pytest.mark.slow
 def test_converter_round_trip_is_bit_identical(b0_1k, tmp_path):
     """automl -> ours -> automl -> ours: the two checkpoints in our names hold the same
     tensors bit for bit, and automl's names come back as they were."""
@@ -130,6 +131,7 @@ def test_converter_round_trip_is_bit_identical(b0_1k, tmp_path):
         assert again[name].dtype == value.dtype and again[name].tobytes() == value.tobytes()
 
 
+@pytest.mark.slow
 def test_export_without_flags_matches_automls_logits(reference, b0_1k, tmp_path):
     output = str(tmp_path / "b0.pb")
     out = run_python("export_model.py", "--checkpoint_path=" + b0_1k, "--format=frozen_pb",
@@ -161,6 +163,7 @@ def imagenet_like(tmp_path_factory):
     return str(root / "records")
 
 
+@pytest.mark.slow
 def test_evaluator_finds_network_classes_and_label_offset(reference, statistics,
                                                           imagenet_like, tmp_path):
     """On ImageNet's 1001 labels (background 0) a 1000-class automl head evaluates with
@@ -220,6 +223,7 @@ def test_automl_evaluation_crops_and_normalises_as_automl(name, size, top, left,
                                               .astype(np.float64)), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fine_tune_from_21k_leaves_the_head_out_and_starts_from_ema(b0_21k, tmp_path):
     from tests.ds_helpers import write_tiny_dataset
     data = write_tiny_dataset(str(tmp_path / "data"), num_classes=5, per_class=2)
@@ -248,6 +252,7 @@ def test_fine_tune_from_21k_leaves_the_head_out_and_starts_from_ema(b0_21k, tmp_
         np.testing.assert_array_equal(start.get_tensor("EfficientNetV2/" + ours), want)
 
 
+@pytest.mark.slow
 def test_another_architecture_fails_in_one_line(tmp_path):
     medium = write_tensors(str(tmp_path / "m"), {
         "efficientnetv2-m/stem/conv2d/kernel": np.zeros([3, 3, 3, 24], np.float32)})

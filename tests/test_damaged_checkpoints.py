@@ -153,6 +153,7 @@ def test_none_intact_stops_without_touching_a_file(trained, tmp_path):
 
 # ----------------------------------------------------------------------------- commands
 
+@pytest.mark.slow
 def test_train_resumes_from_the_newest_intact_checkpoint(dataset_dir, trained, tmp_path):
     """The user's case: the newest checkpoint's data file is 1,000 bytes of a copy."""
     train_dir = copy_of(trained, tmp_path)
@@ -172,6 +173,7 @@ def test_train_resumes_from_the_newest_intact_checkpoint(dataset_dir, trained, t
     assert checkpoints.checkpoint_global_step(tf.train.latest_checkpoint(train_dir)) == 6
 
 
+@pytest.mark.slow
 def test_train_with_no_intact_checkpoint_stops_or_starts_fresh_when_told(
         dataset_dir, trained, tmp_path):
     train_dir = copy_of(trained, tmp_path)
@@ -198,6 +200,7 @@ def eval_args(dataset_dir, checkpoint_path, eval_dir, *extra):
              "--eval_dir=" + eval_dir, "--batch_size=4"] + list(extra))
 
 
+@pytest.mark.slow
 def test_evaluator_names_a_damaged_checkpoint_and_sweeps_skip_it(dataset_dir, trained,
                                                                 tmp_path):
     train_dir = copy_of(trained, tmp_path)
@@ -231,6 +234,7 @@ def test_evaluator_names_a_damaged_checkpoint_and_sweeps_skip_it(dataset_dir, tr
     assert "Checksum does not match" in recorded["skipped"][0]["problem"]
 
 
+@pytest.mark.slow
 def test_export_stops_at_a_checkpoint_tensorflow_would_restore(trained, tmp_path):
     """A data file one byte longer than its index lists (not the data the index was
     written with): TensorFlow reads each tensor at its offset and restores it whole, so
@@ -249,6 +253,7 @@ def test_export_stops_at_a_checkpoint_tensorflow_would_restore(trained, tmp_path
     assert "checkpoint %s is damaged" % prefix in line and "not its data" in line, line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["predict", "restore_path"])
 def test_predict_and_restore_path_name_the_damaged_file(dataset_dir, trained, tmp_path,
                                                         command):

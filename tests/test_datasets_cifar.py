@@ -241,6 +241,7 @@ def test_cache_converts_once_and_again_after_an_edit(tmp_path, capfd):
         assert json.load(handle)["splits"]["train"]["num_samples"] == 2 * 3 + 3
 
 
+@pytest.mark.slow
 def test_an_interrupted_cache_conversion_is_finished_by_the_next_run(tmp_path, capfd,
                                                                    monkeypatch):
     source = str(tmp_path / "cifar-10-batches-py")
@@ -308,6 +309,7 @@ def test_a_waiting_run_reuses_the_conversion_it_waited_for(tmp_path, capfd):
     assert "converting" not in capfd.readouterr().out
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_from_a_cifar_archive_and_an_image_tree(tmp_path):
     source = str(tmp_path / "cifar-10-batches-py")
     write_cifar10(source, batches=(1,))

@@ -58,6 +58,7 @@ def eval_config(dataset_dir, eval_dir, use_ema="auto", batch_size=5):
         data_threads=1)
 
 
+@pytest.mark.slow
 def test_train_evaluates_every_epoch_in_process(trained):
     train_dir, out = trained
     steps = [int(m.group(2)) for m in RESULT.finditer(out.stdout)]
@@ -68,6 +69,7 @@ def test_train_evaluates_every_epoch_in_process(trained):
     assert results["best"]["top1"] == max(r["top1"] for r in results["results"])
 
 
+@pytest.mark.slow
 def test_a_training_directory_needs_no_model_flags(trained, dataset_dir, tmp_path):
     """Network, classes and eval size come from train.py's model_spec.json; the result is
     the one training's own evaluation recorded for the same checkpoint."""
@@ -83,6 +85,7 @@ def test_a_training_directory_needs_no_model_flags(trained, dataset_dir, tmp_pat
     assert (int(match.group(2)), float(match.group(3))) == (12, round(last["top1"], 4))
 
 
+@pytest.mark.slow
 def test_accuracy_matches_numpy_over_the_same_records(trained, dataset_dir, tmp_path):
     """The evaluator's top-1 / top-5 / loss against a second route (tests/reference_eval):
     records parsed in Python, pixels decoded by Pillow and preprocessed in numpy, a
@@ -122,6 +125,7 @@ def test_accuracy_matches_numpy_over_the_same_records(trained, dataset_dir, tmp_
     assert result["checkpoint"] == checkpoint and result["global_step"] == 12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_ema, source_suffix", [("auto", EMA_SUFFIX), ("true", EMA_SUFFIX),
                                                     ("false", "")])
 def test_moving_averages_are_the_weights_restored(trained, dataset_dir, tmp_path, use_ema,
@@ -142,6 +146,7 @@ def test_moving_averages_are_the_weights_restored(trained, dataset_dir, tmp_path
     np.testing.assert_array_equal(restored, reader.get_tensor(name + source_suffix))
 
 
+@pytest.mark.slow
 def test_eval_all_checkpoints_oldest_first(trained, dataset_dir, tmp_path):
     train_dir, _ = trained
     out = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
@@ -170,6 +175,7 @@ def scored_steps(eval_dir):
         return []
 
 
+@pytest.mark.slow
 def test_watch_follows_a_live_training_run(dataset_dir, tmp_path):
     """Training in two calls: checkpoints 2 and 4 wait when the watch starts; the call
     writing 6 and 8 starts only once the watch has scored 4. So checkpoints before the
@@ -213,6 +219,7 @@ def test_watch_follows_a_live_training_run(dataset_dir, tmp_path):
     assert again.returncode == 0 and not RESULT.search(again.stdout)
 
 
+@pytest.mark.slow
 def test_bad_eval_inputs_are_user_errors(trained, dataset_dir, tmp_path):
     """Mistakes the flags, the dataset or the restore find, made in-process as the
     evaluator makes them: each a UserError, which the command prints as its one line."""
@@ -246,6 +253,7 @@ def test_corrupt_model_spec_is_a_user_error(dataset_dir, tmp_path):
     assert (tmp_path / "model_spec.json").read_text() == "{not json"  # left as it was
 
 
+@pytest.mark.slow
 def test_corrupt_results_file_gets_one_line(trained, dataset_dir, tmp_path):
     train_dir, _ = trained
     (tmp_path / "eval_results.json").write_text("{not json")

@@ -14,6 +14,9 @@ from tests.cli_helpers import ROOT, run_module, run_python, single_error_line
 from utils import checkpoints
 from utils.tf_compat import tf
 
+# Every test here runs train.py, the converter or export under a file-size limit.
+pytestmark = pytest.mark.slow
+
 
 def file_bytes(directory, names=None):
     found = {}

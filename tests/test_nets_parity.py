@@ -168,6 +168,7 @@ def computed(tmp_path_factory):
                             logits[case])) for case in cases)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_names_shapes_and_end_points(case, computed):
     meta, _ = golden()
@@ -176,6 +177,7 @@ def test_names_shapes_and_end_points(case, computed):
     assert end_points == meta["cases"][case]["end_points"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_logits(case, computed):
     meta, logits = golden()
