@@ -185,9 +185,10 @@ def test_npu_environment_mistakes(npu_bridge, npu_dataset, tmp_path, environ, fr
         npu_env(npu_dataset, tmp_path / "train", environ)
 
 
-def test_train_py_on_the_stand_in(npu_dataset, tmp_path):
+def test_train_py_on_the_stand_in(npu_dataset, tmp_path, monkeypatch):
     """train.py --device=npu end to end, without JOB_ID (as run_1p.sh starts it): the
     stand-in's Estimator trains on the CPU, 2 steps per session.run."""
+    monkeypatch.delenv("JOB_ID", raising=False)  # Ascend machines often export one
     record = str(tmp_path / "records.jsonl")
     out = run_python("train.py", "--dataset_dir=" + npu_dataset, "--device=npu",
                      "--train_dir=" + str(tmp_path / "train"), "--model_name=mobilenet_v2_035",
