@@ -8,12 +8,14 @@ import logging
 import os
 import re
 
+import numpy as np
 import pytest
 
 import env as env_lib
 import estimator_impl
 from tests.cli_helpers import ROOT, run_python
 from tests.conftest import ListHandler, STUB
+from tests.qat_checks import LOGITS, assert_ranges_learned, changed, moving_statistics
 from tests.run_helpers import model_fn_for, train
 from tests.test_env_schedules import flag_values
 from utils.errors import UserError
@@ -185,9 +187,10 @@ def test_npu_environment_mistakes(npu_bridge, npu_dataset, tmp_path, environ, fr
         npu_env(npu_dataset, tmp_path / "train", environ)
 
 
-def test_train_py_on_the_stand_in(npu_dataset, tmp_path):
+def test_train_py_on_the_stand_in(npu_dataset, tmp_path, monkeypatch):
     """train.py --device=npu end to end, without JOB_ID (as run_1p.sh starts it): the
     stand-in's Estimator trains on the CPU, 2 steps per session.run."""
+    monkeypatch.delenv("JOB_ID", raising=False)  # Ascend machines often export one
     record = str(tmp_path / "records.jsonl")
     out = run_python("train.py", "--dataset_dir=" + npu_dataset, "--device=npu",
                      "--train_dir=" + str(tmp_path / "train"), "--model_name=mobilenet_v2_035",
@@ -217,16 +220,29 @@ def test_default_checkpoint_interval_is_a_whole_number_of_loops(npu_bridge, npu_
 
 def test_quantization_aware_training_on_the_stand_in(npu_bridge, npu_dataset, tmp_path):
     """QAT from scratch through the NPU path (NPUEstimator, device loops of 2, mixed
-    precision's loss scaling), then resumed: the quantization step counts every step of
-    every loop and goes on from the checkpoint; ranges learned."""
+    precision's loss scaling), one loop, then resumed for one more: the quantization step
+    counts every step of every loop and goes on from the checkpoint, so
+    --freeze_bn_delay=3 holds the batch-norm statistics through the resumed loop, after
+    the first loop moved them; the ranges are learned ones."""
     train_dir = str(tmp_path / "train")
-    for steps in (4, 6):
+    statistics = []
+    for steps in (2, 4):
         env = npu_env(npu_dataset, train_dir, {}, quantize_delay=1, freeze_bn_delay=3,
-                      save_checkpoints_steps=2, learning_rate=0.01, max_train_steps=steps)
+                      save_checkpoints_steps=2, learning_rate=0.01,
+                      learning_rate_decay_type="fixed", max_train_steps=steps)
         train(env, logging.getLogger("test_devices_npu"))
         reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(train_dir))
         assert reader.get_tensor("global_step") == steps
         assert reader.get_tensor("fake_quantization_step") == steps
-    assert 0.0 < reader.get_tensor("MobilenetV2/Conv/act_quant/max") <= 6.0
-    assert reader.get_tensor("MobilenetV2/Conv/weights_quant/min") < 0.0
+        statistics.append(moving_statistics(reader))
+    initial = moving_statistics(tf.train.load_checkpoint(os.path.join(train_dir,
+                                                                      "model.ckpt-0")))
+    assert changed(initial, statistics[0]) == sorted(initial)  # steps 1-2 updated each
+    assert changed(statistics[0], statistics[1]) == []  # steps 3-4 held them
+    # No step was skipped, so step 4 ended with Momentum's w -= lr * accumulation: the
+    # weights it read were w + lr * accumulation.
+    assert reader.get_tensor("steps_run") == 4
+    read = (reader.get_tensor(LOGITS + "weights")
+            + np.float32(0.01) * reader.get_tensor(LOGITS + "weights/Momentum"))
+    assert_ranges_learned(reader, read, steps=4)
     assert len(records(npu_bridge, "NPUEstimator")) == 2

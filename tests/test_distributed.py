@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import ROOT, TIMEOUT_S, _env
+from tests.qat_checks import LOGITS, assert_ranges_learned, changed, moving_statistics
 
 WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
 
@@ -70,23 +71,32 @@ def test_two_workers_train_mobilenet_to_identical_weights(tmp_path, tiny_records
 
 
 def test_two_workers_train_quantization_aware(tmp_path, tiny_records):
-    """QAT under MultiWorkerMirroredStrategy: the range variables (ON_READ, averaged
-    over replicas) need no cross-replica call in the graph; both workers end with the
-    same weights and the chief's checkpoint counts every quantization step."""
+    """QAT under MultiWorkerMirroredStrategy, a checkpoint at every step: the range
+    variables (ON_READ, averaged over replicas) need no cross-replica call in the graph.
+    Both workers end with every variable equal, the non-trainable ones included (each
+    saves its own session's: the chief into train_dir, worker 1 into
+    train_dir/tmp_worker_1); the ranges are learned ones; --freeze_bn_delay=2 let step 1
+    move the batch-norm statistics and held them at step 2."""
+    from utils.tf_compat import tf
     train_dir = str(tmp_path / "train")
     out = launch(str(tmp_path / "logs"), sys.executable, "train.py", "--device=cpu",
                  "--dataset_dir=" + tiny_records, "--train_dir=" + train_dir,
                  "--model_name=mobilenet_v2_035", "--train_image_size=32", "--batch_size=4",
-                 "--max_train_steps=4", "--learning_rate=0.01", "--bn_decay=0.9",
-                 "--log_every_n_steps=2", "--quantize_delay=1", "--freeze_bn_delay=3")
+                 "--max_train_steps=2", "--save_checkpoints_steps=1", "--learning_rate=0.01",
+                 "--learning_rate_decay_type=fixed", "--bn_decay=0.9",
+                 "--log_every_n_steps=1", "--quantize_delay=1", "--freeze_bn_delay=2")
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
-    digests = []
-    for rank in (0, 1):
-        with open(os.path.join(str(tmp_path / "logs"), str(rank), "train.log")) as handle:
-            digests.append([l for l in handle.read().splitlines()
-                            if l.startswith("weights_sha1:")])
-    assert len(digests[0]) == 1 and digests[0] == digests[1]
-    from utils.tf_compat import tf
-    reader = tf.train.load_checkpoint(os.path.join(train_dir, "model.ckpt-4"))
-    assert reader.get_tensor("fake_quantization_step") == 4
-    assert 0.0 < reader.get_tensor("MobilenetV2/Conv/act_quant/max") <= 6.0
+    chief = [tf.train.load_checkpoint(os.path.join(train_dir, "model.ckpt-%d" % step))
+             for step in range(3)]
+    worker = tf.train.load_checkpoint(os.path.join(train_dir, "tmp_worker_1", "model.ckpt-2"))
+    names = sorted(chief[2].get_variable_to_shape_map())
+    assert names == sorted(worker.get_variable_to_shape_map())
+    assert {"fake_quantization_step", LOGITS + "act_quant/min", LOGITS + "weights/Momentum",
+            "MobilenetV2/Conv/BatchNorm/moving_mean"} <= set(names)
+    assert [name for name in names
+            if not np.array_equal(chief[2].get_tensor(name), worker.get_tensor(name))] == []
+    assert chief[2].get_tensor("fake_quantization_step") == 2
+    statistics = [moving_statistics(reader) for reader in chief]
+    assert changed(statistics[0], statistics[1]) == sorted(statistics[0])
+    assert changed(statistics[1], statistics[2]) == []
+    assert_ranges_learned(chief[2], chief[1].get_tensor(LOGITS + "weights"), steps=2)

@@ -203,22 +203,31 @@ def test_float32_runs_scale_the_loss_only_when_asked(dataset_dir):
     assert {"loss_scale", "overflow_steps"} <= set(summarized)
 
 
-@pytest.mark.parametrize("overrides, manager, scale", [
-    ({}, "ExponentialUpdateLossScaleManager", 2.0 ** 32),
-    (dict(loss_scale="1024"), "FixedLossScaleManager", 1024.0),
+@pytest.mark.parametrize("overrides, manager, scales", [
+    # Overflows halve the dynamic scale every second one (decr_every_n_nan_or_inf=2,
+    # decr_ratio=0.5); they never move a fixed one.
+    ({}, "ExponentialUpdateLossScaleManager", [2.0 ** 32, 2.0 ** 32, 2.0 ** 31]),
+    (dict(loss_scale="1024"), "FixedLossScaleManager", [1024.0] * 3),
 ])
 def test_npu_scale_comes_from_the_loss_scale_manager(npu_bridge, npu_dataset, tmp_path,
-                                                      overrides, manager, scale):
+                                                      overrides, manager, scales):
+    """One finite step, then two whose images of Inf overflow every gradient: the
+    telemetry reads the manager's scale after each step."""
     model = model_fn_for(npu_env(npu_dataset, tmp_path / "train", {}, **overrides))
     with tf.Graph().as_default() as graph:
-        model(tf.zeros([4, 32, 32, 3]), tf.zeros([4], tf.int32), tf.estimator.ModeKeys.TRAIN)
+        images = tf.placeholder_with_default(tf.zeros([4, 32, 32, 3]), [4, 32, 32, 3])
+        spec = model(images, tf.zeros([4], tf.int32), tf.estimator.ModeKeys.TRAIN)
         watched = sorted(resilience.watched_tensors())
         after = {name: graph.get_tensor_by_name(name + "_after_step:0")
                  for name in ("loss_scale", "overflow_steps")}
         variables = [v.op.name for v in tf.global_variables()]
         with tf.Session() as session:
             session.run([tf.global_variables_initializer(), tf.local_variables_initializer()])
-            assert session.run(after) == {"loss_scale": scale, "overflow_steps": 0}
+            seen = [session.run([spec.train_op, after],
+                                {images: np.full([4, 32, 32, 3], value, np.float32)})[1]
+                    for value in (0.0, np.inf, np.inf)]
+    assert seen == [{"loss_scale": scale, "overflow_steps": skipped}
+                    for skipped, scale in enumerate(scales)]
     # Asked twice: NPULossScaleOptimizer scales the loss with it, the telemetry reads it
     # again after the step.
     assert records(npu_bridge, manager + ".get_loss_scale") == [{}, {}]
@@ -239,15 +248,27 @@ def npu_scaled_square(manager, is_distributed=False):
     return train_op, x, [weight, global_step, manager.get_loss_scale()]
 
 
-@pytest.mark.parametrize("is_distributed", [False, True])
+@pytest.mark.parametrize("is_distributed, expected", [
+    # w -= 0.1 * 2w on each applied step: 2 -> 1.6 -> 1.28 -> 1.024 -> 0.8192.
+    (False, [(1.6, 1, 4), (1.28, 2, 8), (1.28, 2, 8), (1.024, 3, 8), (0.8192, 4, 16)]),
+    (True, [(1.6, 1, 4), (1.28, 2, 8), (1.28, 2, 8), (1.28, 2, 4), (1.024, 3, 4)]),
+])
 def test_npu_exponential_manager_grows_shrinks_and_skips(npu_bridge, monkeypatch,
-                                                        is_distributed):
+                                                        is_distributed, expected):
     """Two finite steps in a row double the scale; an overflow is skipped (weights and
-    global step kept), the second one halves the scale. Distributed, every rank's overflow
-    status is summed (here: ranks that agree)."""
+    global step kept), the second one halves the scale. Step 4 overflows on the other
+    rank only (its status added to this one's where HCCL sums them): distributed, this
+    rank skips it too and halves the scale; alone, it applies the step."""
     from npu_bridge.estimator.npu import npu_loss_scale_manager as managers
+    from npu_bridge.hccl import hccl_ops
     monkeypatch.setenv("RANK_SIZE", "2" if is_distributed else "1")
     with tf.Graph().as_default():
+        other_rank = tf.placeholder_with_default(0.0, [])  # its overflow status
+
+        def two_rank_sum(tensor, reduction, **options):
+            assert reduction == "sum"
+            return tf.convert_to_tensor(tensor) + other_rank
+        monkeypatch.setattr(hccl_ops, "allreduce", two_rank_sum)
         manager = managers.ExponentialUpdateLossScaleManager(
             init_loss_scale=4.0, incr_every_n_steps=2, decr_every_n_nan_or_inf=2,
             decr_ratio=0.5)
@@ -255,11 +276,10 @@ def test_npu_exponential_manager_grows_shrinks_and_skips(npu_bridge, monkeypatch
         seen = []
         with tf.Session() as session:
             session.run(tf.global_variables_initializer())
-            for value in (1.0, 1.0, np.inf, np.inf, 1.0):
-                session.run(train_op, {x: value})
+            for here, there in ((1.0, 0.0), (1.0, 0.0), (np.inf, 0.0), (1.0, 1.0), (1.0, 0.0)):
+                session.run(train_op, {x: here, other_rank: there})
                 seen.append(tuple(round(float(v), 5) for v in session.run(state)))
-    w1, w2, w3 = 1.6, 1.28, 1.024  # w -= 0.1 * 2w, once per applied step
-    assert seen == [(w1, 1, 4), (w2, 2, 8), (w2, 2, 8), (w2, 2, 4), (w3, 3, 4)]
+    assert seen == expected
 
 
 @pytest.mark.parametrize("check, expected_step", [(True, 0), (False, 1)])
