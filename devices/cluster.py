@@ -5,6 +5,8 @@ Several processes (TF_CONFIG, set by scripts/run_8p.sh or by you across hosts):
 MultiWorkerMirroredStrategy, NCCL between GPUs, ring all-reduce between CPUs. On TF 2.15
 an Estimator trains multi-worker only through tf.estimator.train_and_evaluate.
 """
+import inspect
+
 from devices import graph_rewrites, precision
 from devices.base import Device
 from devices.checkpoint_saver import ResumeSafeSaverHook
@@ -53,10 +55,12 @@ class TfDevice(Device):
             save_checkpoints_secs=env.save_checkpoints_secs,
             keep_checkpoint_max=env.keep_checkpoint_max,
             log_step_count_steps=env.log_every_n_steps,
-            session_config=self.session_config(), train_distribute=self.strategy)
+            session_config=self.session_config(), train_distribute=self.strategy,
+            **_no_graph_text())
         return tf.estimator.Estimator(model_fn=model_fn, config=run_config)
 
     def wrap_optimizer(self, optimizer):
+        """The optimizer under loss scaling when the run scales its loss."""
         if self.skips_overflow_steps():
             return precision.loss_scale_optimizer(optimizer, self.env.loss_scale)
         return optimizer
@@ -106,3 +110,12 @@ class TfDevice(Device):
         if env.loss_scale is not None:
             parts.append("loss scale %s" % env.loss_scale)
         return ", ".join(parts)
+
+
+def _no_graph_text():
+    """RunConfig's setting that stops every worker's saver writing graph.pbtxt (seconds of
+    text for a MobileNetV2 graph at start-up; the one-process saver skips it too, see
+    train()), where the installed tf.estimator has it (TF 2.x; TF 1.15's does not)."""
+    parameters = inspect.signature(tf.estimator.RunConfig.__init__).parameters
+    return ({"checkpoint_save_graph_def": False}
+            if "checkpoint_save_graph_def" in parameters else {})
