@@ -143,14 +143,13 @@ def test_saved_model_bytes_signature_preprocesses_inside(exported, validation_ba
 def test_int8_tracks_the_float_model_on_the_same_images(exported, digits, validation_split):
     """Full-integer int8 against the float TFLite model on the 359 validation images,
     compared with each other rather than with the labels: logits within a few percent
-    of their range, the same class for at least 95% of the images, so top-1 within 5
-    points whatever the accuracy, and the evaluator's top-1s no further apart than the
-    share of images where the classes differ. Measured: mean logit difference 0.4% of
-    the range, 99% of the images within 4.2% and the worst at 9.3% (an image whose
-    logits int8 shrinks by a fifth: a calibrated range clips it), 3 images of 359 with
-    another class, all decided by the float model with a margin under 0.35; top-1 331
-    and 332 images (the 12-epoch model this file trained before: 0.7% and 5% of the
-    range, 8 images)."""
+    of their range, the same class for at least 95% of the images, and the evaluator's
+    top-1s a few images apart. Measured: mean logit difference 0.4% of the range, 99%
+    of the images within 4.2% and the worst at 9.3% (an image whose logits int8 shrinks
+    by a fifth: a calibrated range clips it), 3 images of 359 with another class, all
+    decided by the float model with a margin under 0.35; top-1 331 and 332 images (the
+    12-epoch model this file trained before: 0.7% and 5% of the range, 8 images, top-1
+    1 image apart)."""
     import logger as logger_lib
     from evaluation.evaluator import Evaluator
     from export import models
@@ -174,7 +173,8 @@ def test_int8_tracks_the_float_model_on_the_same_images(exported, digits, valida
         model.close()
         assert result["images"] == 359 and result["model_format"] == fmt
         top1[fmt] = result["top1"]
-    assert abs(top1["tflite_int8"] - top1["tflite"]) <= 1 - agreement + 1e-9, top1
+    # Measured 1 image apart (and 1 with the previous model): 4 is the bound.
+    assert abs(top1["tflite_int8"] - top1["tflite"]) * 359 <= 4 + 1e-6, top1
 
 
 def test_evaluator_scores_an_exported_model_like_its_checkpoint(exported, digits_float,

@@ -394,13 +394,14 @@ def test_frozen_graph_and_int8_tflite_give_the_simulated_results(digits, qat_run
     int8_logits = model.logits(images)
     model.close()
     # Integer kernels round where fake-quant ops do not (about one step per layer, fed
-    # the same input), so a few images near a tie change class: measured 98.1% the same
-    # class, top-1 0.813 and 0.808. Top-1 can differ by no more than that share.
+    # the same input), so a few images near a tie change class: measured 1 of 359 here
+    # (7 on an earlier machine's fine-tune), and top-1 330 and 330 images (0.813 and
+    # 0.808 there: 2 apart). Bounds: 4% of the images, and 4 images of top-1.
     agreement = np.mean(int8_logits.argmax(1) == simulated.argmax(1))
     assert agreement >= 0.96, agreement
-    simulated_top1 = np.mean(simulated.argmax(1) == labels)
-    int8_top1 = np.mean(int8_logits.argmax(1) == labels)
-    assert abs(int8_top1 - simulated_top1) <= 1 - agreement + 1e-9, (int8_top1, simulated_top1)
+    int8_right = np.sum(int8_logits.argmax(1) == labels)
+    simulated_right = np.sum(simulated.argmax(1) == labels)
+    assert abs(int8_right - simulated_right) <= 4, (int8_right, simulated_right)
 
 
 def _outlier_ratio(train_dir, scope):
