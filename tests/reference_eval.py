@@ -109,14 +109,17 @@ def restore_names(variables, use_ema):
     return dict((v.op.name + (EMA if use_ema else ""), v) for v in variables)
 
 
-def logits(model_name, num_classes, checkpoint, images, use_ema, batch_size):
-    """float64 logits of a fresh inference graph of ``model_name`` restored from
-    ``checkpoint`` by a plain Saver, on float [N, S, S, 3] images fed ``batch_size`` at
-    a time (the evaluator's batches: other batch shapes change the float32 sums' order,
-    moving logits by ~1e-4)."""
+def logits(model_name, num_classes, checkpoint, images, use_ema, batch_size,
+           quantize=None):
+    """float64 logits of a fresh inference graph of ``model_name`` (nets_factory's
+    ``quantize``: the simulated int8 one) restored from ``checkpoint`` by a plain
+    Saver, on float [N, S, S, 3] images fed ``batch_size`` at a time (the evaluator's
+    batches: other batch shapes change the float32 sums' order, moving logits by
+    ~1e-4)."""
     with tf.Graph().as_default():
         placeholder = tf.placeholder(tf.float32, [None] + list(images.shape[1:]))
-        output, _ = nets_factory.get_network_fn(model_name, num_classes)(placeholder)
+        output, _ = nets_factory.get_network_fn(model_name, num_classes,
+                                                quantize=quantize)(placeholder)
         names = restore_names(tf.global_variables(), use_ema)
         stored = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
         absent = sorted(n for n in names if n not in stored)

@@ -1,6 +1,8 @@
 """Export on a real trained model: the scikit-learn digits, MobileNetV2-0.35 at 32 px,
-trained for a few epochs; then every export format, predict.py and the evaluator's
---model_file, checked against the checkpoint's own logits and top-1."""
+trained for a few epochs (conftest's shared ``digits_float``); then every export format,
+predict.py and the evaluator's --model_file, checked against the checkpoint's own logits
+and top-1. The tests compare formats with each other on the same images, not with an
+accuracy."""
 import json
 import os
 
@@ -8,41 +10,20 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import run_python as run, single_error_line
+from tests.digits_helpers import FLOAT_EPOCHS
 
 FORMATS = {"saved_model": "model_saved", "frozen_pb": "model.pb", "tflite": "model.tflite",
            "tflite_int8": "model_int8.tflite", "onnx": "model.onnx"}
 
 
 @pytest.fixture(scope="module")
-def train_dir(digits):
-    """The demo recipe, shortened to 12 epochs, made deterministic: two runs wrote the
-    same 683 checkpoint tensors bit for bit. The demo's random crops (--min_crop_area=0.5)
-    are not seeded by --seed (tf.compat.v1.image.sample_distorted_bounding_box, called
-    without a seed, ignores the graph-level one), and with them the same command gave
-    top-1 0.66-0.9 from run to run; --min_crop_area=1.0 crops the whole image, and one
-    data thread fixes the order of whatever the input pipeline draws. The tests below
-    compare formats with each other on the same images, not with an accuracy."""
-    train_dir = os.path.join(digits, "train")
-    out = run("train.py", "--dataset_dir=" + os.path.join(digits, "records"),
-              "--train_dir=" + train_dir, "--model_name=mobilenet_v2_035",
-              "--train_image_size=32", "--batch_size=32", "--max_epoch=12",
-              "--optimizer=momentum", "--learning_rate=0.005",
-              "--learning_rate_decay_type=cosine", "--warmup_epochs=1",
-              "--label_smoothing=0.1", "--bn_decay=0.9", "--moving_average_decay=0.99",
-              "--min_crop_area=1.0", "--random_flip=false", "--data_threads=1",
-              "--log_every_n_steps=200", "--seed=3")
-    assert out.returncode == 0, out.stderr[-3000:]
-    return train_dir
-
-
-@pytest.fixture(scope="module")
-def exported(digits, train_dir):
+def exported(digits, digits_float):
     """Every format, written in this process from the newest checkpoint."""
     from dataloader import data_provider
     from datasets import dataset_factory
     from export import checkpoint_spec, formats
     from utils.checkpoints import resolve_checkpoint
-    checkpoint = resolve_checkpoint(train_dir)
+    checkpoint = resolve_checkpoint(digits_float)
     spec, names = checkpoint_spec.resolve(checkpoint)
     dataset = dataset_factory.get_dataset("auto", os.path.join(digits, "records"))
     calibration = data_provider.sample_eval_images(dataset, "train", 200, spec.image_size)
@@ -99,18 +80,18 @@ def _logits(path, images, **overrides):
         model.close()
 
 
-def test_training_recorded_what_the_exporter_needs(train_dir, digits):
+def test_training_recorded_what_the_exporter_needs(digits_float, digits):
     from utils.checkpoints import read_model_spec
-    spec = read_model_spec(train_dir)
+    spec = read_model_spec(digits_float)
     assert spec["model_name"] == "mobilenet_v2_035" and spec["num_classes"] == 10
     assert spec["eval_image_size"] == spec["train_image_size"] == 32
     assert spec["labels_offset"] == 0
     assert spec["dataset_dir"] == os.path.join(digits, "records")
 
 
-def test_every_format_gives_the_checkpoints_logits(train_dir, exported, validation_batch):
+def test_every_format_gives_the_checkpoints_logits(digits_float, exported, validation_batch):
     _, images, _ = validation_batch
-    reference = _logits(train_dir, images)
+    reference = _logits(digits_float, images)
     tolerances = {"saved_model": 1e-4, "frozen_pb": 1e-4, "onnx": 1e-4, "tflite": 1e-3}
     # Logits that differ between classes and images by far more than the tolerances, so
     # that a format returning anything else fails (a constant model would not).
@@ -121,14 +102,14 @@ def test_every_format_gives_the_checkpoints_logits(train_dir, exported, validati
         assert diff <= tolerance, (fmt, diff)
 
 
-def test_metadata_names_the_tensors_and_classes(exported, train_dir):
+def test_metadata_names_the_tensors_and_classes(exported, digits_float):
     from export import metadata
     for fmt, path in exported.items():
         meta = metadata.read_meta(path)
         assert meta["format"] == fmt and meta["ema"] is True
         assert meta["input"] == "input" and meta["outputs"] == ["logits", "probabilities"]
         assert meta["class_names"] == [str(d) for d in range(10)]
-        assert meta["global_step"] == 12 * (1438 // 32)
+        assert meta["global_step"] == FLOAT_EPOCHS * (1438 // 32)
     assert not [n for n in os.listdir(os.path.dirname(exported["onnx"]))
                 if n.endswith((".partial", ".old"))]
 
@@ -162,11 +143,13 @@ def test_saved_model_bytes_signature_preprocesses_inside(exported, validation_ba
 def test_int8_tracks_the_float_model_on_the_same_images(exported, digits, validation_split):
     """Full-integer int8 against the float TFLite model on the 359 validation images,
     compared with each other rather than with the labels: logits within a few percent
-    of their range, the same class for at least 95% of the images, so top-1 within 5
-    points whatever the accuracy, and the evaluator's top-1s no further apart than the
-    share of images where the classes differ. Measured: mean and largest logit
-    differences 0.7% and 5% of the range, 8 images of 359 (2.2%) with another class,
-    all decided by the float model with a margin under 0.75; top-1 0.830 and 0.833."""
+    of their range, the same class for at least 95% of the images, and the evaluator's
+    top-1s a few images apart. Measured: mean logit difference 0.4% of the range, 99%
+    of the images within 4.2% and the worst at 9.3% (an image whose logits int8 shrinks
+    by a fifth: a calibrated range clips it), 3 images of 359 with another class, all
+    decided by the float model with a margin under 0.35; top-1 331 and 332 images (the
+    12-epoch model this file trained before: 0.7% and 5% of the range, 8 images, top-1
+    1 image apart)."""
     import logger as logger_lib
     from evaluation.evaluator import Evaluator
     from export import models
@@ -177,8 +160,9 @@ def test_int8_tracks_the_float_model_on_the_same_images(exported, digits, valida
     assert sorted(set(logits["tflite"].argmax(1))) == list(range(10))
     spread = np.ptp(logits["tflite"])
     error = np.abs(logits["tflite_int8"] - logits["tflite"])
-    assert error.mean() <= 0.02 * spread and error.max() <= 0.1 * spread, (
-        error.mean(), error.max(), spread)
+    worst = error.max(axis=1)
+    assert error.mean() <= 0.02 * spread and np.percentile(worst, 99) <= 0.1 * spread \
+        and worst.max() <= 0.2 * spread, (error.mean(), np.sort(worst)[-5:], spread)
     agreement = np.mean(logits["tflite"].argmax(1) == logits["tflite_int8"].argmax(1))
     assert agreement >= 0.95, agreement
     top1 = {}
@@ -189,14 +173,15 @@ def test_int8_tracks_the_float_model_on_the_same_images(exported, digits, valida
         model.close()
         assert result["images"] == 359 and result["model_format"] == fmt
         top1[fmt] = result["top1"]
-    assert abs(top1["tflite_int8"] - top1["tflite"]) <= 1 - agreement + 1e-9, top1
+    # Measured 1 image apart (and 1 with the previous model): 4 is the bound.
+    assert abs(top1["tflite_int8"] - top1["tflite"]) * 359 <= 4 + 1e-6, top1
 
 
-def test_evaluator_scores_an_exported_model_like_its_checkpoint(exported, train_dir,
+def test_evaluator_scores_an_exported_model_like_its_checkpoint(exported, digits_float,
                                                                 digits, validation_split):
     records = "--dataset_dir=" + os.path.join(digits, "records")
     eval_dir = os.path.join(digits, "eval_cli")
-    by_checkpoint = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
+    by_checkpoint = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + digits_float,
                         records, "--model_name=mobilenet_v2_035", "--eval_image_size=32",
                         "--eval_dir=" + eval_dir, "--batch_size=100")
     by_onnx = run("eval_image_classifier_mobilenet.py", "--model_file=" + exported["onnx"],
@@ -209,7 +194,7 @@ def test_evaluator_scores_an_exported_model_like_its_checkpoint(exported, train_
     # ONNX gives the checkpoint's logits within 1e-4: only an image whose two best
     # logits lie closer than twice that may change its class between the two.
     images, _ = validation_split
-    best_two = -np.sort(-_logits(train_dir, images), axis=1)[:, :2]
+    best_two = -np.sort(-_logits(digits_float, images), axis=1)[:, :2]
     close_calls = int(np.sum(best_two[:, 0] - best_two[:, 1] < 2e-4))
     assert abs(results[0]["top1"] - results[1]["top1"]) * 359 <= close_calls + 1e-6
     assert results[0]["loss"] == pytest.approx(results[1]["loss"], rel=1e-4)
@@ -239,9 +224,9 @@ def test_predict_names_the_classes_the_model_knows(exported, validation_batch, t
     assert len(lines) == len(picked) and lines[0].startswith(picked[0] + ": ")
 
 
-def test_export_command_line_writes_a_model(train_dir, tmp_path):
+def test_export_command_line_writes_a_model(digits_float, tmp_path):
     output = str(tmp_path / "cli.pb")
-    out = run("export_model.py", "--checkpoint_path=" + train_dir, "--format=frozen_pb",
+    out = run("export_model.py", "--checkpoint_path=" + digits_float, "--format=frozen_pb",
               "--output=" + output)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "exported mobilenet_v2_035 frozen_pb" in out.stdout and os.path.getsize(output) > 0
@@ -269,7 +254,7 @@ def test_predict_bad_input_gets_one_line(args, fragment, exported, validation_ba
     assert fragment in single_error_line(run("predict.py", *args))
 
 
-def test_damaged_models_and_missing_facts_are_user_errors(exported, train_dir, tmp_path):
+def test_damaged_models_and_missing_facts_are_user_errors(exported, digits_float, tmp_path):
     from export import checkpoint_spec, formats, models
     from utils.errors import UserError
     for suffix in (".tflite", ".pb", ".onnx"):
@@ -283,7 +268,7 @@ def test_damaged_models_and_missing_facts_are_user_errors(exported, train_dir, t
     bare = tmp_path / "bare"
     bare.mkdir()
     from utils.checkpoints import resolve_checkpoint
-    checkpoint = resolve_checkpoint(train_dir)
+    checkpoint = resolve_checkpoint(digits_float)
     for ext in (".index", ".data-00000-of-00001"):
         os.link(checkpoint + ext, str(bare / ("model.ckpt" + ext)))
     with pytest.raises(UserError, match="--model_name"):

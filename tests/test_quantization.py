@@ -2,8 +2,9 @@
 start from a float checkpoint (from scratch and resumed: tests/test_devices_npu.py), and
 the simulated int8 graph carried through evaluation and export.
 
-The digits (MobileNetV2-0.35 at 32 px): a float model trained briefly, then a QAT
-fine-tune of it, as the references do; the unit tests build graphs only."""
+The digits (MobileNetV2-0.35 at 32 px): the float model trained briefly that the suite
+shares (conftest's ``digits_float``), then a QAT fine-tune of it, as the references do;
+the unit tests build graphs only."""
 import json
 import os
 
@@ -11,40 +12,19 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import run_python as run, single_error_line
+from tests.digits_helpers import MODEL, train
 
-MODEL = "mobilenet_v2_035"
 # The blocks of MobileNetV2 that add their input (stride 1, same depth): TF-Slim's
 # V2_DEF, counted by hand from the paper's table (t, c, n, s).
 RESIDUAL_BLOCKS = (2, 4, 5, 7, 8, 9, 11, 12, 14, 15)
-TRAIN_FLAGS = ("--model_name=" + MODEL, "--train_image_size=32", "--batch_size=32",
-               "--optimizer=momentum", "--learning_rate_decay_type=cosine",
-               "--label_smoothing=0.1", "--bn_decay=0.9", "--min_crop_area=1.0",
-               "--random_flip=false", "--data_threads=1", "--log_every_n_steps=100",
-               "--seed=3")
-
-
-def _train(digits, name, *flags):
-    train_dir = os.path.join(digits, name)
-    out = run("train.py", "--dataset_dir=" + os.path.join(digits, "records"),
-              "--train_dir=" + train_dir, *(TRAIN_FLAGS + flags))
-    assert out.returncode == 0, out.stderr[-3000:]
-    return train_dir, out
 
 
 @pytest.fixture(scope="module")
-def float_dir(digits):
-    """A short float run (440 steps): 0.866 top-1, and the measured case where
-    post-training quantization to contrib's per-tensor int8 loses clearly (0.579)."""
-    return _train(digits, "qat_float", "--max_epoch=10", "--learning_rate=0.02",
-                  "--warmup_epochs=1", "--moving_average_decay=0.99")[0]
-
-
-@pytest.fixture(scope="module")
-def qat_run(digits, float_dir):
+def qat_run(digits, digits_float):
     """The references' second start: a QAT fine-tune of the float checkpoint."""
-    return _train(digits, "qat_finetune", "--max_epoch=2", "--learning_rate=0.001",
-                  "--restore_path=" + float_dir, "--restore_exclude=none",
-                  "--quantize_delay=0", "--freeze_bn_delay=60")
+    return train(digits, "qat_finetune", "--max_epoch=2", "--learning_rate=0.001",
+                 "--restore_path=" + digits_float, "--restore_exclude=none",
+                 "--quantize_delay=0", "--freeze_bn_delay=60")
 
 
 def _checkpoint(train_dir):
@@ -55,6 +35,12 @@ def _checkpoint(train_dir):
 def _variables(train_dir):
     from utils.tf_compat import tf
     return dict(tf.train.list_variables(_checkpoint(train_dir)))
+
+
+def _range_scopes(train_dir):
+    """The scopes of the checkpoint's ranges (``<scope>/min`` and ``/max``)."""
+    return set(name[:-len("/min")] for name in _variables(train_dir)
+               if name.endswith(("weights_quant/min", "act_quant/min", "bypass_quant/min")))
 
 
 def _evaluator(digits, name):
@@ -88,18 +74,78 @@ def _simulated_logits(digits, checkpoint):
     return [np.concatenate([b[i] for b in batches]) for i in range(3)]
 
 
+# How far two float32 routes to the same logits may drift (batch shapes, kernels): the
+# float export formats are held to it; measured 3e-6 between batches of 100 and 359.
+ROUTE_EPSILON = 1e-4
+
+
+@pytest.fixture(scope="module")
+def qat_reference(digits, qat_run):
+    """The QAT checkpoint over the validation split by tests/reference_eval's route (of
+    the evaluator only its input pipeline, for the same images in its order): (images,
+    labels, the simulated int8 graph's logits, the float graph's logits of the same
+    weights). The fine-tune keeps no moving averages."""
+    from quantization.rewrite import INFERENCE
+    from tests import reference_eval
+    checkpoint = _checkpoint(qat_run[0])
+    batches = reference_eval.evaluator_batches(_evaluator(digits, "qat_reference"))
+    images = np.concatenate([b[0] for b in batches])
+    logits = [reference_eval.logits(MODEL, 10, checkpoint, images, use_ema=False,
+                                    batch_size=100, quantize=quantize)
+              for quantize in (INFERENCE, None)]
+    return [images, np.concatenate([b[1] for b in batches])] + logits
+
+
+@pytest.fixture(scope="module")
+def qat_frozen(digits, qat_run):
+    """The QAT checkpoint exported as a frozen graph by export_model.py, held to the
+    ranges the checkpoint holds: a fake-quant op reading each, one more for the
+    average pool (an int8 pool rounds to its input's range again), and the input's
+    fixed range (no variables)."""
+    from utils.tf_compat import tf
+    frozen = os.path.join(digits, "qat_model.pb")
+    _export(qat_run[0], "frozen_pb", frozen)
+    graph_def = tf.GraphDef()
+    with open(frozen, "rb") as handle:
+        graph_def.ParseFromString(handle.read())
+    ops = dict((node.name, node.op) for node in graph_def.node)
+    ranges = _range_scopes(qat_run[0])
+    assert len(ranges) == 53 * 2 + 10  # each layer's weights and activation, each add
+    with_vars = [n.rpartition("/")[0] for n, op in ops.items()
+                 if op == "FakeQuantWithMinMaxVars"]
+    pools = [n for n, op in ops.items() if op == "AvgPool"]
+    assert len(with_vars) == len(ranges) + len(pools) and ranges <= set(with_vars), (
+        len(with_vars), sorted(ranges - set(with_vars))[:3])
+    assert [n for n, op in ops.items() if op == "FakeQuantWithMinMaxArgs"] == ["input_quant"]
+    return frozen
+
+
 # ------------------------------------------------------------------ the graph, unit level
 
+def _feeding_ops(tensor):
+    """Every op ``tensor`` is computed from (its own included)."""
+    seen, pending = set(), [tensor.op]
+    while pending:
+        op = pending.pop()
+        if op not in seen:
+            seen.add(op)
+            pending.extend(t.op for t in op.inputs)
+    return seen
+
+
 def _network_logits(x, checkpoint, is_training, quantize, save_random_statistics=False):
-    """The network's logits on ``x`` with its float variables from ``checkpoint`` (after
-    writing it, with random batch-norm parameters, when ``save_random_statistics``)."""
+    """(the network's logits on ``x`` with its float variables from ``checkpoint`` (after
+    writing it, with random batch-norm parameters, when ``save_random_statistics``),
+    {name: type} of the ops they are computed from)."""
     from nets import nets_factory
     from utils.tf_compat import tf
     rng = np.random.RandomState(1)
     with tf.Graph().as_default():
+        tf.set_random_seed(1)  # the initial weights: one draw, every run
         logits, _ = nets_factory.get_network_fn(
             MODEL, 10, is_training=is_training, quantize=quantize,
             dropout_keep_prob=1.0)(tf.constant(x))
+        feeding = _feeding_ops(logits)
         model_vars = [v for v in tf.global_variables() if "_quant" not in v.op.name
                       and "quantization_step" not in v.op.name]
         with tf.Session() as sess:
@@ -115,26 +161,43 @@ def _network_logits(x, checkpoint, is_training, quantize, save_random_statistics
                 tf.train.Saver(model_vars).save(sess, checkpoint)
             else:
                 tf.train.Saver(model_vars).restore(sess, checkpoint)
-            return sess.run(logits)
+            return sess.run(logits), dict((op.name, op.type) for op in feeding)
 
 
 def test_folded_batch_norm_is_batch_norm_exactly(tmp_path):
     """Quantization delayed: the folded training graph (moving-statistics weights,
     corrected back to batch statistics) gives slim's batch-norm network's logits; batch
-    norm frozen: the inference network's. Random statistics make the fold matter."""
+    norm frozen: the inference network's. Random statistics make the fold matter, and
+    the graphs compared are folded: no batch norm op feeds their logits, a folded
+    convolution (contrib's ``<layer op>_Fold``) stands for each one the float network
+    has."""
     from quantization.rewrite import Settings
     from utils.tf_compat import tf
     grid = np.random.RandomState(0).uniform(-1, 1, [8, 32, 32, 3]).astype(np.float32)
     with tf.Graph().as_default(), tf.Session() as sess:  # on the input's 8-bit grid
         x = sess.run(tf.fake_quant_with_min_max_args(grid, min=-1.0, max=1.0))
     checkpoint = str(tmp_path / "random.ckpt")
-    float_training = _network_logits(x, checkpoint, True, None, save_random_statistics=True)
-    float_inference = _network_logits(x, checkpoint, False, None)
-    delayed = _network_logits(x, checkpoint, True, Settings(10 ** 6, None))
-    frozen = _network_logits(x, checkpoint, True, Settings(10 ** 6, 0))
+    float_training, feeding = _network_logits(x, checkpoint, True, None,
+                                              save_random_statistics=True)
+    batch_norms = sorted(name.rpartition("/")[0] for name, kind in feeding.items()
+                         if kind.startswith("FusedBatchNorm"))
+    assert len(batch_norms) == 52  # every layer's but the logits'
+    float_inference = _network_logits(x, checkpoint, False, None)[0]
     assert np.abs(float_training - float_inference).max() > 0.1  # the two differ
-    for got, want in ((delayed, float_training), (frozen, float_inference)):
-        assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max(), (got, want)
+    # float32 rounding only, relative to the largest logit, measured over six draws of
+    # the weights: 2.6e-5 to 6.4e-5 with batch statistics (the batch's variance taken
+    # twice, by the fused op and by moments, then divided by), 1.0e-6 to 3.4e-6 with
+    # moving ones; the bounds five and nine times the largest. (Without the fold's
+    # epsilon: 7e-4 to 1.5e-3.)
+    for settings, want, tolerance in ((Settings(10 ** 6, None), float_training, 3e-4),
+                                      (Settings(10 ** 6, 0), float_inference, 3e-5)):
+        got, feeding = _network_logits(x, checkpoint, True, settings)
+        assert not [k for k in feeding.values() if k.startswith("FusedBatchNorm")]
+        folded = sorted(name.rpartition("/")[0] + "/BatchNorm" for name in feeding
+                        if name.endswith(("/Conv2D_Fold", "/depthwise_Fold")))
+        assert folded == batch_norms, (len(folded), folded[:3])
+        error = np.abs(got - want).max() / np.abs(want).max()
+        assert error <= tolerance, (settings, error)
 
 
 def _moving_mean_change(settings):
@@ -187,13 +250,34 @@ def test_networks_contrib_cannot_quantize_are_refused_in_one_line():
     assert _quantize_error("mnasnet_b1") is None
 
 
-def test_every_mobilenet_v2_quantizes_whole():
-    """Every multiplier and the CIFAR variant: nothing left without a range."""
+def _variable_names(model_name, quantize):
+    """The variables of ``model_name``'s training graph (64 px)."""
     from nets import nets_factory
+    from utils.tf_compat import tf
+    with tf.Graph().as_default():
+        nets_factory.get_network_fn(model_name, 10, is_training=True,
+                                    quantize=quantize)(tf.zeros([1, 64, 64, 3]))
+        return set(v.op.name for v in tf.global_variables())
+
+
+def test_every_mobilenet_v2_quantizes_whole():
+    """Every multiplier and the CIFAR variant: the rewrite adds exactly the range
+    variables derived from the float network's own layers (each layer's weights and
+    activation, each residual add), none missing, none else. All seven keep
+    MobileNetV2's variable names (TF-Slim's checkpoints), so one float graph serves."""
+    from nets import nets_factory
+    from quantization.rewrite import Settings
     names = [n for n in nets_factory.model_names() if n.startswith("mobilenet_v2")]
     assert len(names) == 7
+    float_variables = _variable_names("mobilenet_v2", None)
+    expected = _expected_quantization_variables(float_variables)
     for name in names:
-        assert _quantize_error(name) is None, name
+        # Delayed, so that the graph counts its steps (fake_quantization_step) too.
+        variables = _variable_names(name, Settings(10 ** 6, None))
+        added = variables - float_variables
+        assert added == expected, (name, sorted(added - expected)[:5],
+                                   sorted(expected - added)[:5])
+        assert float_variables <= variables, name
 
 
 def test_quantization_flags_are_checked_in_one_line(tmp_path):
@@ -227,9 +311,9 @@ def _expected_quantization_variables(float_variables):
     return expected
 
 
-def test_qat_checkpoint_holds_exactly_contribs_quantization_variables(float_dir, qat_run):
+def test_qat_checkpoint_holds_exactly_contribs_quantization_variables(digits_float, qat_run):
     qat_dir, out = qat_run
-    float_variables = _variables(float_dir)
+    float_variables = _variables(digits_float)
     qat_variables = _variables(qat_dir)
     added = set(qat_variables) - set(float_variables)
     added = set(name for name in added if not name.endswith("/Momentum"))
@@ -252,7 +336,12 @@ def test_qat_checkpoint_holds_exactly_contribs_quantization_variables(float_dir,
     assert low == 0.0 and 0.5 < high <= 6.0, (low, high)
 
 
-def test_evaluator_scores_the_simulated_int8_graph_with_no_flag(digits, qat_run):
+def test_evaluator_scores_the_simulated_int8_graph_with_no_flag(digits, qat_run,
+                                                                 qat_reference):
+    """The evaluator's scores are the simulated graph's by the reference route, not the
+    float graph's: measured loss 0.3380 simulated, 0.3236 float (4% apart, the
+    comparison holds to 1e-5), top-1 0.919 and 0.922."""
+    from tests.reference_eval import scores
     qat_dir, _ = qat_run
     out = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + qat_dir,
               "--dataset_dir=" + os.path.join(digits, "records"), "--batch_size=100",
@@ -263,6 +352,12 @@ def test_evaluator_scores_the_simulated_int8_graph_with_no_flag(digits, qat_run)
     with open(os.path.join(digits, "qat_eval_cli", "eval_results.json")) as handle:
         result = json.load(handle)["results"][0]
     assert result["simulated_int8"] is True and result["images"] == 359
+    _, labels, simulated, floating = qat_reference
+    want = scores(simulated, labels, ROUTE_EPSILON)
+    assert result["loss"] == pytest.approx(want["loss"], rel=1e-5), (result, want)
+    assert want["top1_range"][0] <= result["top1"] <= want["top1_range"][1], (result, want)
+    float_loss = scores(floating, labels, ROUTE_EPSILON)["loss"]
+    assert abs(float_loss - want["loss"]) > 100 * 1e-5 * want["loss"], (float_loss, want)
     assert result["top1"] > 0.5  # it learned the digits
 
 
@@ -273,34 +368,46 @@ def _export(qat_dir, fmt, output):
     return out
 
 
-def test_frozen_graph_and_int8_tflite_give_the_simulated_results(digits, qat_run):
-    """frozen_pb keeps the fake-quant ops: the evaluator's simulated logits exactly;
-    tflite_int8 takes the trained ranges (no calibration) and gives the same class on
-    at least 96% of the validation split, so its top-1 can move by no more than the
-    images that changed. (The 0.5-point bound is met by the converged models of
-    benchmarks/QUANTIZATION.json; this short fine-tune measured 2 of 359 images apart.)"""
+def test_frozen_graph_and_int8_tflite_give_the_simulated_results(digits, qat_run,
+                                                                 qat_reference, qat_frozen):
+    """frozen_pb keeps a fake-quant op for each range the checkpoint holds (qat_frozen):
+    the reference route's simulated logits exactly, which differ from the same
+    weights' float logits on every image. tflite_int8 takes the trained ranges (no
+    calibration: its logits' scale is the logits layer's trained range) and gives
+    nearly the same classes."""
     from export import models
+    from utils.tf_compat import tf
     qat_dir, _ = qat_run
-    logits, labels, images = _simulated_logits(digits, _checkpoint(qat_dir))
-    frozen = os.path.join(digits, "qat_model.pb")
-    _export(qat_dir, "frozen_pb", frozen)
-    model = models.load_model(frozen)
-    np.testing.assert_allclose(model.logits(images), logits, rtol=0, atol=1e-5)
+    images, labels, simulated, floating = qat_reference
+    # Measured: every image's logits move by 0.04 or more, 0.10 on average.
+    moved = np.abs(simulated - floating).max(axis=1)
+    assert moved.min() > ROUTE_EPSILON and moved.mean() > 100 * ROUTE_EPSILON, moved
+    model = models.load_model(qat_frozen)
+    np.testing.assert_allclose(model.logits(images), simulated, rtol=0, atol=1e-5)
     model.close()
     tflite = os.path.join(digits, "qat_int8.tflite")
     out = _export(qat_dir, "tflite_int8", tflite)
     assert "with no calibration" in out.stdout and "calibrating" not in out.stdout
+    reader = tf.train.load_checkpoint(_checkpoint(qat_dir))
+    low, high = (float(reader.get_tensor("MobilenetV2/Logits/Conv2d_1c_1x1/act_quant/" + end))
+                 for end in ("min", "max"))
+    output = [o for o in tf.lite.Interpreter(model_path=tflite).get_output_details()
+              if "probabilities" not in o["name"]]
+    scale, zero_point = output[0]["quantization"]
+    assert scale == pytest.approx((high - low) / 255, rel=1e-5), (scale, low, high)
+    assert zero_point == int(round(-128 - low * 255 / (high - low))), (zero_point, low, high)
     model = models.load_model(tflite)
     int8_logits = model.logits(images)
     model.close()
     # Integer kernels round where fake-quant ops do not (about one step per layer, fed
-    # the same input), so a few images near a tie change class: measured 98.1% the same
-    # class, top-1 0.813 and 0.808. Top-1 can differ by no more than that share.
-    agreement = np.mean(int8_logits.argmax(1) == logits.argmax(1))
+    # the same input), so a few images near a tie change class: measured 1 of 359 here
+    # (7 on an earlier machine's fine-tune), and top-1 330 and 330 images (0.813 and
+    # 0.808 there: 2 apart). Bounds: 4% of the images, and 4 images of top-1.
+    agreement = np.mean(int8_logits.argmax(1) == simulated.argmax(1))
     assert agreement >= 0.96, agreement
-    simulated_top1 = np.mean(logits.argmax(1) == labels)
-    int8_top1 = np.mean(int8_logits.argmax(1) == labels)
-    assert abs(int8_top1 - simulated_top1) <= 1 - agreement + 1e-9, (int8_top1, simulated_top1)
+    int8_right = np.sum(int8_logits.argmax(1) == labels)
+    simulated_right = np.sum(simulated.argmax(1) == labels)
+    assert abs(int8_right - simulated_right) <= 4, (int8_right, simulated_right)
 
 
 def _outlier_ratio(train_dir, scope):
@@ -346,21 +453,21 @@ def _with_outlier_channel(float_dir, destination, channel=5, ratio=237.0):
     return prefix
 
 
-def test_qat_beats_post_training_quantization_where_it_loses(digits, float_dir):
+def test_qat_beats_post_training_quantization_where_it_loses(digits, digits_float):
     """The case where contrib's per-tensor int8 after training loses: one folded channel
     of the first depthwise layer 237 times the median one, so per-tensor steps flatten
     the others (what a near-constant channel, of tiny variance, does). Measured here:
     float 0.883, per-tensor PTQ (ranges calibrated on 20 batches at a learning rate of
     1e-12, batch norm frozen: no weight changes) 0.354, the 88-step QAT fine-tune 0.914;
     the margins below are a third of those gaps."""
-    outlier = _with_outlier_channel(float_dir, os.path.join(digits, "qat_outlier"))
+    outlier = _with_outlier_channel(digits_float, os.path.join(digits, "qat_outlier"))
     # Read back independently: the edit made the outlier (the median moves with it).
     assert _outlier_ratio(os.path.dirname(outlier), "MobilenetV2/expanded_conv/depthwise") > 100
     start = ("--restore_path=" + outlier, "--restore_exclude=none", "--quantize_delay=0")
-    calibrated, _ = _train(digits, "qat_ptq", "--max_train_steps=20",
-                           "--learning_rate=1e-12", "--freeze_bn_delay=0", *start)
-    fine_tuned, _ = _train(digits, "qat_outlier_finetune", "--max_epoch=2",
-                           "--learning_rate=0.001", "--freeze_bn_delay=60", *start)
+    calibrated, _ = train(digits, "qat_ptq", "--max_train_steps=20",
+                          "--learning_rate=1e-12", "--freeze_bn_delay=0", *start)
+    fine_tuned, _ = train(digits, "qat_outlier_finetune", "--max_epoch=2",
+                          "--learning_rate=0.001", "--freeze_bn_delay=60", *start)
     top1 = {}
     for name, path in (("float", outlier), ("ptq", _checkpoint(calibrated)),
                        ("qat", _checkpoint(fine_tuned))):
@@ -425,7 +532,7 @@ def _folded_weight_ranges(reader):
     return ranges
 
 
-def test_a_tf_slim_quant_checkpoint_evaluates_and_exports(digits, float_dir, tmp_path):
+def test_a_tf_slim_quant_checkpoint_evaluates_and_exports(digits, digits_float, tmp_path):
     """A checkpoint as TF-Slim published them (float weights plus contrib's min / max,
     no averaging companions, no quantization step, no model_spec.json), its ranges
     made here without our rewrite: the evaluator finds the ranges and scores the
@@ -433,11 +540,11 @@ def test_a_tf_slim_quant_checkpoint_evaluates_and_exports(digits, float_dir, tmp
     the evaluator's logits."""
     from utils.tf_compat import tf
     from dataloader import image_files
-    reader = tf.train.load_checkpoint(_checkpoint(float_dir))
+    reader = tf.train.load_checkpoint(_checkpoint(digits_float))
     folder = os.path.join(digits, "images", "train")
     _, images = next(image_files.image_batches(
         image_files.list_image_files([folder])[:200], 200, 32))
-    ranges = _float_activation_ranges(float_dir, images)
+    ranges = _float_activation_ranges(digits_float, images)
     ranges.update(_folded_weight_ranges(reader))
     assert len(ranges) == 53 * 2 + 10
     with tf.Graph().as_default():
@@ -453,7 +560,7 @@ def test_a_tf_slim_quant_checkpoint_evaluates_and_exports(digits, float_dir, tmp
             tf.train.Saver().save(sess, prefix, write_meta_graph=False)
     records = "--dataset_dir=" + os.path.join(digits, "records")
     results = {}
-    for name, path in (("float", float_dir), ("slim_quant", prefix)):
+    for name, path in (("float", digits_float), ("slim_quant", prefix)):
         eval_dir = str(tmp_path / ("eval_" + name))
         out = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + path, records,
                   "--model_name=" + MODEL, "--eval_image_size=32", "--batch_size=100",
@@ -463,9 +570,9 @@ def test_a_tf_slim_quant_checkpoint_evaluates_and_exports(digits, float_dir, tmp
             results[name] = json.load(handle)["results"][0]
     assert "scoring its simulated int8 graph" in out.stdout
     assert results["slim_quant"].get("simulated_int8") and "simulated_int8" not in results["float"]
-    # The ranges change the scores (this short run is the case where per-tensor int8
-    # after training loses: 0.752 against 0.866 measured), and the digits are still told
-    # apart far above chance.
+    # The ranges change the scores (the shared float model, measured: loss 0.99 against
+    # 0.33, top-1 0.944 against 0.922 here; top-1 0.752 against 0.866 on another CPU's
+    # run), and the digits are still told apart far above chance.
     assert results["slim_quant"]["loss"] != pytest.approx(results["float"]["loss"], rel=1e-3)
     assert results["slim_quant"]["top1"] > 0.5, results
     frozen = str(tmp_path / "slim_quant.pb")
@@ -481,9 +588,13 @@ def test_a_tf_slim_quant_checkpoint_evaluates_and_exports(digits, float_dir, tmp
     model.close()
 
 
-def test_ledger_and_predict_use_the_simulated_graph(digits, qat_run, tmp_path):
+def test_ledger_and_predict_use_the_simulated_graph(digits, qat_run, qat_frozen, tmp_path):
     """The ledger's best/ keeps the ranges (its evaluation of best/ is simulated int8
-    again), and predict.py predicts with the simulated graph, saying so."""
+    again), and predict.py predicts with the simulated graph, saying so: per file the
+    frozen graph's class and probability (the float graph's differ on every file:
+    measured 7e-3 at the median, 2.4e-5 at the least)."""
+    from dataloader import image_files
+    from export import models
     qat_dir, _ = qat_run
     out = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + qat_dir,
               "--dataset_dir=" + os.path.join(digits, "records"), "--batch_size=100",
@@ -493,9 +604,21 @@ def test_ledger_and_predict_use_the_simulated_graph(digits, qat_run, tmp_path):
     best = os.path.join(qat_dir, "best")
     from quantization import fake_quant
     assert fake_quant.holds_ranges(_variables(best))
-    folder = os.path.join(digits, "images", "validation", "3")
-    out = run("predict.py", "--model=" + qat_dir, folder, "--json_output=-")
+    folder = os.path.join(digits, "images", "validation")
+    out = run("predict.py", "--model=" + qat_dir, folder, "--top_k=1", "--batch_size=100",
+              "--json_output=-")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "holds quantization ranges: predicting with its simulated int8 graph" in out.stderr
-    predictions = json.loads(out.stdout)
-    assert len(predictions) == len(os.listdir(folder))
+    predicted = dict((r["file"], r["top_k"][0]) for r in json.loads(out.stdout))
+    paths = image_files.list_image_files([folder])
+    assert sorted(predicted) == sorted(paths) and len(paths) == 359
+    model = models.load_model(qat_frozen)
+    for chunk, images in image_files.image_batches(paths, 32, 100):
+        logits = model.logits(images)
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+        for path, row in zip(chunk, probabilities):
+            want = int(row.argmax())
+            assert predicted[path]["class"] == want, (path, predicted[path], row)
+            assert abs(predicted[path]["probability"] - row[want]) <= 1e-5, (path, row)
+    model.close()
