@@ -110,6 +110,7 @@ def test_two_rank_wiring(npu_bridge, npu_dataset, tmp_path, monkeypatch):
     assert env.global_batch == 8 and env.device_id == "1"
 
 
+@pytest.mark.slow
 def test_a_two_rank_run_loops_and_broadcasts_once(npu_bridge, npu_dataset, tmp_path,
                                                   monkeypatch):
     """Rank 0 of 2 trains 4 steps in loops of 2 on the stand-in: one broadcast when the
@@ -187,6 +188,7 @@ def test_npu_environment_mistakes(npu_bridge, npu_dataset, tmp_path, environ, fr
         npu_env(npu_dataset, tmp_path / "train", environ)
 
 
+@pytest.mark.slow
 def test_train_py_on_the_stand_in(npu_dataset, tmp_path, monkeypatch):
     """train.py --device=npu end to end, without JOB_ID (as run_1p.sh starts it): the
     stand-in's Estimator trains on the CPU, 2 steps per session.run."""
@@ -218,6 +220,7 @@ def test_default_checkpoint_interval_is_a_whole_number_of_loops(npu_bridge, npu_
                    iterations_per_loop=4).save_checkpoints_steps == 6
 
 
+@pytest.mark.slow
 def test_quantization_aware_training_on_the_stand_in(npu_bridge, npu_dataset, tmp_path):
     """QAT from scratch through the NPU path (NPUEstimator, device loops of 2, mixed
     precision's loss scaling), one loop, then resumed for one more: the quantization step

@@ -10,6 +10,9 @@ import pytest
 from tests.cli_helpers import ROOT, TIMEOUT_S, _env
 from tests.qat_checks import LOGITS, assert_ranges_learned, changed, moving_statistics
 
+# Every test here trains a network or exports and runs one: the whole tier only.
+pytestmark = pytest.mark.slow
+
 WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
 
 

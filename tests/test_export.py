@@ -12,6 +12,9 @@ import pytest
 from tests.cli_helpers import run_python as run, single_error_line
 from tests.digits_helpers import FLOAT_EPOCHS
 
+# Every test here trains a network or exports and runs one: the whole tier only.
+pytestmark = pytest.mark.slow
+
 FORMATS = {"saved_model": "model_saved", "frozen_pb": "model.pb", "tflite": "model.tflite",
            "tflite_int8": "model_int8.tflite", "onnx": "model.onnx"}
 

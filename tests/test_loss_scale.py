@@ -53,6 +53,7 @@ def summaries(train_dir, tags):
     return found
 
 
+@pytest.mark.slow
 def test_overflowing_run_logs_and_summarizes_the_falling_scale(collapsed):
     out, train_dir = collapsed
     logged = [(int(step), float(scale), int(skipped))
@@ -68,6 +69,7 @@ def test_overflowing_run_logs_and_summarizes_the_falling_scale(collapsed):
     assert {tag for _, tag, _ in scalars[::2]} == {"loss_scale"}
 
 
+@pytest.mark.slow
 def test_collapse_stops_with_one_line_and_the_checkpoint_intact(collapsed):
     out, train_dir = collapsed
     line = single_error_line(out)
@@ -164,6 +166,7 @@ def test_a_fixed_scale_skips_overflowing_steps_and_stops_when_they_never_end():
     assert (stop.value.step, stop.value.loss_scale, stop.value.steps) == (2, 1024.0, limit)
 
 
+@pytest.mark.slow
 def test_a_run_whose_fixed_scale_always_overflows_stops_with_one_line(dataset_dir,
                                                                        tmp_path):
     train_dir = str(tmp_path / "train")
@@ -203,6 +206,7 @@ def test_float32_runs_scale_the_loss_only_when_asked(dataset_dir):
     assert {"loss_scale", "overflow_steps"} <= set(summarized)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides, manager, scales", [
     # Overflows halve the dynamic scale every second one (decr_every_n_nan_or_inf=2,
     # decr_ratio=0.5); they never move a fixed one.

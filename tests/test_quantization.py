@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.cli_helpers import run_python as run, single_error_line
+from tests.cli_helpers import run_python as run
 from tests.digits_helpers import MODEL, train
 
 # The blocks of MobileNetV2 that add their input (stride 1, same depth): TF-Slim's
@@ -164,6 +164,7 @@ def _network_logits(x, checkpoint, is_training, quantize, save_random_statistics
             return sess.run(logits), dict((op.name, op.type) for op in feeding)
 
 
+@pytest.mark.slow
 def test_folded_batch_norm_is_batch_norm_exactly(tmp_path):
     """Quantization delayed: the folded training graph (moving-statistics weights,
     corrected back to batch statistics) gives slim's batch-norm network's logits; batch
@@ -217,6 +218,7 @@ def _moving_mean_change(settings):
             return np.abs(sess.run(moving_mean) - before).max()
 
 
+@pytest.mark.slow
 def test_frozen_batch_norm_stops_updating_its_moving_statistics():
     from quantization.rewrite import Settings
     assert _moving_mean_change(Settings(0, None)) > 1e-3
@@ -239,6 +241,7 @@ def _quantize_error(model_name):
     return None
 
 
+@pytest.mark.slow
 def test_networks_contrib_cannot_quantize_are_refused_in_one_line():
     message = _quantize_error("mobilenet_v3_small")
     assert message is not None and "\n" not in message
@@ -260,6 +263,7 @@ def _variable_names(model_name, quantize):
         return set(v.op.name for v in tf.global_variables())
 
 
+@pytest.mark.slow
 def test_every_mobilenet_v2_quantizes_whole():
     """Every multiplier and the CIFAR variant: the rewrite adds exactly the range
     variables derived from the float network's own layers (each layer's weights and
@@ -280,12 +284,35 @@ def test_every_mobilenet_v2_quantizes_whole():
         assert float_variables <= variables, name
 
 
-def test_quantization_flags_are_checked_in_one_line(tmp_path):
-    for flags, fragment in ((["--freeze_bn_delay=10"], "give --quantize_delay too"),
-                            (["--quantize_delay=-2"], "--quantize_delay=-2")):
-        out = run("train.py", "--dataset_dir=" + str(tmp_path), "--max_train_steps=1",
-                  "--train_dir=" + str(tmp_path / "t"), *flags)
-        assert fragment in single_error_line(out)
+def test_the_first_blocks_get_contribs_ranges_by_contribs_rules():
+    """The quick tier's test of the rewrite: MobileNetV2's stem and first three blocks
+    (built in under a second), each layer's ranges and the residual block's bypass range
+    named by contrib's rules, written out here from the paper's table (block 0 has no
+    expand layer; block 2 adds its input)."""
+    from nets import builder
+    from nets.mobilenet import mobilenet_v2
+    from quantization import rewrite
+    from utils.tf_compat import slim, tf
+    head = dict(mobilenet_v2.V2_DEF, spec=mobilenet_v2.V2_DEF["spec"][:4])
+    with tf.Graph().as_default() as graph:
+        with slim.arg_scope(builder.training_scope(is_training=True)):
+            builder.mobilenet_base(tf.zeros([2, 32, 32, 3]), head, multiplier=0.35,
+                                   scope="MobilenetV2", is_training=True)
+        ops = graph.get_operations()
+        rewrite.quantize_network(ops, True, rewrite.Settings(10, None), "")
+        assert rewrite.unquantized_layers(ops, "") == {}
+        added = set(v.op.name for v in tf.global_variables() if "quant" in v.op.name)
+    layers = ["Conv", "expanded_conv/depthwise", "expanded_conv/project"] + [
+        "expanded_conv_%d/%s" % (block, layer) for block in (1, 2)
+        for layer in ("expand", "depthwise", "project")]
+    expected = {"fake_quantization_step"}
+    for scope in ["MobilenetV2/" + layer for layer in layers]:
+        expected.update([scope + "/weights_quant/min", scope + "/weights_quant/max"])
+    for scope in ["MobilenetV2/%s/act_quant" % layer for layer in layers] + [
+            "MobilenetV2/expanded_conv_2/post_activation_bypass_quant"]:
+        for end in ("min", "max"):
+            expected.update(scope + "/" + end + tail for tail in ("", "/biased", "/local_step"))
+    assert added == expected, (sorted(added - expected)[:5], sorted(expected - added)[:5])
 
 
 # ------------------------------------------------------------------ runs and checkpoints
@@ -311,6 +338,7 @@ def _expected_quantization_variables(float_variables):
     return expected
 
 
+@pytest.mark.slow
 def test_qat_checkpoint_holds_exactly_contribs_quantization_variables(digits_float, qat_run):
     qat_dir, out = qat_run
     float_variables = _variables(digits_float)
@@ -336,6 +364,7 @@ def test_qat_checkpoint_holds_exactly_contribs_quantization_variables(digits_flo
     assert low == 0.0 and 0.5 < high <= 6.0, (low, high)
 
 
+@pytest.mark.slow
 def test_evaluator_scores_the_simulated_int8_graph_with_no_flag(digits, qat_run,
                                                                  qat_reference):
     """The evaluator's scores are the simulated graph's by the reference route, not the
@@ -368,6 +397,7 @@ def _export(qat_dir, fmt, output):
     return out
 
 
+@pytest.mark.slow
 def test_frozen_graph_and_int8_tflite_give_the_simulated_results(digits, qat_run,
                                                                  qat_reference, qat_frozen):
     """frozen_pb keeps a fake-quant op for each range the checkpoint holds (qat_frozen):
@@ -453,6 +483,7 @@ def _with_outlier_channel(float_dir, destination, channel=5, ratio=237.0):
     return prefix
 
 
+@pytest.mark.slow
 def test_qat_beats_post_training_quantization_where_it_loses(digits, digits_float):
     """The case where contrib's per-tensor int8 after training loses: one folded channel
     of the first depthwise layer 237 times the median one, so per-tensor steps flatten
@@ -532,6 +563,7 @@ def _folded_weight_ranges(reader):
     return ranges
 
 
+@pytest.mark.slow
 def test_a_tf_slim_quant_checkpoint_evaluates_and_exports(digits, digits_float, tmp_path):
     """A checkpoint as TF-Slim published them (float weights plus contrib's min / max,
     no averaging companions, no quantization step, no model_spec.json), its ranges
@@ -588,6 +620,7 @@ def test_a_tf_slim_quant_checkpoint_evaluates_and_exports(digits, digits_float, 
     model.close()
 
 
+@pytest.mark.slow
 def test_ledger_and_predict_use_the_simulated_graph(digits, qat_run, qat_frozen, tmp_path):
     """The ledger's best/ keeps the ranges (its evaluation of best/ is simulated int8
     again), and predict.py predicts with the simulated graph, saying so: per file the
