@@ -116,6 +116,6 @@ def _no_graph_text():
     """RunConfig's setting that stops every worker's saver writing graph.pbtxt (seconds of
     text for a MobileNetV2 graph at start-up; the one-process saver skips it too, see
     train()), where the installed tf.estimator has it (TF 2.x; TF 1.15's does not)."""
-    parameters = inspect.signature(tf.estimator.RunConfig.__init__).parameters
+    parameters = inspect.signature(tf.estimator.RunConfig).parameters
     return ({"checkpoint_save_graph_def": False}
             if "checkpoint_save_graph_def" in parameters else {})
