@@ -4,7 +4,6 @@ Lines look like
   step:120 epoch:2.67 ips:212.4 loss:0.8123 total_loss:0.9011 lr:0.0456 train_accuracy:0.7812 eta:0:01:05
 and go to stdout and to <train_dir>/train_log.log (appended, so resumed runs keep history).
 """
-import hashlib
 import logging
 import os
 import sys
@@ -110,16 +109,6 @@ class TrainLoggerHook(tf.train.SessionRunHook):
 
     def begin(self):
         self._global_step = tf.train.get_global_step()
-        self._weights = sorted(tf.trainable_variables(), key=lambda v: v.op.name)
-
-    def end(self, session):
-        """Data-parallel replicas must end bit-identical: each rank logs a digest of its
-        weights, so diverged ranks show at a glance (compare the lines of two logs)."""
-        digest = hashlib.sha1()
-        for value in session.run(self._weights):
-            digest.update(value.tobytes())
-        self._logger.info("weights_sha1:%s at step %d" % (digest.hexdigest()[:16],
-                                                           session.run(self._global_step)))
 
     def after_create_session(self, session, coord):
         self._step = self._step_at_read = session.run(self._global_step)

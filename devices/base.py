@@ -7,6 +7,7 @@
 
 estimator_impl talks to a device only through these members.
 """
+from devices import rank_state
 
 
 class Device(object):
@@ -41,8 +42,10 @@ class Device(object):
         return None
 
     def training_hooks(self):
-        """Run hooks the device needs in every training session (e.g. a broadcast)."""
-        return []
+        """Run hooks the device needs in every training session: the state digest each
+        rank logs at the end (devices.rank_state), and a device's own (e.g. a check
+        across ranks)."""
+        return [rank_state.StateDigestHook(self.env.rank_id, self.logger)]
 
     def train_graph_cacheable(self):
         """True when model_fn builds the training graph once, whole, for one device, so

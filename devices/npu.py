@@ -12,6 +12,7 @@ iterations_per_loop steps per session.run.
 import importlib
 import os
 
+from devices import rank_state
 from devices.base import Device
 from devices.launch import DEFAULT_JOB_ID
 from utils.errors import UserError
@@ -102,6 +103,17 @@ class NpuDevice(Device):
                 optimizer, manager, is_distributed=env.rank_size > 1)
         self._manager = manager
         return optimizer
+
+    def training_hooks(self):
+        """The state digest, and with several ranks the check that they all start from
+        the same global step and loss scale (devices.rank_state)."""
+        hooks = super(NpuDevice, self).training_hooks()
+        if self.env.rank_size > 1:
+            hccl = importlib.import_module("npu_bridge.hccl.hccl_ops")
+            manager = self._manager
+            hooks.append(rank_state.RankAgreementHook(
+                hccl.allreduce, manager.get_loss_scale if manager is not None else None))
+        return hooks
 
     def loss_scale_reader(self, optimizer):
         """The manager wrap_optimizer gave the optimizer holds the loss scale:

@@ -29,7 +29,7 @@ def test_progress_rates_read_train_py_lines_after_warmup():
         "step:10 epoch:0.62 ips:12.5 loss:6.8 total_loss:7.2 lr:0.09 train_accuracy:0 eta:0:00:40",
         "2026-11-23 10:00:00,000 step:15 epoch:0.94 ips:13.5 loss:6.7 eta:0:00:20",
         "eval batch:3 images:96/500 top1:0.0 top5:0.0 ips:40.0 eta:0:00:10",
-        "weights_sha1:0123456789abcdef at step 15",
+        "rank 0: step 15, state digest 0123456789abcdef",
     ]
     assert measure.progress_rates(lines, warmup=5, window=5) == [12.5, 13.5]
     assert measure.eval_rates(lines, warmup_batches=1) == [40.0]

@@ -165,7 +165,7 @@ def test_train_resumes_from_the_newest_intact_checkpoint(dataset_dir, trained, t
     moved = [l for l in out.stdout.splitlines() if l.startswith("checkpoint ")]
     assert len(moved) == 1 and "model.ckpt-4" in moved[0] \
         and "resuming from model.ckpt-2" in moved[0], out.stdout[-3000:]
-    assert "resuming from %s (step 2)" % os.path.join(train_dir, "model.ckpt-2") \
+    assert "rank 0 resumes from %s at step 2" % os.path.join(train_dir, "model.ckpt-2") \
         in out.stdout
     aside = os.path.join(train_dir, checkpoints.DAMAGED_DIR, "model.ckpt-4" + DATA)
     assert open(aside, "rb").read() == kept  # kept as it was, never used again

@@ -102,7 +102,7 @@ def test_two_rank_wiring(npu_bridge, npu_dataset, tmp_path, monkeypatch):
         {"root_rank": 0, "index": "1"}]
     assert [type(h).__name__ for h in spec.training_hooks] == [
         "NPUBroadcastGlobalVariablesHook", "NPUCheckpointSaverHook", "SetIterationsVarHook",
-        "DeviceLoop", "TrainLoggerHook"]
+        "DeviceLoop", "TrainLoggerHook", "StateDigestHook", "RankAgreementHook"]
     assert records(npu_bridge, "NPUCheckpointSaverHook") == [
         {"checkpoint_dir": config["model_dir"], "save_secs": None, "save_steps": 2}]
     assert records(npu_bridge, "NPUSaver") == [{"max_to_keep": 1}]

@@ -1,7 +1,6 @@
 """GPU mixed precision pieces that run anywhere: the float16 rewrite switch, dynamic
 loss scaling skipping an overflowing step, and the log counting the skips."""
 import logging
-import re
 
 import numpy as np
 
@@ -59,4 +58,3 @@ def test_overflowing_step_is_skipped_and_counted():
     progress = [l for l in handler.lines if l.startswith("step:") and "loss:" in l]
     assert progress[-1].startswith("step:2 ") and "loss_scale:16384" in progress[-1]
     assert "overflow_skipped:1" in progress[-1]
-    assert re.match(r"weights_sha1:[0-9a-f]{16} at step 3$", handler.lines[-1])

@@ -85,7 +85,7 @@ def test_a_full_disk_during_a_checkpoint_save_stops_cleanly_and_resumes(dataset_
     out = run_python("train.py", *train_args(dataset_dir, train_dir, 6))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "removed model.ckpt-4_temp (left by a save that did not finish)" in out.stdout
-    assert "resuming from %s (step 2)" % os.path.join(train_dir, "model.ckpt-2") \
+    assert "rank 0 resumes from %s at step 2" % os.path.join(train_dir, "model.ckpt-2") \
         in out.stdout
     assert checkpoints.checkpoint_global_step(tf.train.latest_checkpoint(train_dir)) == 6
 

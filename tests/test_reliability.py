@@ -164,7 +164,7 @@ def test_training_survives_kill_9_and_sigterm_beside_a_watching_evaluator(datase
 
     def start_run():
         run = Background("train.py", *args)
-        begun = run.wait_for(r"^(resuming from \S+ \(step (\d+)\)|step:\d+ )").group(2)
+        begun = run.wait_for(r"^(rank 0 resumes from \S+ at step (\d+)|step:\d+ )").group(2)
         resumed_from.append(int(begun) if begun else 0)
         return run, int(run.wait_for(r"^step:(\d+) ").group(1))
 
@@ -214,7 +214,7 @@ def test_training_survives_kill_9_and_sigterm_beside_a_watching_evaluator(datase
     final = run_python("train.py", *args)
     assert final.returncode == 0, final.stderr[-3000:]
     outputs.append(final.stdout)
-    resumed_from.append(int(re.search(r"^resuming from \S+ \(step (\d+)\)", final.stdout,
+    resumed_from.append(int(re.search(r"^rank 0 resumes from \S+ at step (\d+)", final.stdout,
                                       re.M).group(1)))
     assert "training done: step %d " % FINAL_STEP in final.stdout
     assert [assert_restores(p) for p in listed_checkpoints(train_dir)][-1] == FINAL_STEP

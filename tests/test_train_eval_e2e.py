@@ -55,7 +55,7 @@ def test_training_prints_progress_and_checkpoints(trained):
 def test_resume_continues_from_last_checkpoint(trained):
     train_dir, _, second = trained
     assert second.returncode == 0, second.stderr[-3000:]
-    assert re.search(r"resuming from .*model\.ckpt-6 \(step 6\)", second.stdout)
+    assert re.search(r"rank 0 resumes from .*model\.ckpt-6 at step 6", second.stdout)
     steps = [int(m) for m in re.findall(r"^step:(\d+)", second.stdout, re.M)]
     assert steps == [8, 9]
     assert os.path.exists(os.path.join(train_dir, "model.ckpt-9.index"))

@@ -111,7 +111,7 @@ def test_a_resumed_run_starts_at_its_checkpoint_and_does_not_warm_start(tmp_path
     _, built, evaluated, lines = run_loop(env, device, monkeypatch)
     assert [steps for _, steps, _ in device.calls] == [8, 10]
     assert built == [None] and evaluated == ["model.ckpt-8", "model.ckpt-10"]
-    assert "resuming from %s (step 5)" % (tmp_path / "train" / "model.ckpt-5") in lines
+    assert "rank 0 resumes from %s at step 5" % (tmp_path / "train" / "model.ckpt-5") in lines
     assert json.load(open(str(tmp_path / "train" / "train_result.json")))["start_step"] == 5
 
 

@@ -2,8 +2,10 @@
 
  1. train_dir made writable; on the chief, damaged checkpoints moved aside (before
     anything reads the newest) and model_spec.json written (kept as it was on resume).
- 2. The plan logged: device, batch, schedule, warnings; where the run starts: the newest
-    checkpoint of train_dir (resume), else --restore_path (warm start), else scratch.
+ 2. The plan logged: device, batch, schedule, warnings; where the run starts, the same
+    on every rank (training/resume.py): the newest intact checkpoint of train_dir
+    (resume), else --restore_path (warm start), else scratch. A rank whose device
+    writes to its own folder gets that folder refilled from the same checkpoint.
  3. Nothing left to train: done, the newest checkpoint returned.
  4. The Estimator built (``build_estimator(warm_start)``, estimator_impl's), the shards'
     framing checked with --skip_corrupt_records.
@@ -19,7 +21,7 @@ import time
 
 from dataloader import data_provider, record_check
 from evaluation.evaluator import Evaluator
-from training import diagnoses, resilience
+from training import diagnoses, resilience, resume
 from utils.checkpoints import (MODEL_SPEC_FILE, checkpoint_global_step, read_model_spec,
                                repair_checkpoints)
 from utils.errors import CUT_SHORT, UserError
@@ -61,7 +63,8 @@ def stop_steps(env, start_step):
 
 
 def start_point(env, device, logger):
-    """(step, warm-start checkpoint or None) where the run starts, logged with the plan."""
+    """The resume.ResumePoint where this rank starts (every rank's, from train_dir),
+    logged with the plan."""
     logger.info("device: %s; %s" % (device.describe(), env.describe()))
     warning = env.bn_decay_warning()
     if warning:
@@ -69,14 +72,11 @@ def start_point(env, device, logger):
     if env.trainable_scopes:
         logger.info("training only %s; everything else frozen, batch-norm statistics "
                     "included" % ", ".join(env.trainable_scopes))
-    checkpoint = tf.train.latest_checkpoint(env.train_dir)
-    if checkpoint is None:
-        return 0, env.restore_checkpoint
-    step = checkpoint_global_step(checkpoint)
-    logger.info("resuming from %s (step %d)%s" % (
-        checkpoint, step, "; --restore_path is not applied to a resumed run"
-        if env.restore_checkpoint else ""))
-    return step, None
+    point = resume.resume_point(env.train_dir, env.allow_fresh_start)
+    logger.info(resume.describe(env.rank_id, point) + (
+        "; --restore_path is not applied to a resumed run"
+        if point.checkpoint and env.restore_checkpoint else ""))
+    return point
 
 
 def resumed_spec(train_dir):
@@ -125,12 +125,15 @@ class TrainingRun(object):
         """Trains to env.max_train_steps; returns the path of the last checkpoint."""
         env, logger = self.env, self.logger
         prepare_train_dir(env, logger)
-        start_step, warm_start = start_point(env, self.device, logger)
+        point = start_point(env, self.device, logger)
+        start_step = point.step
         if start_step >= env.max_train_steps:
             logger.info("train_dir already holds step %d >= %d requested steps; nothing to "
                         "train" % (start_step, env.max_train_steps))
-            return tf.train.latest_checkpoint(env.train_dir)
-        estimator = self.build_estimator(warm_start)
+            return point.checkpoint
+        if self.device.model_dir != env.train_dir:  # this rank's own folder: scratch
+            resume.refill_scratch_dir(self.device.model_dir, point)
+        estimator = self.build_estimator(None if point.checkpoint else env.restore_checkpoint)
         skipped = None
         if env.skip_corrupt_records and not env.use_synthetic_data:
             skipped = data_provider.SkippedRecords(logger, env.labels_offset,

@@ -247,3 +247,17 @@ def write_tensors(prefix, tensors):
         with tf.Session() as sess:
             sess.run(save, dict((feed, tensors[n]) for feed, n in zip(feeds, names)))
     return prefix
+
+
+def write_checkpoint_copy(prefix, directory):
+    """Copies checkpoint ``prefix``'s index and data files into ``directory`` (each via a
+    temporary name and rename) and makes it the folder's only listed checkpoint; returns
+    the copy's prefix."""
+    copied = os.path.join(directory, os.path.basename(prefix))
+    for path in [prefix + ".index"] + checkpoint_health.data_files(prefix):
+        target = os.path.join(directory, os.path.basename(path))
+        shutil.copyfile(path, target + ".copying")
+        os.replace(target + ".copying", target)
+    tf.train.update_checkpoint_state(directory, os.path.basename(copied),
+                                     all_model_checkpoint_paths=[os.path.basename(copied)])
+    return copied
