@@ -33,7 +33,8 @@ class ListHandler(logging.Handler):
 STUB = os.path.join(ROOT, "tests", "npu_stub")
 # What npu_bridge reads from the environment; the run may set JOB_ID (devices.npu).
 NPU_BRIDGE_ENVIRON = ("JOB_ID", "RANK_SIZE", "RANK_ID", "CM_WORKER_SIZE", "POD_NAME",
-                      "RESTORE_FROM", "LOCAL_CHECKPOINT_DIR", "NPU_STUB_BRANCH")
+                      "RESTORE_FROM", "LOCAL_CHECKPOINT_DIR", "NPU_STUB_BRANCH",
+                      "NPU_STUB_HCCL_PORT", "HCCL_EXEC_TIMEOUT", "HCCL_CONNECT_TIMEOUT")
 
 
 @pytest.fixture

@@ -10,6 +10,10 @@ names a file, appends them there as JSON lines for subprocess tests).
 
 NPU_STUB_BRANCH picks the tf_adapter release to follow where they differ: ``master`` (the
 default; r1.15.0 is the same in everything emulated here) or ``r3.2.0``.
+
+NPU_STUB_HCCL_PORT, with RANK_SIZE > 1, makes the rank processes of one job exchange their
+tensors for real in every HCCL collective (hccl/_exchange.py); without it one process
+plays every rank.
 """
 import json
 import os

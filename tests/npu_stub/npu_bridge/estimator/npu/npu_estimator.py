@@ -17,6 +17,7 @@ from npu_bridge.estimator.npu.npu_config import NPURunConfig
 from npu_bridge.estimator.npu.npu_hook import (NPUBroadcastGlobalVariablesHook,
                                                NPUCheckpointSaverHook, SetIterationsVarHook)
 from npu_bridge.estimator.npu.npu_saver import NPUSaver
+from npu_bridge.hccl import _exchange as hccl_exchange
 from utils.tf_compat import tf
 
 _log = logging.getLogger("npu_bridge")
@@ -160,6 +161,9 @@ def _load_graph_optimizers(config):
     if config._precision_mode is not None:
         params["precision_mode"].s = tf.compat.as_bytes(config._precision_mode)
     params["enable_reduce_precision"].b = config._enable_reduce_precision
+    if config._hccl_timeout is not None:  # GE hands it to HCCL: ge.exec.hcclExecuteTimeOut
+        params["hccl_timeout"].i = config._hccl_timeout
+        hccl_exchange.SESSION_OPTIONS["hccl_timeout"] = config._hccl_timeout
     _load_dump_config(config._dump_config, params)
     params["job"].s = b"localhost"
     params["task_index"].i = 0

@@ -40,13 +40,16 @@ class NPUBroadcastGlobalVariablesHook(tf.train.SessionRunHook):
 
 def broadcast_global_variables(root_rank):
     """Despite the name, tf.trainable_variables() only: batch-norm statistics, optimizer
-    slots, the global step and loss-scale variables stay each rank's own."""
+    slots, the global step and loss-scale variables stay each rank's own. One broadcast
+    per variable (fused into one on the device), made to run one after the other (see
+    hccl_ops)."""
     ops = []
-    for var in tf.trainable_variables():
-        outputs = hccl_ops.broadcast(tensor=[var], root_rank=root_rank)
-        if outputs is not None:
-            ops.append(outputs[0].op)
-            ops.append(tf.assign(var, outputs[0]))
+    with hccl_ops.in_creation_order():
+        for var in tf.trainable_variables():
+            outputs = hccl_ops.broadcast(tensor=[var], root_rank=root_rank)
+            if outputs is not None:
+                ops.append(outputs[0].op)
+                ops.append(tf.assign(var, outputs[0]))
     return tf.group(ops)
 
 

@@ -11,10 +11,15 @@ from utils.tf_compat import tf
 
 def allreduce(tensor, average=True):
     """The sum over the ranks (divided by the job's rank count when ``average``); the
-    count comes from the job NPUBasics read, so an all-reduce needs one (JOB_ID)."""
+    count comes from the job NPUBasics read, so an all-reduce needs one (JOB_ID). An
+    IndexedSlices is all-gathered instead, its values and its indices."""
     size = NPUBasics("").size()
     if isinstance(tensor, tf.IndexedSlices):
-        raise NotImplementedError("npu_bridge stand-in: no all-gather of IndexedSlices")
+        values = hccl_ops.allgather(tensor.values, size)
+        indices = hccl_ops.allgather(tensor.indices, size)
+        if average:
+            values = tf.div(values, tf.cast(size, tensor.values.dtype))
+        return tf.IndexedSlices(values, indices, dense_shape=tensor.dense_shape)
     summed = hccl_ops.allreduce(tensor, "sum")
     return tf.div(summed, tf.cast(size, dtype=tensor.dtype)) if average else summed
 
@@ -39,7 +44,8 @@ class NPUDistributedOptimizer(tf.train.Optimizer):
         rank_size = util.get_ranksize()
         if rank_size is None or int(rank_size) <= 1:
             return gradients
-        with tf.name_scope(self._name + "_Allreduce"):
+        # One collective per gradient: one after the other (hccl_ops explains why).
+        with tf.name_scope(self._name + "_Allreduce"), hccl_ops.in_creation_order():
             return [(allreduce(grad, True) if grad is not None else None, var)
                     for grad, var in gradients]
 
