@@ -524,10 +524,20 @@ def _device_fields(f, facts, environ):
                         "--save_checkpoints_steps" % ranks.rank_size)
     return dict(
         device=device, rank_id=ranks.rank_id, rank_size=ranks.rank_size,
-        device_id=environ.get("DEVICE_ID", environ.get("ASCEND_DEVICE_ID", "0")),
+        device_id=_device_id(device, environ),
         local_replicas=local_replicas, num_replicas=ranks.rank_size * local_replicas,
         loss_scale=_parse_loss_scale(f.loss_scale, device == "npu" or f.mixed_precision),
         over_dump_path=f.over_dump_path or os.path.join(f.train_dir, "overflow_dump"))
+
+
+def _device_id(device, environ):
+    """tf_adapter trains on ASCEND_DEVICE_ID, DEVICE_ID only when that is unset
+    (util/npu_attrs.cc GetEnvDeviceID); elsewhere DEVICE_ID is the launcher's."""
+    names = ("ASCEND_DEVICE_ID", "DEVICE_ID") if device == "npu" else ("DEVICE_ID",)
+    for name in names:
+        if environ.get(name, "").strip():
+            return environ[name].strip()
+    return "0"
 
 
 def _schedule_fields(f, num_samples, device, num_replicas):

@@ -12,6 +12,7 @@ iterations_per_loop steps per session.run.
 import importlib
 import os
 
+from devices import ascend_environment
 from devices.base import Device
 from devices.launch import DEFAULT_JOB_ID
 from utils.errors import UserError
@@ -135,13 +136,19 @@ class NpuDevice(Device):
                 and self.env.precision_mode not in _FULL_PRECISION_MODES)
 
 
+def check_vendor_environment(environ):
+    """UserError for the first of the vendor's variables that would steer the run
+    (devices.ascend_environment), naming the others found."""
+    found = ascend_environment.problems(environ)
+    if found:
+        more = " (also: %s)" % ", ".join(line.split("=")[0] for line in found[1:])
+        raise UserError(found[0] + (more if len(found) > 1 else ""))
+
+
 def check_npu_environment(environ, rank_size):
-    """HCCL needs a rank table that matches RANK_SIZE; say so before any graph."""
-    if environ.get("CM_WORKER_SIZE") is not None:
-        # npu_bridge counts ranks from CM_WORKER_SIZE when RANK_SIZE is unset, and refuses
-        # the two together; this trainer counts them from RANK_SIZE alone.
-        raise UserError("CM_WORKER_SIZE is set (to %r) but npu training counts its ranks from "
-                        "RANK_SIZE; unset CM_WORKER_SIZE" % environ["CM_WORKER_SIZE"])
+    """The vendor's variables that would steer the run, and HCCL's rank table against
+    RANK_SIZE; say so before any graph."""
+    check_vendor_environment(environ)
     table_file = environ.get("RANK_TABLE_FILE")
     if rank_size > 1 and not table_file:
         raise UserError("RANK_SIZE=%d on npu needs RANK_TABLE_FILE (the HCCL rank table); "
