@@ -1,10 +1,24 @@
 """The Ascend run against its surroundings, on the npu_bridge stand-in: the vendor's
 environment variables that would steer it are refused in one line (train.py) or cleared
-(the launcher, tests/test_launcher.py). No training."""
+(the launcher, tests/test_launcher.py); what the installed tf_adapter knows is read from
+its signatures (a precision mode it lacks refused, a saver that keeps 5 checkpoints
+warned of, on two stand-in branches each); the compile cache, HCCL's timeout, the
+profiler and the all-reduce split reach NPURunConfig and HCCL. No training: each test
+builds at most one graph."""
+import json
+import logging
+import os
+
 import pytest
 
+from devices import npu_capabilities, npu_options
+import estimator_impl
+from tests.conftest import ListHandler
 from tests.flag_helpers import train_error_line
-from tests.test_devices_npu import npu_env, two_device_rank_table
+from tests.run_helpers import model_fn_for
+from tests.test_devices_npu import (build_training_graph, npu_env, records,
+                                    two_device_rank_table, two_ranks)
+from utils.errors import UserError
 
 
 def npu_args(dataset, tmp_path, *extra):
@@ -75,3 +89,157 @@ def test_the_device_id_follows_tf_adapter(npu_bridge, npu_dataset, tmp_path):
     assert env.device_id == "3"  # what tf_adapter trains on, and the log shows
     env = npu_env(npu_dataset, tmp_path, dict(ONE_RANK, DEVICE_ID="2"))
     assert env.device_id == "2"
+
+
+# ----------------------------------------------------------------------------- releases
+
+@pytest.mark.parametrize("branch", ["master", "r1.11.0"])
+def test_a_precision_mode_the_installed_tf_adapter_lacks(npu_bridge, npu_dataset, tmp_path,
+                                                         monkeypatch, branch):
+    """bf16 mixed precision came with tf_adapter r1.12.0, as did NPURunConfig's
+    ``deterministic``: the stand-in's r1.11.0 lacks both, and the run stops before any
+    graph; master takes it, and every run passes its precision_mode explicitly."""
+    monkeypatch.setenv("NPU_STUB_BRANCH", branch)
+    env = npu_env(npu_dataset, tmp_path / "train", {},
+                  precision_mode="allow_mix_precision_bf16")
+    if branch == "r1.11.0":
+        with pytest.raises(UserError) as raised:
+            model_fn_for(env)
+        assert str(raised.value) == (
+            "--precision_mode=allow_mix_precision_bf16 is not known to the installed "
+            "tf_adapter (older than r1.12: its NPURunConfig has no 'deterministic' "
+            "parameter); choose one of force_fp32, allow_fp32_to_fp16, force_fp16, "
+            "must_keep_origin_dtype, allow_mix_precision, or update CANN and its tf_adapter")
+        env = npu_env(npu_dataset, tmp_path / "train", {})  # allow_mix_precision: known
+    model = model_fn_for(env)
+    model.device.build_estimator(estimator_impl.estimator_model_fn(model))
+    config, = records(npu_bridge, "NPURunConfig")
+    assert config["precision_mode"] == env.precision_mode
+
+
+@pytest.mark.parametrize("branch, keep, warned", [
+    ("master", 2, False), ("r3.2.0", 2, True), ("r3.2.0", 5, False), ("r1.11.0", 3, True)])
+def test_a_saver_that_keeps_five_is_warned_of(npu_bridge, npu_dataset, tmp_path, monkeypatch,
+                                              branch, keep, warned):
+    monkeypatch.setenv("NPU_STUB_BRANCH", branch)
+    logger = logging.getLogger("test_npu_options")
+    handler = ListHandler()
+    logger.addHandler(handler)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    try:
+        model_fn_for(npu_env(npu_dataset, tmp_path / "train", {}, keep_checkpoint_max=keep),
+                     logger)
+    finally:
+        logger.removeHandler(handler)
+    lines = [line for line in handler.lines if line.startswith("warning: the installed")]
+    assert lines == ([
+        "warning: the installed tf_adapter saves with NPUSaver() (before r1.14, and r2.1 / "
+        "r3.x), which keeps the newest 5 checkpoints in %s, not the %d asked for "
+        "(--keep_checkpoint_max; 1 on ranks > 0): plan the disk for 5"
+        % (tmp_path / "train", keep)] if warned else [])
+
+
+def test_a_keyword_the_installed_npurunconfig_lacks_is_one_line():
+    capabilities = npu_capabilities.Capabilities(frozenset(["model_dir"]), (), True)
+    npu_capabilities.check_run_config_kwargs(capabilities, {"model_dir": "m"}, {})
+    with pytest.raises(UserError, match="no 'profiling_config' parameter, which "
+                                        "--profiling_dir needs"):
+        npu_capabilities.check_run_config_kwargs(
+            capabilities, {"model_dir": "m", "profiling_config": 1},
+            {"profiling_config": "--profiling_dir"})
+
+
+# ----------------------------------------------------------------------------- options
+
+def test_cache_profiling_timeout_and_split_reach_npu_bridge(npu_bridge, npu_dataset, tmp_path,
+                                                            monkeypatch):
+    """Rank 0 of 2 evaluating every epoch: the compile cache in train_dir, the profiler's
+    JSON options, HCCL's timeout sized for the evaluation (HCCL's 1836 s covers this tiny
+    validation split) in NPURunConfig and HCCL_EXEC_TIMEOUT alike, and the all-reduce
+    split through HCCL's API; GE is handed each of them."""
+    environ = two_ranks(tmp_path, monkeypatch, 0)
+    train_dir = str(tmp_path / "train")
+    env = npu_env(npu_dataset, train_dir, environ, profiling_dir=str(tmp_path / "profile"),
+                  allreduce_split="idx:20,100,159", eval_every_n_epochs=1)
+    model = model_fn_for(env)
+    estimator = model.device.build_estimator(estimator_impl.estimator_model_fn(model))
+    build_training_graph(model, estimator)
+    config, = records(npu_bridge, "NPURunConfig")
+    cache = os.path.join(train_dir, "op_compiler_cache")
+    assert (config["op_compiler_cache_mode"], config["op_compiler_cache_dir"]) == (
+        "enable", cache)
+    assert os.path.isdir(cache) and os.path.isdir(str(tmp_path / "profile"))
+    profiling = config["profiling_config"]
+    assert profiling["type"] == "ProfilingConfig"
+    assert profiling["arguments"]["enable_profiling"] is True
+    assert json.loads(profiling["arguments"]["profiling_options"]) == {
+        "output": str(tmp_path / "profile"), "training_trace": "on", "task_trace": "on",
+        "hccl": "on", "aicpu": "on", "aic_metrics": "PipeUtilization"}
+    assert config["hccl_timeout"] == 1836 and os.environ["HCCL_EXEC_TIMEOUT"] == "1836"
+    assert records(npu_bridge, "hccl.set_split_strategy_by_idx") == [
+        {"idxList": [20, 100, 159], "group": "hccl_world_group"}]
+    ge, = records(npu_bridge, "GePlugin.Init")
+    assert (ge["ge.op_compiler_cache_mode"], ge["ge.op_compiler_cache_dir"],
+            ge["ge.exec.hcclExecuteTimeOut"], ge["ge.exec.profilingMode"],
+            ge["ge.exec.rankId"]) == ("enable", cache, "1836", "1", "0")
+
+
+def test_one_rank_a_disabled_cache_and_no_evaluation(npu_bridge, npu_dataset, tmp_path):
+    env = npu_env(npu_dataset, tmp_path / "train", {}, op_compiler_cache_mode="disable",
+                  allreduce_split="size:60,20,20")
+    model = model_fn_for(env)
+    model.device.build_estimator(estimator_impl.estimator_model_fn(model))
+    config, = records(npu_bridge, "NPURunConfig")
+    assert config["op_compiler_cache_mode"] == "disable"
+    assert "op_compiler_cache_dir" not in config and "hccl_timeout" not in config
+    assert "profiling_config" not in config
+    assert records(npu_bridge, "hccl.set_split_strategy_by_size") == []  # no all-reduce
+    assert not os.path.exists(str(tmp_path / "train" / "op_compiler_cache"))
+
+
+def test_settings_several_ranks_cannot_hold(npu_bridge, npu_dataset, tmp_path, monkeypatch):
+    environ = two_ranks(tmp_path, monkeypatch, 1)
+    with pytest.raises(UserError, match="--op_compiler_cache_mode=force with RANK_SIZE=2"):
+        npu_env(npu_dataset, tmp_path, environ, op_compiler_cache_mode="force")
+    with pytest.raises(UserError, match=r"^--hccl_timeout=30 s cannot cover rank 0's "
+                                        r"evaluation of the \d+ validation images"):
+        npu_env(npu_dataset, tmp_path, environ, hccl_timeout=30, eval_every_n_epochs=1)
+    env = npu_env(npu_dataset, tmp_path, dict(environ, HCCL_EXEC_TIMEOUT="3000"),
+                  eval_every_n_epochs=1)
+    assert env.hccl_timeout == 3000  # the environment's, checked, when no flag is given
+
+
+@pytest.mark.parametrize("given, environ_value, ranks, images, expected", [
+    (None, None, 8, None, None),  # no evaluation while training: HCCL's default
+    (None, None, 1, 50000, None),  # one rank waits for nobody
+    (None, None, 8, 50000, 1836),  # ImageNet: 600 + 50000 / 50 = 1600 < HCCL's 1836
+    (None, None, 8, 500000, 10600),
+    (None, None, 8, 5000000, 17340),  # capped at the Atlas training series' maximum
+    (None, "2400", 8, 50000, 2400),
+    (900, "2400", 8, 50000, 900),  # the flag wins over the environment
+    (110, None, 8, 50000, 110),  # 60 s + 50000 / 1000 images/s: just possible
+    (7, None, 1, None, 7),
+])
+def test_hccl_timeout_sizes(given, environ_value, ranks, images, expected):
+    assert npu_options.hccl_timeout(given, environ_value, ranks, images) == expected
+
+
+@pytest.mark.parametrize("given, environ_value, fragment", [
+    (109, None, "--hccl_timeout=109 s cannot cover rank 0's evaluation of the 50000 "
+                "validation images while the other 7 ranks wait in HCCL: even at 1000 "
+                "images/s and 60 s to restart it takes 110 s; give at least "
+                "--hccl_timeout=110"),
+    (None, "100", "HCCL_EXEC_TIMEOUT=100 s cannot cover"),
+    (None, "soon", "HCCL_EXEC_TIMEOUT=soon is not a whole number of seconds"),
+])
+def test_hccl_timeouts_refused(given, environ_value, fragment):
+    with pytest.raises(UserError) as raised:
+        npu_options.hccl_timeout(given, environ_value, 8, 50000)
+    assert str(raised.value).startswith(fragment)
+
+
+@pytest.mark.parametrize("text, parsed", [
+    ("size:96.54,3.46", ("size", [96.54, 3.46])), ("size:60,20,20", ("size", [60, 20, 20])),
+    ("idx:107,159", ("idx", [107, 159])), ("", None), (None, None)])
+def test_allreduce_split_parses(text, parsed):
+    assert npu_options.parse_allreduce_split(text) == parsed
