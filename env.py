@@ -13,7 +13,7 @@ import os
 from absl import flags
 
 from datasets import dataset_factory
-from devices import placement
+from devices import npu_options, placement
 from devices.npu import PRECISION_MODES
 from devices.ranks import rank_info_from_environ
 from evaluation.config import EvalConfig
@@ -128,6 +128,28 @@ def _define_device_flags():
                          "Ascend: dump the operators that overflow in float16 (debugging).")
     flags.DEFINE_string("over_dump_path", None,
                         "Folder of --over_dump's dumps (default <train_dir>/overflow_dump).")
+    flags.DEFINE_enum("op_compiler_cache_mode", "enable", npu_options.COMPILE_CACHE_MODES,
+                      "Ascend: GE's operator compile cache. enable: reuse the operators "
+                      "earlier runs and segments compiled; force: compile afresh and "
+                      "replace the cache (one rank only); disable: no cache.")
+    flags.DEFINE_string("op_compiler_cache_dir", None,
+                        "Ascend: folder of that cache (default <train_dir>/op_compiler_cache, "
+                        "shared by the ranks).")
+    flags.DEFINE_integer("hccl_timeout", None,
+                         "Ascend, several devices: seconds a rank waits in a collective for "
+                         "the others (NPURunConfig's hccl_timeout, HCCL_EXEC_TIMEOUT). "
+                         "Default: HCCL_EXEC_TIMEOUT when set, else HCCL's 1836 s, more with "
+                         "--eval_every_n_epochs on a large validation split (rank 0 evaluates "
+                         "while the others wait; docs/devices.md).")
+    flags.DEFINE_string("profiling_dir", None,
+                        "Ascend: profile the run with CANN's profiler (training and task "
+                        "traces, HCCL, AI CPU) into this folder; slows training.")
+    flags.DEFINE_string("allreduce_split", None,
+                        "Ascend, several devices: the gradients' all-reduce in fused "
+                        "segments, size:P1,P2,... (percent of the gradient bytes, summing to "
+                        "100) or idx:I1,I2,... (the last gradient index of each segment), at "
+                        "most 8 (HCCL's set_split_strategy_by_size / _by_idx; default HCCL's "
+                        "96.54,3.46 by size).")
 
 
 def _define_optimizer_flags():
@@ -325,6 +347,14 @@ FIELDS = tuple(Field(*row) for row in (
     ("over_dump", "over_dump", False, "Ascend: dump overflowing operators"),
     ("over_dump_path", None, True, "folder of those dumps"),
     ("iterations_per_loop", "iterations_per_loop", False, "Ascend: steps per device loop"),
+    ("op_compiler_cache_mode", "op_compiler_cache_mode", True, "Ascend: GE's compile cache "
+                                                               "(enable | force | disable)"),
+    ("op_compiler_cache_dir", None, True, "its folder"),
+    ("hccl_timeout", None, True, "Ascend: seconds HCCL waits for the other ranks, or None "
+                                 "(HCCL's default)"),
+    ("profiling_dir", None, True, "Ascend: CANN profiler's output folder, or None"),
+    ("allreduce_split", None, True, "Ascend: ('size' | 'idx', [numbers]) of the gradients' "
+                                    "all-reduce segments, or None (HCCL's)"),
     # batch and schedule
     ("batch_size", "batch_size", False, "images per replica per step"),
     ("global_batch", None, False, "images per step over all replicas"),
@@ -412,7 +442,8 @@ def check_flag_values(f):
                          "learning_rate_per_256", "save_checkpoints_steps",
                          "save_checkpoints_secs", "keep_checkpoint_max", "log_every_n_steps",
                          "iterations_per_loop", "data_threads", "train_image_size",
-                         "num_classes", "clip_gradient_norm", "eval_every_n_epochs"))
+                         "num_classes", "clip_gradient_norm", "eval_every_n_epochs",
+                         "hccl_timeout"))
     for pair in (("save_checkpoints_steps", "save_checkpoints_secs"),
                  ("learning_rate", "learning_rate_per_256")):
         if all(getattr(f, name) is not None for name in pair):
@@ -432,6 +463,7 @@ def check_flag_values(f):
     if f.freeze_backbone and f.trainable_scopes:
         raise UserError("give --freeze_backbone or --trainable_scopes, not both")
     _check_quantization_flags(f)
+    npu_options.parse_allreduce_split(f.allreduce_split)
 
 
 def _check_quantization_flags(f):
@@ -524,10 +556,44 @@ def _device_fields(f, facts, environ):
                         "--save_checkpoints_steps" % ranks.rank_size)
     return dict(
         device=device, rank_id=ranks.rank_id, rank_size=ranks.rank_size,
-        device_id=environ.get("DEVICE_ID", environ.get("ASCEND_DEVICE_ID", "0")),
+        device_id=_device_id(device, environ),
         local_replicas=local_replicas, num_replicas=ranks.rank_size * local_replicas,
         loss_scale=_parse_loss_scale(f.loss_scale, device == "npu" or f.mixed_precision),
         over_dump_path=f.over_dump_path or os.path.join(f.train_dir, "overflow_dump"))
+
+
+def _device_id(device, environ):
+    """tf_adapter trains on ASCEND_DEVICE_ID, DEVICE_ID only when that is unset
+    (util/npu_attrs.cc GetEnvDeviceID); elsewhere DEVICE_ID is the launcher's."""
+    names = ("ASCEND_DEVICE_ID", "DEVICE_ID") if device == "npu" else ("DEVICE_ID",)
+    for name in names:
+        if environ.get(name, "").strip():
+            return environ[name].strip()
+    return "0"
+
+
+def _npu_fields(f, dataset, device, rank_size, environ):
+    """The Ascend options (devices.npu_options): the operator compile cache, HCCL's
+    timeout (sized for rank 0's evaluation while training), the profiler, the
+    all-reduce split. --op_compiler_cache_mode=force rewrites a cache the other ranks
+    read, so it is for one rank."""
+    if device == "npu" and f.op_compiler_cache_mode == "force" and rank_size > 1:
+        raise UserError("--op_compiler_cache_mode=force with RANK_SIZE=%d: each rank would "
+                        "empty the shared cache while the others compile into it; refresh it "
+                        "in a run on one device (RANK_SIZE=1), or delete %s and use enable"
+                        % (rank_size, f.op_compiler_cache_dir
+                           or os.path.join(f.train_dir, "op_compiler_cache")))
+    eval_images = (dataset.num_samples("validation")
+                   if f.eval_every_n_epochs is not None else None)
+    return dict(
+        op_compiler_cache_dir=os.path.abspath(f.op_compiler_cache_dir
+                                              or os.path.join(f.train_dir, "op_compiler_cache")),
+        hccl_timeout=(npu_options.hccl_timeout(f.hccl_timeout,
+                                               environ.get("HCCL_EXEC_TIMEOUT"), rank_size,
+                                               eval_images)
+                      if device == "npu" else None),
+        profiling_dir=os.path.abspath(f.profiling_dir) if f.profiling_dir else None,
+        allreduce_split=npu_options.parse_allreduce_split(f.allreduce_split))
 
 
 def _schedule_fields(f, num_samples, device, num_replicas):
@@ -607,6 +673,8 @@ class Env(Config):
                       if field.flag is not None)
         values.update(_data_fields(f, facts.dataset))
         values.update(_device_fields(f, facts, environ))
+        values.update(_npu_fields(f, facts.dataset, values["device"], values["rank_size"],
+                                  environ))
         values.update(_schedule_fields(f, values["num_samples"], values["device"],
                                        values["num_replicas"]))
         values.update(_finetune_fields(f, values["model"], facts.restore_checkpoint))

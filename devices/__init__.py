@@ -2,6 +2,9 @@
 
 placement  which device trains (auto | npu | gpu | cpu)
 npu        Ascend: NPURunConfig, NPUEstimator, HCCL optimizer, loss scaling (npu_bridge)
+npu_capabilities    what the installed tf_adapter supports, read from its signatures
+npu_options         Ascend options from the flags: HCCL timeout, all-reduce split, profiler
+ascend_environment  the vendor's variables that would steer a run (refused / cleared)
 cluster    GPU / CPU: tf.distribute strategies from the host's GPUs or TF_CONFIG
 precision  GPU mixed float16 with dynamic loss scaling
 launch     one process per device (no TensorFlow import)

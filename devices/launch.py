@@ -7,6 +7,8 @@
 Each rank runs COMMAND ARGS with its own RANK_ID / RANK_SIZE / DEVICE_ID (npu: also
 ASCEND_DEVICE_ID, RANK_TABLE_FILE, JOB_ID from the HCCL rank table; gpu / cpu: TF_CONFIG
 naming every worker on 127.0.0.1) and writes stdout + stderr to <result_dir>/<rank>/train.log;
+on npu the vendor's variables that would steer the ranks behind their flags (RESTORE_FROM,
+AOE_MODE, POD_NAME, CM_*...: devices.ascend_environment) are cleared, one line each;
 rank 0's log is copied to this console as it grows. When one rank fails, or this launcher
 gets SIGINT / SIGTERM, every rank is stopped: a collective job with a dead member only hangs.
 
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import time
 
+from devices import ascend_environment
 from rank_tables import table as rank_table
 from utils.errors import EXIT_USER_ERROR, UserError
 
@@ -116,11 +119,21 @@ def detect_device(requested, environ):
     return requested
 
 
+def rank_environment(device, environ):
+    """(the environment every rank starts from, the lines saying what was cleared): no
+    inherited TF_CONFIG (it would override our cluster); on npu none of the vendor's
+    variables that would steer a rank behind its flags (ascend_environment)."""
+    base = dict(environ)
+    base.pop("TF_CONFIG", None)
+    if device != "npu":
+        return base, []
+    return ascend_environment.without_vendor_variables(base)
+
+
 def plan_ranks(device, args, environ):
     """[(rank_id, device_id, env)] of the ranks this server starts, env being the whole
     environment of that rank's process."""
-    base = dict(environ)
-    base.pop("TF_CONFIG", None)  # an inherited cluster would override ours
+    base, _ = rank_environment(device, environ)
     if device == "npu":
         return _plan_npu(args, environ, base)
     if device == "gpu":
@@ -336,6 +349,8 @@ def main(argv=None):
         args = parse_args(sys.argv[1:] if argv is None else argv)
         device = detect_device(args.device, os.environ)
         plan = plan_ranks(device, args, os.environ)
+        for line in rank_environment(device, os.environ)[1]:
+            print(line, flush=True)
         result_dir = os.path.abspath(args.result_dir)
         print("launching %d rank(s) on %s: %s" % (len(plan), device, " ".join(args.command)),
               flush=True)

@@ -1,18 +1,25 @@
 """Ascend NPU: NPURunConfig + NPUEstimator, HCCL data parallelism, loss scaling.
 
-The only module that imports npu_bridge (Ascend's tf_adapter, present only in the
-vendor's TF 1.15 image). Ranks come from RANK_ID / RANK_SIZE / DEVICE_ID and the
-HCCL rank table (RANK_TABLE_FILE), which scripts/run_8p.sh sets per process.
+With devices.npu_capabilities the only module that imports npu_bridge (Ascend's
+tf_adapter, present only in the vendor's TF 1.15 image). Ranks come from RANK_ID /
+RANK_SIZE / DEVICE_ID and the HCCL rank table (RANK_TABLE_FILE), which
+scripts/run_8p.sh sets per process.
 
 NPUEstimator adds hooks of its own to training (tests/npu_stub/README.md has the details):
 with RANK_SIZE > 1 the broadcast of rank 0's trainable variables, and, on every rank,
 NPUCheckpointSaverHook into the Estimator's model_dir; the device then runs
 iterations_per_loop steps per session.run.
+
+What the installed tf_adapter supports is read from its signatures
+(devices.npu_capabilities), the vendor's environment variables that would steer a run
+are refused (devices.ascend_environment), and the options of devices.npu_options (the
+operator compile cache, HCCL's timeout, the profiler, the all-reduce split) are handed
+to NPURunConfig and HCCL here.
 """
 import importlib
 import os
 
-from devices import rank_state
+from devices import ascend_environment, npu_capabilities, npu_options, rank_state
 from devices.base import Device
 from devices.launch import DEFAULT_JOB_ID
 from utils.errors import UserError
@@ -28,6 +35,12 @@ _FULL_PRECISION_MODES = ("force_fp32", "must_keep_origin_dtype")
 # Dynamic loss scaling as the Ascend model zoo sets it up.
 DYNAMIC_LOSS_SCALE = dict(init_loss_scale=2 ** 32, incr_every_n_steps=1000,
                           decr_every_n_nan_or_inf=2, decr_ratio=0.5)
+
+
+# The flag behind each optional NPURunConfig keyword (for a tf_adapter that lacks one).
+_FLAG_OF = {"op_compiler_cache_mode": "--op_compiler_cache_mode",
+            "op_compiler_cache_dir": "--op_compiler_cache_dir",
+            "profiling_config": "--profiling_dir", "dump_config": "--over_dump"}
 
 
 def _bridge(module):
@@ -49,6 +62,13 @@ class NpuDevice(Device):
                 "the ranks' checkpoints would hold different steps and a resumed run would "
                 "start them at different steps; use --save_checkpoints_steps"
                 % env.rank_size)
+        self._capabilities = npu_capabilities.read()
+        npu_capabilities.check_precision_mode(self._capabilities, env.precision_mode)
+        warning = npu_capabilities.keep_warning(
+            self._capabilities, self._keep_checkpoint_max(), self.model_dir)
+        if warning:
+            logger.info(warning)
+        logger.info("npu options: " + self._describe_options())
 
     @property
     def steps_per_run(self):
@@ -73,7 +93,7 @@ class NpuDevice(Device):
             iterations_per_loop=env.iterations_per_loop, enable_data_pre_proc=True,
             save_checkpoints_steps=env.save_checkpoints_steps,
             save_checkpoints_secs=env.save_checkpoints_secs,
-            keep_checkpoint_max=env.keep_checkpoint_max if env.is_chief else 1,
+            keep_checkpoint_max=self._keep_checkpoint_max(),
             # Summaries and step-rate events from rank 0 only.
             save_summary_steps=env.log_every_n_steps if env.is_chief else 0,
             log_step_count_steps=env.log_every_n_steps if env.is_chief else None,
@@ -81,17 +101,64 @@ class NpuDevice(Device):
         if env.over_dump:
             kwargs["dump_config"] = _bridge("npu_config").DumpConfig(
                 enable_dump_debug=True, dump_path=env.over_dump_path, dump_debug_mode="all")
+        kwargs["op_compiler_cache_mode"] = env.op_compiler_cache_mode
+        if env.op_compiler_cache_mode != "disable":
+            kwargs["op_compiler_cache_dir"] = env.op_compiler_cache_dir
+        if env.profiling_dir:
+            kwargs["profiling_config"] = _bridge("npu_config").ProfilingConfig(
+                enable_profiling=True,
+                profiling_options=npu_options.profiling_options(env.profiling_dir))
+        # Before r1.7 NPURunConfig has no hccl_timeout: HCCL_EXEC_TIMEOUT (set by
+        # build_estimator) is the same setting.
+        if (env.hccl_timeout is not None
+                and "hccl_timeout" in self._capabilities.run_config_parameters):
+            kwargs["hccl_timeout"] = env.hccl_timeout
+        npu_capabilities.check_run_config_kwargs(self._capabilities, kwargs, _FLAG_OF)
         return kwargs
+
+    def _keep_checkpoint_max(self):
+        return self.env.keep_checkpoint_max if self.env.is_chief else 1
 
     def build_estimator(self, model_fn):
         # npu_bridge reads its job from the environment and refuses to start without a
         # JOB_ID; the launcher sets one for several ranks, a one-device run may not.
         if not os.environ.get("JOB_ID"):
             os.environ["JOB_ID"] = DEFAULT_JOB_ID
-        if self.env.over_dump:  # tf_adapter refuses a dump_path that is not a folder
-            os.makedirs(self.env.over_dump_path, exist_ok=True)
+        env = self.env
+        if env.over_dump:  # tf_adapter refuses a dump_path that is not a folder
+            os.makedirs(env.over_dump_path, exist_ok=True)
+        for folder in (env.op_compiler_cache_dir if env.op_compiler_cache_mode != "disable"
+                       else None, env.profiling_dir):
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+        if env.hccl_timeout is not None:
+            # HCCL reads it when the first session starts; it and NPURunConfig's
+            # hccl_timeout then agree, whichever one this CANN release heeds.
+            os.environ["HCCL_EXEC_TIMEOUT"] = str(env.hccl_timeout)
+        self._apply_allreduce_split()
         config = _bridge("npu_config").NPURunConfig(**self.run_config_kwargs())
         return _bridge("npu_estimator").NPUEstimator(model_fn=model_fn, config=config)
+
+    def _apply_allreduce_split(self):
+        """--allreduce_split through HCCL's own Python API (CANN's hccl package, which
+        npu_bridge.npu_init re-exports), before the first session compiles the graph."""
+        env = self.env
+        if env.allreduce_split is None:
+            return
+        if env.rank_size < 2:
+            self.logger.info("--allreduce_split ignored: one rank has no all-reduce")
+            return
+        try:
+            split = importlib.import_module("hccl.split.api")
+        except ImportError as err:
+            raise UserError("--allreduce_split needs CANN's hccl Python package "
+                            "(hccl.split.api), which does not import (%s); source CANN's "
+                            "set_env.sh, or drop --allreduce_split" % err)
+        kind, values = env.allreduce_split
+        if kind == "size":
+            split.set_split_strategy_by_size(list(values), "hccl_world_group")
+        else:
+            split.set_split_strategy_by_idx(list(values), "hccl_world_group")
 
     def wrap_optimizer(self, optimizer):
         env = self.env
@@ -139,6 +206,20 @@ class NpuDevice(Device):
                 % (env.rank_id, env.rank_size, env.device_id, env.precision_mode, scale,
                    env.iterations_per_loop))
 
+    def _describe_options(self):
+        env = self.env
+        parts = ["op_compiler_cache_mode %s%s" % (
+            env.op_compiler_cache_mode, "" if env.op_compiler_cache_mode == "disable"
+            else " in " + env.op_compiler_cache_dir)]
+        parts.append("hccl_timeout %s" % ("%d s" % env.hccl_timeout
+                                          if env.hccl_timeout is not None else "HCCL's"))
+        if env.profiling_dir:
+            parts.append("profiling into %s" % env.profiling_dir)
+        if env.allreduce_split:
+            parts.append("all-reduce split %s:%s" % (env.allreduce_split[0], ",".join(
+                str(v) for v in env.allreduce_split[1])))
+        return "; ".join(parts)
+
     def skips_overflow_steps(self):
         return self._loss_scale_needed()
 
@@ -147,13 +228,19 @@ class NpuDevice(Device):
                 and self.env.precision_mode not in _FULL_PRECISION_MODES)
 
 
+def check_vendor_environment(environ):
+    """UserError for the first of the vendor's variables that would steer the run
+    (devices.ascend_environment), naming the others found."""
+    found = ascend_environment.problems(environ)
+    if found:
+        more = " (also: %s)" % ", ".join(line.split("=")[0] for line in found[1:])
+        raise UserError(found[0] + (more if len(found) > 1 else ""))
+
+
 def check_npu_environment(environ, rank_size):
-    """HCCL needs a rank table that matches RANK_SIZE; say so before any graph."""
-    if environ.get("CM_WORKER_SIZE") is not None:
-        # npu_bridge counts ranks from CM_WORKER_SIZE when RANK_SIZE is unset, and refuses
-        # the two together; this trainer counts them from RANK_SIZE alone.
-        raise UserError("CM_WORKER_SIZE is set (to %r) but npu training counts its ranks from "
-                        "RANK_SIZE; unset CM_WORKER_SIZE" % environ["CM_WORKER_SIZE"])
+    """The vendor's variables that would steer the run, and HCCL's rank table against
+    RANK_SIZE; say so before any graph."""
+    check_vendor_environment(environ)
     table_file = environ.get("RANK_TABLE_FILE")
     if rank_size > 1 and not table_file:
         raise UserError("RANK_SIZE=%d on npu needs RANK_TABLE_FILE (the HCCL rank table); "

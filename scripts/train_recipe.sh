@@ -8,7 +8,8 @@
 #   train.py --flagfile=recipes/$RECIPE.flags. The caller's flags come after it, so they
 #   override the recipe; a --max_train_steps, --learning_rate or --freeze_bn_delay given
 #   there replaces the recipe's --max_epoch, --learning_rate_per_256 or
-#   --freeze_bn_epochs (train.py's rule). RECIPE_DRY_RUN=1 prints the command instead.
+#   --freeze_bn_epochs (train.py's rule). RECIPE_DRY_RUN=1 prints the command instead
+#   (and, on stderr, the rank and device variables it would run with).
 train_recipe() {
   local data_dir="$1" train_dir="$2" arg
   shift 2
@@ -34,6 +35,8 @@ train_recipe() {
   local command=("$root/.venv/bin/python" "$root/train.py" --flagfile="$flagfile"
     --dataset_dir="$data_dir" --train_dir="$train_dir" --device=auto "$@")
   if [ -n "${RECIPE_DRY_RUN:-}" ]; then
+    echo "RANK_ID=${RANK_ID-} RANK_SIZE=${RANK_SIZE-} DEVICE_ID=${DEVICE_ID-}" \
+      "ASCEND_DEVICE_ID=${ASCEND_DEVICE_ID-}" >&2
     echo "${command[@]}"
     return 0
   fi

@@ -31,10 +31,13 @@ class ListHandler(logging.Handler):
 # The npu_bridge stand-in (tests/npu_stub/README.md): behaves as the real one does on the
 # host and records what it is given (the real one installs only in Huawei's image).
 STUB = os.path.join(ROOT, "tests", "npu_stub")
-# What npu_bridge reads from the environment; the run may set JOB_ID (devices.npu).
+# What npu_bridge and tf_adapter read from the environment; the run may set JOB_ID and
+# HCCL_EXEC_TIMEOUT (devices.npu).
 NPU_BRIDGE_ENVIRON = ("JOB_ID", "RANK_SIZE", "RANK_ID", "CM_WORKER_SIZE", "POD_NAME",
-                      "RESTORE_FROM", "LOCAL_CHECKPOINT_DIR", "NPU_STUB_BRANCH",
-                      "NPU_STUB_HCCL_PORT", "HCCL_EXEC_TIMEOUT", "HCCL_CONNECT_TIMEOUT")
+                      "RESTORE_FROM", "LOCAL_CHECKPOINT_DIR", "NPU_STUB_BRANCH", "AOE_MODE",
+                      "CM_CHIEF_IP", "CM_CHIEF_PORT", "CM_CHIEF_DEVICE", "CM_WORKER_IP",
+                      "ASCEND_DEVICE_ID", "DEVICE_ID", "RANK_TABLE_FILE", "HCCL_EXEC_TIMEOUT",
+                      "NPU_STUB_HCCL_PORT", "HCCL_CONNECT_TIMEOUT")
 
 
 @pytest.fixture
@@ -56,7 +59,8 @@ def npu_bridge(monkeypatch):
         monkeypatch.setattr(tf.distribute, name, forbidden)
     monkeypatch.setattr(tf.distribute.experimental, "MultiWorkerMirroredStrategy", forbidden)
     yield stub
-    for name in [m for m in sys.modules if m == "npu_bridge" or m.startswith("npu_bridge.")]:
+    for name in [m for m in sys.modules
+                 if m.split(".")[0] in ("npu_bridge", "hccl")]:
         del sys.modules[name]
 
 

@@ -78,6 +78,18 @@ TRAIN_CASES = [
      "mobilenet_v2"),
     ("unwritable_train_dir", ["--dataset_dir={data}", "--max_epoch=1", "--batch_size=4",
                               "--train_dir=/proc/nope"], {}, "--train_dir"),
+    ("allreduce_split_not_100", ["--dataset_dir={data}", "--max_epoch=1",
+                                 "--allreduce_split=size:60,30"], {}, "add up to 90, not 100"),
+    ("allreduce_split_unknown_kind", ["--dataset_dir={data}", "--max_epoch=1",
+                                      "--allreduce_split=layers:3,9"], {},
+     "--allreduce_split=layers:3,9: give size:P1,P2,..."),
+    ("allreduce_split_descending", ["--dataset_dir={data}", "--max_epoch=1",
+                                    "--allreduce_split=idx:159,20"], {}, "must ascend"),
+    ("zero_hccl_timeout", ["--dataset_dir={data}", "--max_epoch=1", "--hccl_timeout=0"], {},
+     "--hccl_timeout=0"),
+    ("unknown_compile_cache_mode", ["--dataset_dir={data}", "--max_epoch=1",
+                                    "--op_compiler_cache_mode=fast"], {},
+     "op_compiler_cache_mode"),
 ]
 
 # (id, how to run: "script" | "module" | "bash", what, arguments, extra environment,

@@ -18,7 +18,9 @@ TABLES = os.path.join(ROOT, "rank_tables")
 FAKE = r'''
 import json, os, signal, sys, time
 out, rank = sys.argv[1], os.environ["RANK_ID"]
-names = ("RANK_ID", "RANK_SIZE", "DEVICE_ID", "TF_CONFIG", "CUDA_VISIBLE_DEVICES")
+names = ("RANK_ID", "RANK_SIZE", "DEVICE_ID", "TF_CONFIG", "CUDA_VISIBLE_DEVICES",
+         "ASCEND_DEVICE_ID", "RESTORE_FROM", "AOE_MODE", "POD_NAME", "CM_CHIEF_IP",
+         "CM_CHIEF_PORT")
 if rank in os.environ.get("FAKE_IGNORE_TERM", "").split(","):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 with open(os.path.join(out, rank + ".tmp"), "w") as handle:
@@ -97,6 +99,53 @@ def test_npu_plan_starts_this_servers_ranks_of_a_cluster_table():
         plan("--device=npu", RANK_TABLE_FILE=table)
     with pytest.raises(UserError, match="10.9.9.9"):
         plan("--device=npu", RANK_TABLE_FILE=table, SERVER_ID="10.9.9.9")
+
+
+VENDOR = {"RESTORE_FROM": "/ckpt/model.ckpt-9", "LOCAL_CHECKPOINT_DIR": "/ckpt",
+          "AOE_MODE": "", "POD_NAME": "job-7f9c-0", "CM_CHIEF_IP": "10.0.0.9",
+          "CM_CHIEF_PORT": "29500", "CM_WORKER_SIZE": "8"}
+
+
+def test_npu_ranks_start_without_the_vendors_variables():
+    """The launcher makes each rank's environment: on npu it clears what npu_bridge would
+    read behind the flags (devices.ascend_environment), one line each; gpu / cpu ranks
+    keep them (nothing there reads them)."""
+    ranks = plan("--device=npu", KEEP="me", **VENDOR)
+    for _, _, env in ranks:
+        assert not set(VENDOR) & set(env) and env["KEEP"] == "me"
+    base, lines = launch.rank_environment("npu", dict(VENDOR, TF_CONFIG="{}"))
+    assert base == {}
+    assert [line.split(" for the ranks: ")[0] for line in lines] == [
+        "launcher: cleared RESTORE_FROM=/ckpt/model.ckpt-9",
+        "launcher: cleared LOCAL_CHECKPOINT_DIR=/ckpt", "launcher: cleared AOE_MODE=",
+        "launcher: cleared CM_CHIEF_IP=10.0.0.9", "launcher: cleared CM_WORKER_SIZE=8",
+        "launcher: cleared POD_NAME=job-7f9c-0", "launcher: cleared CM_CHIEF_PORT=29500"]
+    assert lines[5] == (
+        "launcher: cleared POD_NAME=job-7f9c-0 for the ranks: with RANK_TABLE_FILE "
+        "tf_adapter gives HCCL this name (ge.exec.podName) instead of RANK_ID as this "
+        "process's identity in the rank table")
+    assert launch.rank_environment("cpu", VENDOR) == (VENDOR, [])
+
+
+def test_npu_ranks_run_with_the_tables_devices_and_nothing_else(tmp_path, fake):
+    table = tmp_path / "2p.json"
+    table.write_text(json.dumps({"status": "completed", "group_count": "1", "group_list": [{
+        "group_name": "hccl_world_group", "device_count": "2", "instance_count": "2",
+        "instance_list": [{"pod_name": str(i), "server_id": "10.0.0.1", "rank_id": str(i),
+                           "devices": [{"device_id": str(i + 4),
+                                        "device_ip": "192.168.10%d.101" % i}]}
+                          for i in range(2)]}]}))
+    out = run_launcher("--device=npu", "--rank_table=" + str(table),
+                       "--result_dir=" + str(tmp_path / "result"), "--", *fake,
+                       PYTHONPATH=os.path.join(ROOT, "tests", "npu_stub"), ASCEND_DEVICE_ID="0",
+                       **VENDOR)
+    assert out.returncode == 0, out.stdout + out.stderr
+    cleared = [line for line in out.stdout.splitlines() if line.startswith("launcher: ")]
+    assert len(cleared) == len(VENDOR)
+    for rank in range(2):
+        env = recorded(tmp_path, rank)
+        assert (env["DEVICE_ID"], env["ASCEND_DEVICE_ID"]) == (str(rank + 4), str(rank + 4))
+        assert [env[name] for name in VENDOR if name in env] == [None] * 5
 
 
 def test_npu_plan_refuses_a_rank_size_the_table_does_not_have():

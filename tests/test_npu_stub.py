@@ -200,3 +200,141 @@ def test_session_options_the_device_refuses(npu_bridge, tmp_path, monkeypatch):
     custom, = [c for c in options.custom_optimizers if c.name == "NpuOptimizer"]
     assert custom.parameter_map["dump_path"].s.decode() == missing
     no_folder.train(features_and_labels(2), max_steps=1)
+
+
+# ----------------------------------------------------------------------------- releases
+
+@pytest.mark.parametrize("branch, parameters, saver_keeps", [
+    ("master", 76, True), ("r3.2.0", 75, False), ("r1.11.0", 68, False)])
+def test_each_branch_shows_its_own_signatures(npu_bridge, tmp_path, monkeypatch, branch,
+                                              parameters, saver_keeps):
+    """inspect sees the branch's NPURunConfig (76 / 75 / 68 parameters, counted in the
+    real npu_config.py) and NPUSaver: max_to_keep from r1.14.0 on, NPUSaver() before and on
+    r3.x, which the estimator then builds without keep_checkpoint_max."""
+    import inspect
+    monkeypatch.setenv("NPU_STUB_BRANCH", branch)
+    from npu_bridge.estimator.npu import npu_config, npu_saver
+    names = list(inspect.signature(npu_config.NPURunConfig.__init__).parameters)
+    assert names[:3] == ["self", "iterations_per_loop", "profiling_config"]
+    assert len(names) - 1 == parameters
+    assert ("deterministic" in names) == (branch != "r1.11.0")
+    init = vars(npu_saver.NPUSaver)["__init__"]
+    assert ("max_to_keep" in inspect.signature(init).parameters) == saver_keeps
+    hooks = training_hooks(npu_estimator(npu_bridge, tmp_path, monkeypatch,
+                                         keep_checkpoint_max=2))
+    assert "NPUCheckpointSaverHook" in hooks
+    saver, = [r["arguments"] for r in npu_bridge.RECORDS if r["api"] == "NPUSaver"]
+    assert saver == {"max_to_keep": 2 if saver_keeps else 5}
+
+
+def ge_options(stub):
+    """The options of the last "GePlugin.Init" record."""
+    return [r["arguments"] for r in stub.RECORDS if r["api"] == "GePlugin.Init"][-1]
+
+
+@pytest.mark.parametrize("branch, written", [("master", None),
+                                              ("r1.11.0", "allow_fp32_to_fp16")])
+def test_the_precision_mode_without_one_given(npu_bridge, tmp_path, monkeypatch, branch,
+                                              written):
+    """r1.11.0's NPUEstimator writes allow_fp32_to_fp16 when no precision_mode is given;
+    from r1.13.0 none is written and GE's own default applies. r1.11.0 passes any text on
+    to GE, whose modes then were five: a bf16 mode stops the run there."""
+    monkeypatch.setenv("NPU_STUB_BRANCH", branch)
+    training_hooks(npu_estimator(npu_bridge, tmp_path / "a", monkeypatch))
+    assert ge_options(npu_bridge).get("ge.exec.precision_mode") == written
+    bf16 = npu_estimator(npu_bridge, tmp_path / "b", monkeypatch,
+                         precision_mode="allow_mix_precision_bf16")
+    if branch == "r1.11.0":
+        with pytest.raises(tf.errors.InvalidArgumentError, match="allow_mix_precision_bf16"):
+            training_hooks(bf16)
+    else:
+        training_hooks(bf16)
+
+
+def test_aoe_mode_before_r1_12_runs_one_step_per_loop(npu_bridge, monkeypatch):
+    monkeypatch.setenv("NPU_STUB_BRANCH", "r1.11.0")
+    from npu_bridge.estimator.npu import npu_config
+    assert npu_config.NPURunConfig(iterations_per_loop=10).iterations_per_loop == 10
+    monkeypatch.setenv("AOE_MODE", "")  # set at all
+    assert npu_config.NPURunConfig(iterations_per_loop=10).iterations_per_loop == 1
+
+
+# ----------------------------------------------------------------------------- environment
+
+@pytest.mark.parametrize("environ, expected", [
+    ({}, {"ge.exec.deviceId": "0", "ge.exec.isUseHcom": "0"}),
+    ({"ASCEND_DEVICE_ID": "3", "DEVICE_ID": "1"}, {"ge.exec.deviceId": "3"}),
+    ({"DEVICE_ID": "1"}, {"ge.exec.deviceId": "1"}),
+    ({"RANK_TABLE_FILE": "t.json", "RANK_ID": "1"},
+     {"ge.exec.isUseHcom": "1", "ge.exec.rankTableFile": "t.json", "ge.exec.rankId": "1"}),
+    ({"RANK_TABLE_FILE": "t.json", "RANK_ID": "1", "POD_NAME": "job-7f9c"},
+     {"ge.exec.rankTableFile": "t.json", "ge.exec.podName": "job-7f9c",
+      "ge.exec.rankId": None}),
+    ({"RANK_TABLE_FILE": "t.json", "RANK_ID": "1", "CM_CHIEF_IP": "10.0.0.9"},
+     {"ge.exec.isUseHcom": "0", "ge.exec.rankTableFile": None}),
+    ({"AOE_MODE": "2"}, {"ge.jobType": "2", "ge.buildMode": "tuning"}),
+])
+def test_what_the_environment_hands_ge(npu_bridge, tmp_path, monkeypatch, environ, expected):
+    """tf_adapter's GePlugin::Init as the stand-in emulates it: ASCEND_DEVICE_ID beats
+    DEVICE_ID, POD_NAME replaces RANK_ID as the rank's identity in the table, CM_CHIEF_IP
+    beside RANK_TABLE_FILE leaves HCCL without its table, AOE_MODE builds for tuning."""
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    training_hooks(npu_estimator(npu_bridge, tmp_path, monkeypatch))
+    options = ge_options(npu_bridge)
+    assert dict((name, options.get(name)) for name in expected) == expected
+
+
+def test_restore_from_warm_starts_a_fresh_model_dir(npu_bridge, tmp_path, monkeypatch):
+    """NPUEstimator hands LOCAL_CHECKPOINT_DIR, else RESTORE_FROM, to tf.estimator as
+    warm_start_from: a model_dir without a checkpoint starts from it; RESTORE_FROM set but
+    empty stops the constructor (tf.estimator refuses an empty warm-start path)."""
+    source = npu_estimator(npu_bridge, tmp_path / "source", monkeypatch)
+    source.train(features_and_labels(2), max_steps=3)
+    trained = source.get_variable_value("weight")
+    monkeypatch.setenv("RESTORE_FROM", str(tmp_path / "source"))
+    fresh = npu_estimator(npu_bridge, tmp_path / "fresh", monkeypatch)
+    assert fresh._warm_start_settings.ckpt_to_initialize_from == str(tmp_path / "source")
+    fresh.train(features_and_labels(2), max_steps=3)  # trains 3 steps from ``trained``
+    initial = tf.train.load_checkpoint(str(tmp_path / "fresh" / "model.ckpt-0"))
+    assert (initial.get_tensor("weight") == trained).all() and trained.any()
+    from npu_bridge.estimator.npu import npu_common
+    monkeypatch.setattr(npu_common.NPUBasics, "_instance", None)  # a new process's job
+    monkeypatch.setenv("LOCAL_CHECKPOINT_DIR", str(tmp_path / "other"))
+    assert npu_estimator(npu_bridge, tmp_path / "x", monkeypatch)._warm_start_settings \
+        .ckpt_to_initialize_from == str(tmp_path / "other")
+    monkeypatch.delenv("LOCAL_CHECKPOINT_DIR")
+    monkeypatch.setattr(npu_common.NPUBasics, "_instance", None)
+    monkeypatch.setenv("RESTORE_FROM", "")
+    with pytest.raises(ValueError, match="ckpt_to_initialize_from"):  # tf.estimator's
+        npu_estimator(npu_bridge, tmp_path / "y", monkeypatch)
+
+
+def test_session_options_reach_ge(npu_bridge, tmp_path, monkeypatch):
+    from npu_bridge.estimator.npu import npu_config
+    profiling = npu_config.ProfilingConfig(enable_profiling=True,
+                                           profiling_options='{"output":"/p"}')
+    training_hooks(npu_estimator(npu_bridge, tmp_path, monkeypatch, hccl_timeout=2720,
+                                 op_compiler_cache_mode="enable",
+                                 op_compiler_cache_dir="/cache", profiling_config=profiling))
+    options = ge_options(npu_bridge)
+    assert (options["ge.exec.hcclExecuteTimeOut"], options["ge.op_compiler_cache_mode"],
+            options["ge.op_compiler_cache_dir"], options["ge.exec.profilingMode"],
+            options["ge.exec.profilingOptions"]) == (
+                "2720", "enable", "/cache", "1", '{"output":"/p"}')
+
+
+def test_hccls_split_api_checks_as_the_real_one(npu_bridge):
+    from hccl.split import api
+    api.set_split_strategy_by_size([96.54, 3.46])
+    api.set_split_strategy_by_idx([107, 159], "hccl_world_group")
+    assert [(r["api"], r["arguments"]) for r in npu_bridge.RECORDS] == [
+        ("hccl.set_split_strategy_by_size",
+         {"dataSizeList": [96.54, 3.46], "group": "hccl_world_group"}),
+        ("hccl.set_split_strategy_by_idx", {"idxList": [107, 159], "group": "hccl_world_group"})]
+    for call, match in ((lambda: api.set_split_strategy_by_size([60, 30]), "not 100"),
+                        (lambda: api.set_split_strategy_by_idx([5, 5]), "not ascending"),
+                        (lambda: api.set_split_strategy_by_idx((1, 2)), "python list"),
+                        (lambda: api.set_split_strategy_by_idx([1], ""), "empty")):
+        with pytest.raises(ValueError, match=match):
+            call()

@@ -138,6 +138,10 @@ def test_rank_table_against_the_environment(npu_bridge, dataset, tmp_path):
                             dict(ok, RANK_SIZE="1", RANK_ID="0"))
     assert status == "warning" and detail.endswith(
         "(RANK_TABLE_FILE is set, but cpu runs do not use it)")
+    # The vendor's POD_NAME would replace RANK_ID as the rank's identity in the table.
+    status, detail = result(env, "rank table", dict(ok, POD_NAME="job-7f9c-1"))
+    assert status == "problem" and detail.startswith("POD_NAME=job-7f9c-1 is set: with "
+                                                     "RANK_TABLE_FILE tf_adapter gives HCCL")
 
 
 def test_devices_per_server_and_hccs_rings():

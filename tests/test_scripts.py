@@ -56,6 +56,20 @@ def test_the_scripts_pass_the_recipe_flagfile_then_the_callers_flags(script, ran
         + extra + list(given) + ["--seed=1"])
 
 
+@pytest.mark.parametrize("given, both", [
+    ({}, "0"), ({"DEVICE_ID": "3"}, "3"), ({"ASCEND_DEVICE_ID": "5"}, "5"),
+    ({"DEVICE_ID": "2", "ASCEND_DEVICE_ID": "2"}, "2")])
+def test_train_1p_names_its_device_in_both_variables(given, both):
+    """tf_adapter trains on ASCEND_DEVICE_ID, DEVICE_ID only without it: the one-device
+    script sets both to the device given in either (train.py refuses two that differ)."""
+    environ = dict(given, RECIPE_DRY_RUN="1")
+    for name in ("DEVICE_ID", "ASCEND_DEVICE_ID"):
+        environ.setdefault(name, "")  # as unset: ${NAME:-...}
+    out = bash("train_1p.sh", "DATA", "TRAIN", **environ)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.split()[-2:] == ["DEVICE_ID=" + both, "ASCEND_DEVICE_ID=" + both]
+
+
 def test_unknown_recipe_and_a_fine_tune_without_its_start():
     out = bash("train_1p.sh", "DATA", "TRAIN", RECIPE="resnet50")
     assert out.returncode == 2 and out.stderr.startswith("error: RECIPE=resnet50")

@@ -8,7 +8,9 @@ a problem's line says what is wrong and how to fix it.
                        full=True (train.py --preflight) also the records in each shard,
                        counted from the frame headers, against the dataset's split sizes
   rank table           the HCCL table against RANK_SIZE / RANK_ID / DEVICE_ID /
-                       ASCEND_VISIBLE_DEVICES and the servers' HCCS rings
+                       ASCEND_VISIBLE_DEVICES and the servers' HCCS rings; on npu, the
+                       vendor's variables that would steer the run (RESTORE_FROM,
+                       AOE_MODE, POD_NAME, CM_*...: devices.ascend_environment)
   iterations_per_loop  on npu it must divide every step count the run stops or saves at
   batch and lr         the global batch, the LR per 256 images, and a warning for a
                        one-device LR on many devices
@@ -26,7 +28,7 @@ import sys
 
 from dataloader import record_check
 from datasets import dataset_factory, layout
-from devices.npu import check_npu_environment
+from devices.npu import check_npu_environment, check_vendor_environment
 from devices.ranks import rank_info_from_environ
 from rank_tables import check as rank_check
 from training import recipes
@@ -152,6 +154,8 @@ def check_rank_table(env, environ, full):
     """The rank table row (see the module's table)."""
     ranks = rank_info_from_environ(environ)
     table_file = environ.get("RANK_TABLE_FILE")
+    if env.device == "npu":
+        check_vendor_environment(environ)  # POD_NAME and CM_CHIEF_IP undo the table
     if not table_file:
         if env.device == "npu":
             check_npu_environment(environ, ranks.rank_size)  # RANK_SIZE > 1 needs a table

@@ -9,7 +9,11 @@ It records what the pipeline passes to each API in ``RECORDS`` (and, when NPU_ST
 names a file, appends them there as JSON lines for subprocess tests).
 
 NPU_STUB_BRANCH picks the tf_adapter release to follow where they differ: ``master`` (the
-default; r1.15.0 is the same in everything emulated here) or ``r3.2.0``.
+default; r1.15.0 is the same in everything emulated here), ``r3.2.0``, or ``r1.11.0``
+(emulated only where this pipeline reads it: NPURunConfig's signature and its AOE_MODE
+rule, NPUSaver, the default and the accepted precision modes; elsewhere as r3.2.0). The
+branch is read when a module is imported (signatures) and when called (behaviour): set it
+before importing npu_bridge's modules.
 
 NPU_STUB_HCCL_PORT, with RANK_SIZE > 1, makes the rank processes of one job exchange their
 tensors for real in every HCCL collective (hccl/_exchange.py); without it one process
@@ -20,7 +24,7 @@ import os
 
 RECORDS = []
 
-BRANCHES = ("master", "r1.15.0", "r3.2.0")
+BRANCHES = ("master", "r1.15.0", "r3.2.0", "r1.11.0")
 
 
 def branch():
@@ -43,6 +47,8 @@ def record(api, **arguments):
 def _plain(value):
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     if hasattr(value, "stub_arguments"):
         return {"type": type(value).__name__, "arguments": value.stub_arguments}
     return type(value).__name__

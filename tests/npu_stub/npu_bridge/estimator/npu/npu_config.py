@@ -1,6 +1,7 @@
-"""Stand-in for npu_bridge/estimator/npu/npu_config.py: NPURunConfig and DumpConfig with the
-real parameter lists and defaults (a keyword the real class lacks is a TypeError) and the
-real constructor's checks. Options that only configure the device are kept, unread."""
+"""Stand-in for npu_bridge/estimator/npu/npu_config.py: NPURunConfig, DumpConfig and
+ProfilingConfig with the real parameter lists and defaults (a keyword the real class lacks
+is a TypeError, and inspect.signature(NPURunConfig.__init__) shows the branch's list) and
+the real constructor's checks. Options that only configure the device are kept, unread."""
 import inspect
 import json
 import os
@@ -45,6 +46,14 @@ _PARAMETERS = (
 # r3.2.0: two other defaults, and no ac_parallel_enable.
 _R320_DEFAULTS = {"enable_exception_dump": 0, "jit_compile": "Auto"}
 
+# r1.11.0: 68 parameters, master's less these, with jit_compile (a bool there) after
+# experimental_config, and these defaults.
+_R111_ABSENT = ("stream_sync_timeout", "event_sync_timeout", "es_cluster_config",
+                "deterministic", "frozen_variable", "variable_placement", "precision_mode_v2",
+                "ac_parallel_enable")
+_R111_DEFAULTS = {"variable_format_optimize": True, "op_debug_level": 0, "dynamic_input": False,
+                  "enable_exception_dump": 0, "jit_compile": False}
+
 # Handed to tf.estimator.RunConfig; the rest the real class keeps as attributes, these
 # under their own names, the others with a leading underscore.
 _RUN_CONFIG_ARGS = ("model_dir", "tf_random_seed", "save_summary_steps",
@@ -59,25 +68,41 @@ _PUBLIC = ("iterations_per_loop", "mix_compile_mode", "enable_data_pre_proc",
            "es_cluster_config")
 
 
-def _signature():
-    parameters = _PARAMETERS
+def _parameters():
+    parameters = list(_PARAMETERS)
     if branch() == "r3.2.0":
         parameters = [(name, _R320_DEFAULTS.get(name, default))
                       for name, default in parameters if name != "ac_parallel_enable"]
+    elif branch() == "r1.11.0":
+        parameters = [(name, _R111_DEFAULTS.get(name, default))
+                      for name, default in parameters
+                      if name not in _R111_ABSENT and name != "jit_compile"]
+        after = [name for name, _ in parameters].index("experimental_config") + 1
+        parameters.insert(after, ("jit_compile", _R111_DEFAULTS["jit_compile"]))
+    return parameters
+
+
+def _signature():
+    """NPURunConfig.__init__'s signature on the branch (self first)."""
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    return inspect.Signature([inspect.Parameter(name, kind, default=default)
-                              for name, default in parameters])
+    return inspect.Signature([inspect.Parameter("self", kind)] + [
+        inspect.Parameter(name, kind, default=default) for name, default in _parameters()])
 
 
 class NPURunConfig(tf.estimator.RunConfig):
     """RunConfig with NPU support."""
 
     def __init__(self, *args, **kwargs):
-        bound = _signature().bind(*args, **kwargs)  # TypeError, as the real signature
+        bound = _SIGNATURE.bind(self, *args, **kwargs)  # TypeError, as the real one
+        del bound.arguments["self"]
         record("NPURunConfig", **bound.arguments)
         bound.apply_defaults()
         options = dict(bound.arguments)
         _check(options)
+        # r1.8.0-r1.11.0: AOE_MODE set at all (or aoe_mode) means one step per loop.
+        if branch() == "r1.11.0" and (options["aoe_mode"] is not None
+                                      or os.getenv("AOE_MODE") is not None):
+            options["iterations_per_loop"] = 1
         # Neither steps nor seconds: a checkpoint every 100 steps.
         if (options["save_checkpoints_secs"], options["save_checkpoints_steps"]) == (None, None):
             options["save_checkpoints_steps"] = 100
@@ -89,15 +114,19 @@ class NPURunConfig(tf.estimator.RunConfig):
             **dict((name, options[name]) for name in _RUN_CONFIG_ARGS))
 
 
+# The branch's, fixed at import (inspect.signature shows it).
+NPURunConfig.__init__.__signature__ = _SIGNATURE = _signature()
+
+
 def _check(options):
     """The real constructor's checks, in its order."""
     util.check_positive_integer(options["iterations_per_loop"], "iterations_per_loop")
     if not isinstance(options["mix_compile_mode"], bool):
-        error = ValueError if branch() == "r3.2.0" else TypeError
+        error = TypeError if branch() == "master" else ValueError
         raise error('"mix_compile_mode" type must be bool')
     if options["mix_compile_mode"] is True and options["iterations_per_loop"] != 1:
         raise ValueError('"iterations_per_loop" must be 1 with "mix_compile_mode" is True')
-    if branch() != "r3.2.0" and not isinstance(options["jit_compile"], str):
+    if branch() == "master" and not isinstance(options["jit_compile"], str):
         raise TypeError("Expected str, got " + type(options["jit_compile"]).__name__)
     cluster = tf.train.ClusterSpec(json.loads(os.environ.get("TF_CONFIG", "{}"))
                                    .get("cluster", {}))
@@ -109,8 +138,7 @@ def _check(options):
     if options["dump_config"] is not None and not isinstance(options["dump_config"],
                                                              DumpConfig):
         raise ValueError("`dump_config` must be provided with type `DumpConfig`")
-    for name in ("experimental_config", "dynamic_input_config", "profiling_config",
-                 "memory_config"):
+    for name in ("experimental_config", "dynamic_input_config", "memory_config"):
         if options[name] is not None:
             raise NotImplementedError("npu_bridge stand-in: %s is not emulated" % name)
     if not isinstance(options["horovod_mode"], bool):
@@ -139,3 +167,15 @@ class DumpConfig(object):
             enable_dump=enable_dump, dump_path=dump_path, dump_step=dump_step,
             dump_mode=dump_mode, enable_dump_debug=enable_dump_debug,
             dump_debug_mode=dump_debug_mode, dump_data=dump_data, dump_layer=dump_layer)
+
+
+class ProfilingConfig(object):
+    """Profiling settings (the same on every branch read): ``profiling_options`` is the
+    JSON text of CANN's profiler options; without it tf_adapter r1.11.0 on uses its own
+    default (util/npu_attrs.cc profiling_default_options), r1.10.0 and older stop."""
+
+    def __init__(self, enable_profiling=False, profiling_options=None):
+        self._enable_profiling = enable_profiling
+        self._profiling_options = profiling_options
+        self.stub_arguments = dict(enable_profiling=enable_profiling,
+                                   profiling_options=profiling_options)

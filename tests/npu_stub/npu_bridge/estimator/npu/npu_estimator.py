@@ -2,7 +2,9 @@
 on the host side (its constructor's checks, the session options it writes, the hooks it
 adds to training, IterationOp), plus what the device would do that changes a run: the
 iterations_per_loop loop, the session options GE refuses, a training input that is not of
-a static shape. master and r1.15.0 are the same; r3.2.0 differs in the saver it builds.
+a static shape. master and r1.15.0 are the same; r3.2.0 and r1.11.0 differ in the saver
+they build, r1.11.0 also in the precision mode it writes when none is given and in the
+modes the device accepts.
 """
 import logging
 import os
@@ -10,7 +12,7 @@ import os
 from tensorflow.python.util import function_utils
 from tensorflow_estimator.python.estimator import estimator as estimator_lib
 
-from npu_bridge import branch, record
+from npu_bridge import _ge_plugin, branch, record
 from npu_bridge.estimator.npu import util
 from npu_bridge.estimator.npu.npu_common import NPUBasics
 from npu_bridge.estimator.npu.npu_config import NPURunConfig
@@ -22,10 +24,16 @@ from utils.tf_compat import tf
 
 _log = logging.getLogger("npu_bridge")
 
-# Values GE accepts for precision_mode (tf_adapter/util/npu_attrs.cc, all three branches).
+# Values GE accepts for precision_mode (tf_adapter/util/npu_attrs.cc kPrecisionModeList,
+# master, r1.15.0, r3.2.0: r1.12.0 on).
 PRECISION_MODES = ("force_fp32", "allow_fp32_to_fp16", "force_fp16", "must_keep_origin_dtype",
                    "allow_mix_precision", "cube_fp16in_fp32out", "allow_mix_precision_fp16",
                    "allow_mix_precision_bf16", "allow_fp32_to_bf16")
+# r1.11.0's tf_adapter checks none and passes the text to GE; the modes of its time are the
+# five its own 2.x adapter lists (tf_adapter_2.x/python/npu_device/configs/npu_config.py).
+# That GE refuses the others there is the stand-in's inference.
+PRECISION_MODES_R1_11 = ("force_fp32", "allow_fp32_to_fp16", "force_fp16",
+                         "must_keep_origin_dtype", "allow_mix_precision")
 DUMP_DEBUG_MODES = ("aicore_overflow", "atomic_overflow", "all")
 
 
@@ -66,6 +74,7 @@ class NPUEstimator(tf.estimator.Estimator):
                 if name in function_utils.fn_args(model_fn))
             spec = model_fn(features=features, **passed)
             _check_session_options(config.session_config)
+            _ge_plugin.init_options(_npu_options(config.session_config))
             if mode != tf.estimator.ModeKeys.TRAIN:
                 return spec
             if not isinstance(spec, tf.estimator.EstimatorSpec):
@@ -90,8 +99,8 @@ def _training_hooks(spec, model_dir, config, device_info):
                                                      device_info._index))
     if config.save_checkpoints_steps or config.save_checkpoints_secs:
         # Every rank's hook (these are training_hooks, not training_chief_hooks).
-        saver = (NPUSaver() if branch() == "r3.2.0"
-                 else NPUSaver(max_to_keep=config.keep_checkpoint_max))
+        saver = (NPUSaver(max_to_keep=config.keep_checkpoint_max) if branch() == "master"
+                 else NPUSaver())
         hooks.append(NPUCheckpointSaverHook(
             checkpoint_dir=model_dir, save_secs=config.save_checkpoints_secs,
             save_steps=config.save_checkpoints_steps, saver=saver))
@@ -160,14 +169,35 @@ def _load_graph_optimizers(config):
     params["enable_exception_dump"].i = config.enable_exception_dump
     if config._precision_mode is not None:
         params["precision_mode"].s = tf.compat.as_bytes(config._precision_mode)
+    elif branch() == "r1.11.0":  # __load_mix_precision there; none from r1.12.0's
+        params["precision_mode"].s = (b"allow_fp32_to_fp16" if config.graph_run_mode
+                                      else b"force_fp16")
     params["enable_reduce_precision"].b = config._enable_reduce_precision
     if config._hccl_timeout is not None:  # GE hands it to HCCL: ge.exec.hcclExecuteTimeOut
         params["hccl_timeout"].i = config._hccl_timeout
         hccl_exchange.SESSION_OPTIONS["hccl_timeout"] = config._hccl_timeout
     _load_dump_config(config._dump_config, params)
+    _load_session_options(config, params)
     params["job"].s = b"localhost"
     params["task_index"].i = 0
     return config
+
+
+def _load_session_options(config, params):
+    """The compile cache, HCCL's timeout, AOE and the profiler, as the real one writes
+    them (__load_mstune_config, __load_graph_optimizers, __load_profiling_options):
+    only those given."""
+    for name in ("aoe_mode", "op_compiler_cache_mode", "op_compiler_cache_dir"):
+        if getattr(config, "_" + name) is not None:
+            params[name].s = tf.compat.as_bytes(getattr(config, "_" + name))
+    if config._hccl_timeout is not None:
+        params["hccl_timeout"].i = config._hccl_timeout
+    profiling = config._profiling_config
+    if profiling is not None:
+        params["profiling_mode"].b = profiling._enable_profiling
+        if profiling._enable_profiling:
+            params["profiling_options"].s = tf.compat.as_bytes(
+                profiling._profiling_options or "")
 
 
 def _load_dump_config(dump, params):
@@ -200,9 +230,10 @@ def _check_session_options(session_config):
         return
     if "precision_mode" in params:
         mode = params["precision_mode"].s.decode()
-        if mode not in PRECISION_MODES:
+        known = PRECISION_MODES_R1_11 if branch() == "r1.11.0" else PRECISION_MODES
+        if mode not in known:
             raise tf.errors.InvalidArgumentError(None, None, "precision_mode %s is not in %s"
-                                                 % (mode, list(PRECISION_MODES)))
+                                                 % (mode, list(known)))
     if params["enable_dump"].b or params["enable_dump_debug"].b:
         if "dump_path" not in params:
             raise tf.errors.InternalError(None, None,
