@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -249,3 +250,114 @@ def test_quantization_aware_training_on_the_stand_in(npu_bridge, npu_dataset, tm
             + np.float32(0.01) * reader.get_tensor(LOGITS + "weights/Momentum"))
     assert_ranges_learned(reader, read, steps=4)
     assert len(records(npu_bridge, "NPUEstimator")) == 2
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def ascend_nodes(folder, *names):
+    """A stand-in /dev holding ``names`` (empty files) for devices.placement to list."""
+    os.makedirs(folder)
+    for name in names:
+        open(os.path.join(folder, name), "w").close()
+    return folder
+
+
+def test_the_eval_device_needs_npu_bridge_and_a_visible_device(npu_bridge, tmp_path,
+                                                               monkeypatch):
+    from devices import placement
+    bare = ascend_nodes(str(tmp_path / "bare"), "davinci_manager", "devmm_svm", "hisi_hdc")
+    chips = ascend_nodes(str(tmp_path / "chips"), "davinci_manager", "davinci3", "davinci0")
+    assert placement.visible_ascend_devices(bare) == []
+    assert placement.visible_ascend_devices(chips) == ["davinci0", "davinci3"]
+    assert placement.visible_ascend_devices(str(tmp_path / "absent")) == []
+    assert placement.resolve_eval_device("auto", chips) == ("npu", None)
+    assert placement.resolve_eval_device("npu", chips) == ("npu", None)
+    assert placement.resolve_eval_device("host", chips) == ("host", None)
+    assert placement.resolve_eval_device("auto", bare) == (
+        "host", "no Ascend device is visible (no %s/davinci<N>)" % bare)
+    with pytest.raises(UserError, match=r"^--eval_device=npu but no Ascend device is "
+                                        r"visible .*, or pass --eval_device=host$"):
+        placement.resolve_eval_device("npu", bare)
+    monkeypatch.setitem(sys.modules, "npu_bridge", None)  # as where it is not installed
+    assert placement.resolve_eval_device("auto", chips) == (
+        "host", "npu_bridge does not import")
+    with pytest.raises(UserError, match="^--eval_device=npu but npu_bridge does not import; "
+                                        "run inside Ascend's TensorFlow image"):
+        placement.resolve_eval_device("npu", chips)
+    assert placement.ascend_device_id({"DEVICE_ID": "2", "ASCEND_DEVICE_ID": "5"}) == "5"
+    assert placement.ascend_device_id({"DEVICE_ID": "2"}) == "2"
+    assert placement.ascend_device_id({}) == "0"
+
+
+@pytest.fixture
+def npu_init_undone(npu_bridge, monkeypatch):
+    """Lets a test import the stand-in's npu_bridge.npu_init, whose import replaces the
+    session constructors as the real one does: they are put back afterwards."""
+    from tensorflow.python.client import session as session_lib
+    for cls in (session_lib.Session, session_lib.InteractiveSession):
+        monkeypatch.setattr(cls, "__init__", cls.__init__)
+    return npu_bridge
+
+
+def test_the_npu_eval_session_config_is_npu_bridges(npu_init_undone, tmp_path):
+    """Field by field, our NPU evaluation config is npu_bridge's own for a session it does
+    not make itself (npu_init.npu_config_proto), plus three options of NpuOptimizer:
+    use_off_line as NPUEstimator sets it, graph_run_mode 0 (inference), and the
+    precision_mode asked for."""
+    from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
+    from tensorflow.python.client import session as session_lib
+
+    from devices import inference
+    original_init = session_lib.Session.__init__
+    from npu_bridge import npu_init  # replaces it (npu_init_undone puts it back)
+    from npu_bridge.estimator.npu import npu_config, npu_estimator
+    assert session_lib.Session.__init__ is not original_init
+    ours = inference.npu_inference_config("must_keep_origin_dtype")
+    theirs = npu_init.npu_config_proto()
+
+    def custom_optimizers(config):
+        return config.graph_options.rewrite_options.custom_optimizers
+    assert [o.name for o in custom_optimizers(ours)] == ["NpuOptimizer"]
+    assert [o.name for o in custom_optimizers(theirs)] == ["NpuOptimizer"]
+    ours_map = custom_optimizers(ours)[0].parameter_map
+    assert dict(custom_optimizers(theirs)[0].parameter_map) == {}
+    assert sorted(ours_map) == ["graph_run_mode", "precision_mode", "use_off_line"]
+    assert (ours_map["use_off_line"].b, ours_map["graph_run_mode"].i,
+            ours_map["precision_mode"].s) == (True, 0, b"must_keep_origin_dtype")
+    for field in ("remapping", "memory_optimization"):
+        assert getattr(ours.graph_options.rewrite_options, field) == getattr(
+            theirs.graph_options.rewrite_options, field) == RewriterConfig.OFF, field
+    assert (ours.allow_soft_placement, ours.log_device_placement) == (
+        theirs.allow_soft_placement, theirs.log_device_placement) == (True, False)
+    assert (ours.graph_options.optimizer_options.global_jit_level
+            == theirs.graph_options.optimizer_options.global_jit_level
+            == tf.OptimizerOptions.OFF)
+    # Nothing else differs: theirs with our three options is ours, byte for byte.
+    for name in ours_map:
+        custom_optimizers(theirs)[0].parameter_map[name].CopyFrom(ours_map[name])
+    assert theirs == ours
+    # The patched tf.Session gives every session npu_config_proto's config.
+    _, kwargs = npu_config.set_npu_default_config(original_init, (), {})
+    assert kwargs["config"] == npu_init.npu_config_proto()
+    # use_off_line as NPUEstimator's own session has it; and the device takes our options
+    # (the checks tf_adapter makes when the session starts).
+    estimator_config = npu_estimator._load_graph_optimizers(
+        npu_config.NPURunConfig(model_dir=str(tmp_path)))
+    estimator_map = custom_optimizers(estimator_config.session_config)[0].parameter_map
+    assert estimator_map["use_off_line"] == ours_map["use_off_line"]
+    npu_estimator._check_session_options(ours)
+    for mode in ("force_fp16", "allow_mix_precision"):
+        config = inference.npu_inference_config(mode)
+        assert custom_optimizers(config)[0].parameter_map["precision_mode"].s == mode.encode()
+        npu_estimator._check_session_options(config)
+
+
+def test_importing_npu_init_reroutes_every_session(npu_init_undone):
+    """Why the pipeline must never import it (the stand-in does what the real one does):
+    afterwards a plain tf.Session, made with no config, carries NpuOptimizer too."""
+    from npu_bridge import npu_init
+    assert [r["api"] for r in npu_init_undone.RECORDS] == ["npu_init"]
+    with tf.Graph().as_default(), tf.Session() as session:
+        config = session._config
+    assert config == npu_init.npu_config_proto()
+
