@@ -352,6 +352,49 @@ def test_the_npu_eval_session_config_is_npu_bridges(npu_init_undone, tmp_path):
         npu_estimator._check_session_options(config)
 
 
+def test_a_padded_evaluation_on_the_npu_stand_in(npu_bridge, thousand_and_one, tmp_path,
+                                                 monkeypatch):
+    """The evaluator's flags on an Ascend host (npu_bridge importable, a /dev/davinci<N>)
+    choose the NPU: its session carries devices.inference's config, the 1,001 images of a
+    padded evaluation count once each as on the host, the results say where they were
+    computed, and npu_bridge.npu_init is never imported (it would reroute every session
+    of the process)."""
+    from devices import inference, placement
+    from evaluation.evaluator import Evaluator, record_result, result_line
+    from tensorflow.python.client import session as session_lib
+    from tests.cli_helpers import evaluator_config
+    from tests.test_evaluator import assert_scores_every_image_once
+    monkeypatch.setattr(placement, "DEVICE_NODE_DIR",
+                        ascend_nodes(str(tmp_path / "dev"), "davinci_manager", "davinci0"))
+    monkeypatch.setenv("ASCEND_DEVICE_ID", "0")
+    original_init = session_lib.Session.__init__
+    split = thousand_and_one
+    config = evaluator_config(
+        checkpoint_path=split["checkpoint"], dataset_dir=split["records"],
+        model_name="mobilenet_v2_035", num_classes=7, eval_image_size=32, batch_size=64,
+        data_threads=1, eval_dir=str(tmp_path / "eval"))
+    assert (config.device, config.precision_mode) == ("npu", "must_keep_origin_dtype")
+    assert inference.describe(config.device, config.precision_mode) == (
+        "on the NPU (device 0, precision_mode must_keep_origin_dtype, graph_run_mode 0)")
+    with Evaluator(config, logging.getLogger("test_devices_npu")) as evaluator:
+        result = evaluator.evaluate(split["checkpoint"])
+        session = evaluator._kept.session
+        assert session._config == inference.npu_inference_config("must_keep_origin_dtype")
+    assert_scores_every_image_once(result, split)
+    assert (result["device"], result["precision_mode"]) == ("npu", "must_keep_origin_dtype")
+    assert result_line(result).endswith(
+        " images=1001 loss=%.4f device=npu precision_mode=must_keep_origin_dtype"
+        % result["loss"])
+    record_result(config.eval_dir, result)
+    with open(os.path.join(config.eval_dir, "eval_results.json")) as handle:
+        recorded = json.load(handle)["results"][0]
+    assert (recorded["device"], recorded["precision_mode"]) == ("npu",
+                                                                "must_keep_origin_dtype")
+    assert "npu_bridge.npu_init" not in sys.modules
+    assert [r for r in npu_bridge.RECORDS if r["api"] == "npu_init"] == []
+    assert session_lib.Session.__init__ is original_init
+
+
 def test_importing_npu_init_reroutes_every_session(npu_init_undone):
     """Why the pipeline must never import it (the stand-in does what the real one does):
     afterwards a plain tf.Session, made with no config, carries NpuOptimizer too."""
@@ -361,3 +404,23 @@ def test_importing_npu_init_reroutes_every_session(npu_init_undone):
         config = session._config
     assert config == npu_init.npu_config_proto()
 
+
+@pytest.mark.parametrize("args, line", [
+    (["--eval_device=npu"], "--eval_device=npu but no Ascend device is visible"),
+    (["--eval_device=npu", "--ledger"], "--ledger measures on the host CPU; drop "
+                                        "--eval_device=npu"),
+])
+def test_eval_device_mistakes_on_the_stand_in(npu_bridge, tmp_path, monkeypatch, args,
+                                              line):
+    """With npu_bridge importable but no Ascend device node, or with --ledger: one line."""
+    from devices import placement
+    from evaluation import config as config_lib
+    from evaluation import sources
+    from tests.cli_helpers import evaluator_flags
+    monkeypatch.setattr(placement, "DEVICE_NODE_DIR", ascend_nodes(str(tmp_path / "dev")))
+    f = evaluator_flags("--checkpoint_path=" + str(tmp_path), "--dataset_dir=/nowhere",
+                        *args)
+    with pytest.raises(UserError) as err:
+        config_lib.check_flags(f)
+        sources.read_sources(f)
+    assert str(err.value).startswith(line)

@@ -71,7 +71,8 @@ def _eval_config(digits, name):
         split="validation", model_name=None, num_classes=10, labels_offset=0,
         image_size=32, preprocessing_name="inception", central_fraction=0.875,
         batch_size=100, max_num_batches=None, use_ema="auto", log_every_n_batches=100,
-        eval_dir=os.path.join(digits, name), data_threads=1)
+        eval_dir=os.path.join(digits, name), data_threads=1, device="host",
+        precision_mode=None)
 
 
 def _logits(path, images, **overrides):

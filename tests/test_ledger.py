@@ -70,7 +70,7 @@ def eval_config(dataset_dir, eval_dir):
         model_name="mobilenet_v2_035", num_classes=3, labels_offset=0, image_size=32,
         preprocessing_name="inception", central_fraction=0.875, batch_size=4,
         max_num_batches=None, use_ema="auto", log_every_n_batches=10, eval_dir=eval_dir,
-        data_threads=1)
+        data_threads=1, device="host", precision_mode=None)
 
 
 @pytest.fixture(scope="module")
