@@ -20,8 +20,9 @@ from utils.tf_compat import tf
 
 HOST, NPU = "host", "npu"
 NPU_OPTIMIZER = "NpuOptimizer"
-# Every operator in its own float type: top-1 as the host computes it. tf_adapter's own
-# default for an inference graph is force_fp16 (its guide recommends it for speed).
+# Every operator in its own float type: top-1 as the host computes it. Without a
+# precision_mode tf_adapter passes none to GE (npu_attrs.cc), and an inference graph gets
+# CANN's default, force_fp16 (which Ascend's online-inference guide keeps, for speed).
 DEFAULT_PRECISION_MODE = "must_keep_origin_dtype"
 # graph_run_mode: 0 compiles the graph for inference, 1 (tf_adapter's default) for
 # training (npu_attrs.cc; 0 also turns enable_small_channel on).
