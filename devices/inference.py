@@ -69,8 +69,13 @@ def session_config(device, precision_mode=None):
 
 def describe(device, precision_mode=None, environ=None):
     """Where a session on ``device`` runs, for log lines: "on the host CPU", or "on the
-    NPU (device N, precision_mode M, graph_run_mode 0)"."""
+    NPU (device N, precision_mode M, graph_run_mode 0)". A host session is placed by
+    TensorFlow, which takes a GPU it sees (not on Ascend's image): then it says so."""
     if device != NPU:
+        gpus = placement.visible_gpu_count()
+        if gpus:
+            return "on the host, where TensorFlow places it (%d GPU%s visible)" % (
+                gpus, "" if gpus == 1 else "s")
         return "on the host CPU"
     environ = os.environ if environ is None else environ
     return ("on the NPU (device %s, precision_mode %s, graph_run_mode %d)"

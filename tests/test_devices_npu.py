@@ -395,6 +395,18 @@ def test_a_padded_evaluation_on_the_npu_stand_in(npu_bridge, thousand_and_one, t
     assert session_lib.Session.__init__ is original_init
 
 
+def test_where_a_host_session_runs_is_said_as_it_is(monkeypatch):
+    """The host is the CPU unless TensorFlow sees a GPU, which it then places ops on."""
+    from devices import inference, placement
+    monkeypatch.setattr(placement, "visible_gpu_count", lambda: 0)
+    assert inference.describe("host") == "on the host CPU"
+    monkeypatch.setattr(placement, "visible_gpu_count", lambda: 2)
+    assert inference.describe("host") == (
+        "on the host, where TensorFlow places it (2 GPUs visible)")
+    assert inference.describe("npu", "force_fp16", {"DEVICE_ID": "3"}) == (
+        "on the NPU (device 3, precision_mode force_fp16, graph_run_mode 0)")
+
+
 def test_importing_npu_init_reroutes_every_session(npu_init_undone):
     """Why the pipeline must never import it (the stand-in does what the real one does):
     afterwards a plain tf.Session, made with no config, carries NpuOptimizer too."""
