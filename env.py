@@ -693,14 +693,16 @@ class Env(Config):
     def eval_config(self):
         """How train.py --eval_every_n_epochs evaluates: the validation split at
         --eval_image_size (default: --train_image_size when given, else the model's eval
-        size), results in <train_dir>/eval."""
+        size), results in <train_dir>/eval, on the host CPU whatever --device trains on
+        (the stand-alone evaluator's --eval_device=npu scores on the NPU)."""
         return EvalConfig(
             dataset=self.dataset, split="validation", model_name=self.model_name,
             num_classes=self.num_classes, labels_offset=self.labels_offset,
             image_size=self.eval_image_size, preprocessing_name=self.preprocessing_name,
             central_fraction=self.central_fraction, batch_size=self.batch_size,
             max_num_batches=None, use_ema="auto", log_every_n_batches=50,
-            eval_dir=os.path.join(self.train_dir, "eval"), data_threads=self.data_threads)
+            eval_dir=os.path.join(self.train_dir, "eval"), data_threads=self.data_threads,
+            device="host", precision_mode=None)
 
     def model_spec(self, resumed_spec=None):
         """What the checkpoints of this run hold, for the exporter and predict.py

@@ -22,11 +22,17 @@ weights (and, with --average_last=K, the average of the last K checkpoints), wri
 --model_file instead evaluates a model written by export_model.py (SavedModel, .pb,
 .tflite, .onnx) in its own runtime, to see what export and quantization cost in top-1.
 
-Every image of the split counts exactly once, the last partial batch included. Moving
+--eval_device=auto|npu|host says where the network runs: on Ascend's NPU (auto's choice
+where npu_bridge imports and an Ascend device is visible) with --eval_precision_mode
+(must_keep_origin_dtype: top-1 as on the host), or on the host CPU. The ledger and
+exported models run on the host.
+
+Every image of the split counts exactly once: the last batch is padded to --batch_size
+with blank images that count for nothing, so every batch has one static shape. Moving
 averages of the weights are used when the checkpoint has them (--use_ema=auto). Each
 checkpoint ends with one line
 
-  eval result: checkpoint=<path> global_step=<n> top1=<0.xxxx> top5=<0.xxxx> images=<n> loss=<x.xxxx>
+  eval result: checkpoint=<path> global_step=<n> top1=<0.xxxx> top5=<0.xxxx> images=<n> loss=<x.xxxx> device=<npu|host> [precision_mode=<mode>]
 
 and a record in <eval_dir>/eval_results.json plus TensorBoard scalars at its global step.
 """
@@ -34,6 +40,7 @@ import os
 
 from absl import flags
 
+from devices import inference
 import env as env_lib
 from evaluation import config as config_lib
 from evaluation import ledger as ledger_lib
@@ -76,6 +83,12 @@ def main(argv):
         log.info(checkpoint_names.describe(found.names, f.use_ema))
     with Evaluator(config, log) as evaluator:
         run_requested_evaluation(evaluator, found, ledger, f, log)
+
+
+def where_line(config, found):
+    """Where the network runs, and why the host when --eval_device did not ask for it."""
+    where = inference.describe(config.device, config.precision_mode)
+    return where + (" (%s)" % found.device_note if found.device_note else "")
     return 0
 
 
@@ -83,9 +96,9 @@ def run_requested_evaluation(evaluator, found, ledger, f, log):
     """What the flags ask for: an exported model, the ledger, a watch, every checkpoint
     or one."""
     config = evaluator.config
-    log.info("evaluating %s (%d classes) on %d %s images of %s at %d px"
+    log.info("evaluating %s (%d classes) on %d %s images of %s at %d px, %s"
              % (config.model_name, config.num_classes, evaluator.num_images(), config.split,
-                config.dataset.dataset_dir, config.image_size))
+                config.dataset.dataset_dir, config.image_size, where_line(config, found)))
     if found.model is not None:
         run_reporting_tf_errors(evaluator.evaluate_model_and_record, found.model)
     elif ledger is not None:

@@ -25,6 +25,7 @@ from absl import flags
 
 from dataloader import data_provider
 from datasets import dataset_factory
+from devices import inference
 from evaluation import ledger as ledger_lib
 from export import checkpoint_spec, formats, metadata
 from export import config as config_lib
@@ -85,10 +86,11 @@ def export(config):
         formats.export_checkpoint, spec, config.checkpoint, config.format, config.output,
         use_ema=config.use_ema, calibration=calibration_images(config), opset=config.opset,
         class_names=config.class_names, overwrite=config.overwrite, verbose=config.verbose)
-    print("exported %s %s (step %d, %s) to %s: %.2f MB in %.1f s"
+    print("exported %s %s (step %d, %s) to %s: %.2f MB in %.1f s %s"
           % (spec.model_name, config.format, meta["global_step"],
              "moving averages" if meta["ema"] else "raw weights", config.output,
-             path_size(config.output) / 1e6, time.time() - started))
+             path_size(config.output) / 1e6, time.time() - started,
+             inference.describe(meta["export_device"])))
     record_ledger_best(config, meta)
     quantization = meta.get("input_quantization")
     print("input 'input' %s [batch, %d, %d, 3]%s; outputs 'logits', 'probabilities' "

@@ -11,6 +11,7 @@ training), or --labels_file. Each image prints one line
   <file>: <name> 0.9731, <name> 0.0112, ...
 
 and --json_output=FILE writes every result as JSON (--json_output=- prints JSON instead).
+The model runs on the host CPU (TensorFlow, TFLite or onnxruntime there), and says so.
 """
 import json
 import sys
@@ -19,6 +20,7 @@ from absl import flags
 import numpy as np
 
 from dataloader import image_files
+from devices import inference
 from export import models
 import logger as logger_lib
 from utils import validators
@@ -103,6 +105,8 @@ def main(argv):
     if model.meta.get("quantization"):  # a checkpoint with quantization ranges
         log("%s holds quantization ranges: predicting with its simulated int8 graph"
             % model.meta["checkpoint"])
+    log("predicting %d images with %s %s" % (len(paths), f.model,
+                                             inference.describe(inference.HOST)))
     results = run_reporting_tf_errors(predict, model, paths, f.top_k, f.batch_size, log)
     model.close()
     if f.json_output == "-":
@@ -112,7 +116,8 @@ def main(argv):
     for result in results:
         print(result_line(result))
     if f.json_output:
-        write_json(f.json_output, {"model": f.model, "results": results})
+        write_json(f.json_output, {"model": f.model, "device": inference.HOST,
+                                   "results": results})
     return 0
 
 

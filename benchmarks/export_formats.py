@@ -56,7 +56,8 @@ def eval_config(dataset, spec, eval_dir):
         num_classes=spec.num_classes, labels_offset=spec.labels_offset,
         image_size=spec.image_size, preprocessing_name=spec.preprocessing_name,
         central_fraction=spec.central_fraction, batch_size=100, max_num_batches=None,
-        use_ema="auto", log_every_n_batches=1000, eval_dir=eval_dir, data_threads=None)
+        use_ema="auto", log_every_n_batches=1000, eval_dir=eval_dir, data_threads=None,
+        device="host", precision_mode=None)
 
 
 def measure(f, work):

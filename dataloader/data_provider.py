@@ -343,14 +343,37 @@ def find_bad_record(files, image_size, preprocessing_name="inception", labels_of
     return files[int(file_id)], int(index), int(problem), int(raw_label)
 
 
+def pad_to_batch(batch_size):
+    """A map() function over (images, labels) batches that pads each to ``batch_size``
+    with blank images (zeros) of label 0 and adds float32 [batch_size] weights, 1 for
+    the batch's own images and 0 for the padding, which comes last. Every shape is then
+    static, so a device compiles the graph for one batch shape only."""
+    def pad(images, labels):
+        count = tf.shape(labels)[0]
+        missing = batch_size - count
+        image_shape = images.shape.as_list()[1:]
+        images = tf.pad(images, [[0, missing]] + [[0, 0]] * len(image_shape))
+        labels = tf.pad(labels, [[0, missing]])
+        weights = tf.sequence_mask(count, batch_size, dtype=tf.float32)
+        images.set_shape([batch_size] + image_shape)
+        labels.set_shape([batch_size])
+        weights.set_shape([batch_size])
+        return images, labels, weights
+    return pad
+
+
 def make_input_fn(dataset_spec, split, is_training, batch_size, image_size,
                   preprocessing_name="inception", preprocessing_options=None, labels_offset=0,
                   num_classes=None, rank=0, rank_size=1, shuffle_buffer=None, seed=None,
-                  num_epochs=None, synthetic=False, num_threads=None, skipped=None):
+                  num_epochs=None, synthetic=False, num_threads=None, skipped=None,
+                  pad_final_batch=False):
     """Returns input_fn(params=None) -> Dataset of (float32 [B, S, S, 3], int32 [B]).
 
     Training: shuffled, repeated num_epochs times (None: forever), full batches only.
-    Evaluation: every record of this rank's share once, in file order, last batch partial.
+    Evaluation: every record of this rank's share once, in file order, last batch partial;
+    with ``pad_final_batch`` that batch is padded to B instead and each element gains
+    float32 [B] weights, 0 for the padding (pad_to_batch): every batch then has the
+    static shape [B, ...], and a weighted sum still counts each image once.
     A bad record (label outside [0, num_classes), bytes that are no image) fails the run
     naming its shard and index; with ``skipped`` (a SkippedRecords) bad records, and
     records that do not parse or decode, are dropped and counted there instead, and a
@@ -393,5 +416,7 @@ def make_input_fn(dataset_spec, split, is_training, batch_size, image_size,
             examples = examples.filter(skipped.keep_fn(files)).map(
                 lambda image, label, file_id, index, problem, raw_label: (image, label))
         batches = examples.batch(batch_size, drop_remainder=is_training)
+        if pad_final_batch and not is_training:
+            batches = batches.map(pad_to_batch(batch_size))
         return batches.prefetch(PREFETCH_BATCHES).with_options(options)
     return input_fn

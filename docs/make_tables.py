@@ -3,6 +3,7 @@
   models   README.md          nets/: each family's VARIANTS rows (sizes, published top-1)
   recipes  docs/recipes.md    recipes/<name>.flags (training/recipes.py reads them)
   flags    docs/flags.md      env.py's flag definitions (their help is the meaning)
+  eval_flags  docs/evaluation.md  the evaluator's own flags (evaluation/config.py)
 
 Each table sits between `<!-- generated: NAME -->` and `<!-- end generated: NAME -->`.
 
@@ -22,10 +23,12 @@ if ROOT not in sys.path:
 from absl import flags  # noqa: E402 (after the path is set)
 
 import env as env_lib  # noqa: E402
+from evaluation import config as eval_config  # noqa: E402
 from nets import nets_factory  # noqa: E402
 from training import recipes  # noqa: E402
 
-PAGES = (("models", "README.md"), ("recipes", "docs/recipes.md"), ("flags", "docs/flags.md"))
+PAGES = (("models", "README.md"), ("recipes", "docs/recipes.md"), ("flags", "docs/flags.md"),
+         ("eval_flags", "docs/evaluation.md"))
 
 
 def _row(cells):
@@ -65,17 +68,28 @@ def recipes_table():
                    "peak LR per 256 images", "epochs", "published top-1"], rows)
 
 
-def flags_table():
-    env_lib.define_train_flags()
+def _flags_table(flag_list):
     rows = []
-    for flag in flags.FLAGS.get_flags_for_module(env_lib):
+    for flag in flag_list:
         default = flag.default_as_str.strip("'") if flag.default is not None else ""
         rows.append(["`--%s`" % flag.name, default or "none",
                      " ".join(flag.help.split()).replace("|", "\\|")])
     return _table(["flag", "default", "meaning"], rows)
 
 
-TABLES = {"models": models_table, "recipes": recipes_table, "flags": flags_table}
+def flags_table():
+    env_lib.define_train_flags()
+    return _flags_table(flags.FLAGS.get_flags_for_module(env_lib))
+
+
+def eval_flags_table():
+    values = flags.FlagValues()
+    eval_config.define_flags(values)
+    return _flags_table(values.get_flags_for_module(eval_config))
+
+
+TABLES = {"models": models_table, "recipes": recipes_table, "flags": flags_table,
+          "eval_flags": eval_flags_table}
 
 
 def generated(text, name, table):

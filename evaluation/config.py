@@ -11,6 +11,7 @@ import os
 
 from absl import flags
 
+from devices import inference, npu, placement
 from nets import nets_factory
 from utils import validators
 from utils.checkpoints import first_given
@@ -38,6 +39,9 @@ class EvalConfig(Config):
         ("log_every_n_batches", "batches between progress lines"),
         ("eval_dir", "where eval_results.json and the summaries go"),
         ("data_threads", "tf.data private pool size (None: cores - 1)"),
+        ("device", "where the network runs: npu (devices/inference.py's session config) "
+                   "or host (the host CPU)"),
+        ("precision_mode", "npu: the precision_mode of its session; None on the host"),
     )
 
     @classmethod
@@ -53,7 +57,9 @@ class EvalConfig(Config):
             max_num_batches=f.max_num_batches, use_ema=f.use_ema,
             log_every_n_batches=f.log_every_n_batches,
             eval_dir=f.eval_dir or os.path.join(found.directory, "eval"),
-            data_threads=f.data_threads, **network)
+            data_threads=f.data_threads, device=found.device,
+            precision_mode=f.eval_precision_mode if found.device == inference.NPU else None,
+            **network)
 
 
 class LedgerConfig(Config):
@@ -107,6 +113,17 @@ def define_flags(flag_values=flags.FLAGS):
     define("integer", "average_last", None,
            "--ledger also averages the last K checkpoints (K >= 2) into "
            "<dir>/average_last_K/ and evaluates the average.")
+    flags.DEFINE_enum(
+        "eval_device", "auto", placement.EVAL_DEVICE_KINDS,
+        "Where the network runs: npu (Ascend, through npu_bridge's inference session "
+        "config) or host (the host CPU); auto: npu when npu_bridge imports and an Ascend "
+        "device (a /dev/davinciN node) is visible, else host. --ledger and --model_file run "
+        "on the host.", flag_values=flag_values)
+    flags.DEFINE_enum(
+        "eval_precision_mode", inference.DEFAULT_PRECISION_MODE, npu.PRECISION_MODES,
+        "precision_mode of the NPU's session: must_keep_origin_dtype keeps every "
+        "operator's float type (top-1 as on the host); force_fp16, allow_mix_precision... "
+        "trade accuracy for speed.", flag_values=flag_values)
 
 
 def check_flags(f):
@@ -121,6 +138,7 @@ def check_flags(f):
         "num_classes", "data_threads", "watch_timeout", "watch_interval", "final_step"))
     validators.require_fraction(f, ("central_fraction",), low_open=True)
     _check_modes(f)
+    _check_device(f)
 
 
 def _check_modes(f):
@@ -138,6 +156,27 @@ def _check_modes(f):
                         "drop --watch, --eval_all_checkpoints and --model_file")
     if f.ledger and f["use_ema"].present:
         raise UserError("--ledger measures both raw and moving-average weights; drop --use_ema")
+
+
+def host_only_reason(f):
+    """Why the flags ``f`` evaluate on the host whatever --eval_device says, or None:
+    the ledger measures there, an exported model runs in its own runtime there."""
+    if f.ledger:
+        return "--ledger measures on the host CPU"
+    if f.model_file:
+        return "--model_file runs the exported model in its own runtime on the host CPU"
+    return None
+
+
+def _check_device(f):
+    """--eval_device and --eval_precision_mode against the modes that stay on the host."""
+    reason = host_only_reason(f)
+    if reason and f.eval_device == inference.NPU:
+        raise UserError("%s; drop --eval_device=npu" % reason)
+    if f["eval_precision_mode"].present and (reason or f.eval_device == inference.HOST):
+        raise UserError("--eval_precision_mode=%s sets the NPU's precision but %s; drop it"
+                        % (f.eval_precision_mode, reason or "--eval_device=host evaluates "
+                           "on the host CPU"))
 
 
 def ledger_config_from_flags(f, found):

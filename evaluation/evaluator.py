@@ -1,6 +1,13 @@
 """Evaluation of one checkpoint on a dataset split, shared by the evaluator command and
 train.py --eval_every_n_epochs: restore (moving averages when present), run every image
-once, stream running top-1 / top-5, and record results for people and TensorBoard."""
+once, stream running top-1 / top-5, and record results for people and TensorBoard.
+
+Every batch has the configured size: the last one is padded with blank images weighted 0
+(data_provider.pad_to_batch), so the graph sees one static input shape on every device
+(on the NPU a second shape would compile the whole graph again: tf_adapter's GeOp
+rebuilds it when an input shape changes, kernels/geop_npu.cc MaybeUpdateShape) and the
+sums count each image of the split exactly once. The session runs where the config's
+``device`` says: the host CPU, or the NPU with devices.inference's session config."""
 import collections
 import json
 import os
@@ -9,6 +16,7 @@ import time
 import numpy as np
 
 from dataloader import data_provider
+from devices import inference
 from nets import checkpoint_names, nets_factory
 from utils.checkpoint_health import DamagedCheckpoint, require_intact
 from utils.checkpoints import EMA_SUFFIX, checkpoint_global_step
@@ -85,11 +93,18 @@ class Evaluator(object):
             image_size=c.image_size, preprocessing_name=c.preprocessing_name,
             preprocessing_options={"central_fraction": c.central_fraction},
             labels_offset=c.labels_offset, num_classes=c.num_classes,
-            num_threads=c.data_threads)()
+            num_threads=c.data_threads, pad_final_batch=True)()
 
     def build_inputs(self):
-        """(images float32 [B, S, S, 3], labels int32 [B]) over the split, one pass."""
+        """(images float32 [B, S, S, 3], labels int32 [B], weights float32 [B]) over the
+        split, one pass, B the batch size throughout: the last batch is padded with
+        images of weight 0."""
         return tf.data.make_one_shot_iterator(self._input_dataset()).get_next()
+
+    def session_config(self):
+        """The ConfigProto of the evaluation session: on config.device (host or npu, with
+        config.precision_mode), devices.inference."""
+        return inference.session_config(self.config.device, self.config.precision_mode)
 
     def _logits(self, images, quantization=None):
         """The network's logits: float, or simulated int8 (``quantization``, as
@@ -101,11 +116,12 @@ class Evaluator(object):
         return tf.cast(logits, tf.float32)
 
     def build_logits(self, checkpoint=None):
-        """(logits float32 [B, classes], labels int32 [B], images) over the split, one
-        pass; the simulated int8 network when ``checkpoint`` holds quantization ranges."""
-        images, labels = self.build_inputs()
+        """(logits float32 [B, classes], labels int32 [B], images, weights) over the
+        split, one pass (build_inputs: padding weighs 0); the simulated int8 network when
+        ``checkpoint`` holds quantization ranges."""
+        images, labels, weights = self.build_inputs()
         quantization = checkpoint_names.read(checkpoint).quantization if checkpoint else None
-        return self._logits(images, quantization), labels, images
+        return self._logits(images, quantization), labels, images, weights
 
     def restore(self, sess, checkpoint):
         """Restores the default graph's variables; returns whether EMA weights were used."""
@@ -148,24 +164,29 @@ class Evaluator(object):
                   ("global_step", checkpoint_global_step(checkpoint))]
         if quantization is not None:
             source.append(("simulated_int8", True))
-        return _result(source, totals, seconds, used_ema)
+        return _result(source, totals, seconds, used_ema, self.config.device,
+                       self.config.precision_mode)
 
     def _build_kept_graph(self, quantization):
         graph = tf.Graph()
         with graph.as_default():
             iterator = tf.data.make_initializable_iterator(self._input_dataset())
-            images, labels = iterator.get_next()
+            images, labels, weights = iterator.get_next()
             logits = self._logits(images, quantization)
+            counted = tf.greater(weights, 0.0)  # the padding weighs 0
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
+                                                                    logits=logits)
             batch = {
-                "top1": tf.reduce_sum(top_k_hits(logits, labels, 1)),
-                "top5": tf.reduce_sum(top_k_hits(logits, labels, 5)),
-                "loss": tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                    labels=labels, logits=logits)),
-                "images": tf.shape(labels)[0],
+                "top1": tf.reduce_sum(top_k_hits(logits, labels, 1) * weights),
+                "top5": tf.reduce_sum(top_k_hits(logits, labels, 5) * weights),
+                # where(), not a product: a padded image's loss never reaches the sum.
+                "loss": tf.reduce_sum(tf.where(counted, losses, tf.zeros_like(losses))),
+                "images": tf.reduce_sum(tf.cast(counted, tf.int32)),
             }
             variables = tf.global_variables()
-        return _KeptGraph(graph, tf.Session(graph=graph), variables, batch,
-                          iterator.initializer, {}, quantization)
+        session = tf.Session(graph=graph, config=self.session_config())
+        return _KeptGraph(graph, session, variables, batch, iterator.initializer, {},
+                          quantization)
 
     def close(self):
         if self._kept is not None:
@@ -180,19 +201,21 @@ class Evaluator(object):
 
     def evaluate_model(self, model):
         """Evaluates an exported model (export.models.LoadedModel) in its own runtime
-        (TFLite, onnxruntime, ...) on the same images; returns its result record."""
+        (TFLite, onnxruntime, ...) on the same images, on the host CPU; returns its
+        result record."""
         with tf.Graph().as_default():
-            images, labels = self.build_inputs()
-            with tf.Session() as sess:
+            inputs = self.build_inputs()
+            with tf.Session(config=inference.session_config(inference.HOST)) as sess:
                 def run_batch():
-                    batch_images, batch_labels = sess.run([images, labels])
-                    return batch_totals(model.logits(batch_images), batch_labels)
+                    images, labels, weights = sess.run(inputs)
+                    return batch_totals(model.logits(images), labels, weights)
                 started = time.time()
                 totals = self._run_batches(run_batch)
                 seconds = time.time() - started
-        return _result([("checkpoint", model.path), ("model_format", model.meta.get("format", model.kind)),
+        return _result([("checkpoint", model.path),
+                        ("model_format", model.meta.get("format", model.kind)),
                         ("global_step", model.meta.get("global_step") or 0)],
-                       totals, seconds, model.meta.get("ema"))
+                       totals, seconds, model.meta.get("ema"), inference.HOST, None)
 
     def evaluate_model_and_record(self, model):
         """evaluate_model(), then recorded as evaluate_and_record() does."""
@@ -245,20 +268,27 @@ class Evaluator(object):
         return totals
 
 
-def _result(source, totals, seconds, used_ema):
+def _result(source, totals, seconds, used_ema, device, precision_mode):
+    """The result record: where it came from, the scores, and where it was computed
+    (``device``: npu or host; ``precision_mode``: the NPU's, None on the host)."""
     images = max(totals["images"], 1)
     return collections.OrderedDict(source + [
         ("top1", totals["top1"] / images), ("top5", totals["top5"] / images),
         ("images", int(totals["images"])), ("loss", totals["loss"] / images),
         ("ema", used_ema), ("images_per_sec", round(totals["images"] / max(seconds, 1e-9), 1)),
+        ("device", device), ("precision_mode", precision_mode),
         ("time", time.strftime("%Y-%m-%dT%H:%M:%S"))])
 
 
-def batch_totals(logits, labels):
+def batch_totals(logits, labels, weights=None):
     """Summed top-1 / top-5 hits and cross-entropy of a numpy batch, as the graph
-    metrics count them (a label tied with the k-th largest logit counts as a hit)."""
+    metrics count them (a label tied with the k-th largest logit counts as a hit);
+    rows whose ``weights`` are 0 (the padding) are left out."""
     logits = np.asarray(logits, np.float64)
     labels = np.asarray(labels)
+    if weights is not None:
+        kept = np.asarray(weights) > 0
+        logits, labels = logits[kept], labels[kept]
     own = logits[np.arange(len(labels)), labels]
     k = min(5, logits.shape[1])
     kth = -np.sort(-logits, axis=1)[:, k - 1]
@@ -274,9 +304,12 @@ def result_line(result):
               if "model_format" in result else "checkpoint=%s" % result["checkpoint"])
     if result.get("simulated_int8"):
         source += " (simulated int8)"
-    return ("eval result: %s global_step=%d top1=%.4f top5=%.4f images=%d loss=%.4f"
+    where = "device=%s" % result["device"]
+    if result.get("precision_mode"):
+        where += " precision_mode=%s" % result["precision_mode"]
+    return ("eval result: %s global_step=%d top1=%.4f top5=%.4f images=%d loss=%.4f %s"
             % (source, result["global_step"], result["top1"], result["top5"],
-               result["images"], result["loss"]))
+               result["images"], result["loss"], where))
 
 
 def top_k_hits(logits, labels, k):

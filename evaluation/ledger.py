@@ -15,6 +15,9 @@ whose variables hold the winning weights under the model's own names (moving ave
 written as the weights when EMA won; no moving averages, no optimizer slots), so the
 evaluator, export_model.py, predict.py and train.py --restore_path read it with no
 flags. best/best.json says where it came from.
+
+The ledger measures on the host CPU (the evaluator's --eval_device is refused with
+--ledger): each row, ledger.json and ledger.csv name the device.
 """
 import collections
 import csv
@@ -22,6 +25,7 @@ import io
 import os
 import time
 
+from devices import inference
 from evaluation import checkpoint_average
 from evaluation.evaluator import Evaluator
 from nets import checkpoint_names, nets_factory
@@ -39,6 +43,9 @@ BEST_DIR = "best"
 BEST_FILE = "best.json"
 COLUMNS = ("checkpoint", "global_step", "weights", "top1", "top5", "loss", "images",
            "images_per_sec")
+# ledger.csv's columns: where each row was measured too (rows of ledgers written before
+# rows named it were measured on the host).
+CSV_COLUMNS = COLUMNS + ("device",)
 RAW, EMA = "raw", "ema"
 
 # One evaluation to make: a checkpoint, which weights ("raw", "ema",
@@ -81,6 +88,8 @@ def load_rows(eval_dir, settings):
         raise UserError("%s was measured with other evaluation settings (%s: %s, now %s); "
                         "pass another --eval_dir or move it away"
                         % (path, changed[0], earlier.get(changed[0]), settings[changed[0]]))
+    for row in rows:
+        row.setdefault("device", inference.HOST)
     return rows
 
 
@@ -128,21 +137,23 @@ def measure(evaluator, planned):
         ("global_step", result["global_step"]), ("weights", planned.weights)])
     for key in COLUMNS[3:]:
         row[key] = result[key]
+    row["device"] = result["device"]
     row["fingerprint"] = fingerprint
     return row
 
 
-def write_ledger(eval_dir, settings, rows, best=None, skipped=()):
+def write_ledger(eval_dir, settings, rows, best=None, skipped=(), device=inference.HOST):
     """ledger.json (rows with fingerprints, settings, best, the damaged checkpoints
-    skipped) and ledger.csv (COLUMNS, measured rows only), each written to a temporary
-    name and renamed."""
+    skipped, the device measuring) and ledger.csv (CSV_COLUMNS, measured rows only),
+    each written to a temporary name and renamed."""
     write_json(os.path.join(eval_dir, LEDGER_JSON),
-               {"eval": settings, "rows": rows, "best": best, "skipped": list(skipped)})
+               {"eval": settings, "device": device, "rows": rows, "best": best,
+                "skipped": list(skipped)})
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(CSV_COLUMNS)
     for row in rows:
-        writer.writerow([row[c] for c in COLUMNS])
+        writer.writerow([row[c] for c in CSV_COLUMNS])
     write_text(os.path.join(eval_dir, LEDGER_CSV), text.getvalue())
 
 
@@ -193,14 +204,15 @@ def sweep(evaluator, ledger, log):
     # Kept at the end: standing rows of no planned kind (an average of another K).
     planned_keys = set(keys)
     order = keys + [k for k in current if k not in planned_keys]
-    log.info("ledger of %s: %d checkpoints, %d rows, %d to measure, into %s"
+    log.info("ledger of %s: %d checkpoints, %d rows, %d to measure, into %s, %s"
              % (directory, len(checkpoints), len(plan),
                 sum(1 for k in keys if k not in current),
-                os.path.join(config.eval_dir, LEDGER_CSV)))
+                os.path.join(config.eval_dir, LEDGER_CSV),
+                inference.describe(config.device, config.precision_mode)))
 
     def write(best=None):
         write_ledger(config.eval_dir, settings, [current[k] for k in order if k in current],
-                     best, skipped)
+                     best, skipped, config.device)
     _measure_plan(evaluator, zip(plan, keys), current, skipped, write, directory, log)
     rows = [current[k] for k in order if k in current]
     if not rows:
@@ -315,7 +327,8 @@ def write_best(config, directory, best, ledger_path):
         return folder, False
     info = collections.OrderedDict(
         [("source_checkpoint", best["checkpoint"]), ("weights", best["weights"])] +
-        [(key, best[key]) for key in ("global_step", "top1", "top5", "loss", "images")] +
+        [(key, best[key]) for key in ("global_step", "top1", "top5", "loss", "images",
+                                       "device")] +
         [("ledger", os.path.abspath(ledger_path)), ("eval", eval_settings(config)),
          ("source_fingerprint", best["fingerprint"]),
          ("time", time.strftime("%Y-%m-%dT%H:%M:%S"))])

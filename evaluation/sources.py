@@ -1,10 +1,13 @@
 """What the evaluator reads before its settings are made: the dataset, the folder of
 the checkpoints and the model_spec.json training wrote there, the names of the one
-checkpoint evaluated, the checkpoints a sweep covers. evaluation/config.py makes the
+checkpoint evaluated, the checkpoints a sweep covers, and the device it can run on
+(whether npu_bridge imports, the Ascend device nodes). evaluation/config.py makes the
 settings from these and the flags, reading nothing itself."""
 import os
 
 from datasets import dataset_factory
+from devices import inference, placement
+from evaluation.config import host_only_reason
 from nets import checkpoint_names
 from utils.checkpoints import list_checkpoints, read_model_spec, resolve_checkpoint
 from utils.config import Config
@@ -23,6 +26,9 @@ class EvalSources(Config):
         ("names", "nets.checkpoint_names view of the one checkpoint evaluated, else None"),
         ("checkpoints", "the folder's checkpoints, oldest first, for "
                         "--eval_all_checkpoints and --ledger; else None"),
+        ("device", "where the network runs: npu or host (--eval_device resolved by "
+                   "devices.placement; host for --ledger and --model_file)"),
+        ("device_note", "why the host when --eval_device did not say so, else None"),
     )
 
 
@@ -32,6 +38,7 @@ def read_sources(f, model=None):
     if f.watch and os.path.isfile(f.checkpoint_path):  # it may not exist yet
         raise UserError("--watch needs the training directory as --checkpoint_path (it may "
                         "not exist yet), got the file %s" % f.checkpoint_path)
+    device, device_note = _eval_device(f)
     checkpoints = _swept_checkpoints(f)
     dataset = dataset_factory.get_dataset(f.dataset_name, f.dataset_dir, f.dataset_cache_dir)
     if f.split not in dataset.splits:
@@ -39,7 +46,8 @@ def read_sources(f, model=None):
     dataset.list_files(f.split)  # no shards: one clear line now, not a TF error later
     if model is not None:
         return EvalSources(dataset=dataset, model=model, directory=checkpoint_dir(f.model_file),
-                           recorded={}, names=None, checkpoints=None)
+                           recorded={}, names=None, checkpoints=None, device=device,
+                           device_note=device_note)
     directory = checkpoint_dir(f.checkpoint_path, f.watch)
     recorded = read_model_spec(directory)
     names = _single_checkpoint_names(f)
@@ -47,7 +55,17 @@ def read_sources(f, model=None):
         recorded = dict(checkpoint_names.implied_spec(names, dataset.num_classes),
                         **recorded)
     return EvalSources(dataset=dataset, model=None, directory=directory, recorded=recorded,
-                       names=names, checkpoints=checkpoints)
+                       names=names, checkpoints=checkpoints, device=device,
+                       device_note=device_note)
+
+
+def _eval_device(f):
+    """(device, note): the host for the ledger and exported models, else --eval_device
+    resolved (auto: npu where npu_bridge imports and an Ascend device is visible)."""
+    reason = host_only_reason(f)
+    if reason:
+        return inference.HOST, reason
+    return placement.resolve_eval_device(f.eval_device)
 
 
 def checkpoint_dir(path, is_directory=False):

@@ -9,6 +9,7 @@ import collections
 import logging
 import os
 
+from devices import inference
 from export import inference_graph as graph_lib
 from export import metadata
 from quantization import rewrite
@@ -150,7 +151,9 @@ def export_checkpoint(spec, checkpoint, fmt, output, use_ema="auto", calibration
                       opset=MIN_ONNX_OPSET, class_names=None, overwrite=False,
                       verbose=False):
     """Writes ``checkpoint`` as ``fmt`` at ``output`` plus its metadata; returns the
-    metadata. ``calibration``: float32 images for tflite_int8."""
+    metadata. ``calibration``: float32 images for tflite_int8. The graph is built and
+    its weights restored on the host CPU (a plain session), whatever device trained;
+    the metadata says so ("export_device")."""
     if fmt not in _WRITERS:
         raise UserError("unknown export format %r; known: %s" % (fmt, ", ".join(FORMATS)))
     if fmt == "tflite_int8" and spec.quantization is None and (
@@ -183,7 +186,7 @@ def export_checkpoint(spec, checkpoint, fmt, output, use_ema="auto", calibration
         "format": fmt, "checkpoint": os.path.abspath(checkpoint),
         "global_step": checkpoint_global_step(checkpoint), "ema": used_ema,
         "input": graph_lib.INPUT, "outputs": list(graph_lib.OUTPUTS),
-        "class_names": class_names})
+        "class_names": class_names, "export_device": inference.HOST})
     if fmt == "saved_model":
         meta["signatures"] = {IMAGES_SIGNATURE: graph_lib.INPUT,
                               BYTES_SIGNATURE: graph_lib.IMAGE_BYTES}

@@ -6,6 +6,7 @@ import shutil
 import sys
 import tempfile
 
+import numpy as np
 import pytest
 
 from tests.cli_helpers import ROOT
@@ -95,3 +96,60 @@ def digits_float(digits):
     0.866 on another CPU."""
     from tests import digits_helpers
     return digits_helpers.train(digits, "float", *digits_helpers.FLOAT_FLAGS)[0]
+
+
+# The padded-evaluation case: a split whose size no usual batch size divides.
+THOUSAND_AND_ONE = 1001
+
+
+@pytest.fixture(scope="session")
+def thousand_and_one(tmp_path_factory):
+    """A 1,001-image validation split the evaluator tells apart, and its logits computed
+    another way: {"records", "checkpoint", "labels", "logits"}.
+
+    The images: 7 classes x 143, 12 px JPEGs written by tests/ds_helpers and converted by
+    datasets.build_tfrecords into 3 shards, then stored as PNG (reference_eval.png_copy:
+    TensorFlow and Pillow decode the same pixels). The checkpoint: MobileNetV2-0.35 at
+    32 px with seeded random weights (He-scaled, so each image has features of its own)
+    and a head fitted by ridge regression on every other image's features: on this CPU
+    999 of the 1,001 right, the top two logits of each image at least 0.06 apart. The
+    logits: Pillow's pixels, tests/reference_eval's numpy preprocessing, one placeholder
+    batch of all 1,001 (no data_provider, no evaluator, no padding)."""
+    from nets import nets_factory
+    from tests import reference_eval
+    from tests.ds_helpers import write_tiny_dataset
+    root = tmp_path_factory.mktemp("thousand_and_one")
+    jpeg = write_tiny_dataset(str(root / "jpeg"), num_classes=7, per_class=1, size=12,
+                              split_counts={"train": 1, "validation": 143},
+                              train_shards=1, validation_shards=3)
+    records = reference_eval.png_copy(jpeg, str(root / "records"))
+    pixels, labels = reference_eval.read_split(records)
+    assert len(labels) == THOUSAND_AND_ONE
+    images = np.stack([reference_eval.eval_image(p, 32, 0.875) for p in pixels])
+    checkpoint = str(root / "model" / "model.ckpt-0")
+    rng = np.random.RandomState(4)
+    with tf.Graph().as_default():
+        inputs = tf.placeholder(tf.float32, [None, 32, 32, 3])
+        logits, end_points = nets_factory.get_network_fn("mobilenet_v2_035", 7)(inputs)
+        tf.train.get_or_create_global_step()
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            for var in tf.global_variables():
+                name, shape = var.op.name, var.shape.as_list()
+                if name.endswith("weights") and not name.startswith("MobilenetV2/Logits/"):
+                    fan_in = np.prod(shape[:2] if "depthwise" in name else shape[:-1])
+                    var.load(rng.normal(0.0, np.sqrt(2.0 / fan_in), shape)
+                             .astype(np.float32), sess)
+            features = sess.run(end_points["global_pool"], {inputs: images})
+            design = np.hstack([features.reshape(len(images), -1),
+                                np.ones((len(images), 1))])[::2]
+            head = np.linalg.solve(design.T.dot(design) + np.eye(design.shape[1]),
+                                   design.T.dot(np.eye(7)[labels[::2]]))
+            weights, biases = [v for v in tf.global_variables()
+                               if v.op.name.startswith("MobilenetV2/Logits/")]
+            weights.load(head[:-1].reshape(weights.shape.as_list()).astype(np.float32), sess)
+            biases.load(head[-1].astype(np.float32), sess)
+            expected = sess.run(logits, {inputs: images}).astype(np.float64)
+            tf.train.Saver().save(sess, checkpoint)
+    return {"records": records, "checkpoint": checkpoint, "labels": labels,
+            "logits": expected}

@@ -158,9 +158,11 @@ def scores(logits_, labels, tolerance):
     return result
 
 
-def evaluator_batches(evaluator):
+def evaluator_batches(evaluator, padded=False):
     """The other side of the comparison: the (images, labels) batches ``evaluator``'s
-    own input pipeline yields over its split, in order, the partial last one kept."""
+    own input pipeline yields over its split, in order, each without the padding its
+    weights mark (so the last one partial); ``padded``: (images, labels, weights) as
+    the pipeline yields them, padding included."""
     from utils.tf_compat import tf
     with tf.Graph().as_default():
         batch = evaluator.build_inputs()
@@ -168,6 +170,9 @@ def evaluator_batches(evaluator):
             batches = []
             while True:
                 try:
-                    batches.append(sess.run(batch))
+                    images, labels, weights = sess.run(batch)
                 except tf.errors.OutOfRangeError:
                     return batches
+                kept = weights > 0
+                batches.append((images, labels, weights) if padded
+                               else (images[kept], labels[kept]))

@@ -4,6 +4,7 @@ from both. Each mistake is the UserError whose line the command prints (exit 2; 
 case per command runs end to end in test_bad_command_lines.py), and each config is
 built here from values alone, with no file behind them."""
 import json
+import sys
 
 from absl import flags
 import pytest
@@ -46,7 +47,8 @@ class ExportedModel(object):
 
 def eval_sources(**values):
     found = dict(dataset=Dataset(), model=None, directory="/nowhere/train",
-                 recorded=RECORDED, names=OURS, checkpoints=None)
+                 recorded=RECORDED, names=OURS, checkpoints=None, device="host",
+                 device_note=None)
     found.update(values)
     return EvalSources(**found)
 
@@ -68,7 +70,8 @@ def test_eval_config_from_values_alone():
         dataset=found.dataset, split="validation", model_name="mobilenet_v2_035",
         num_classes=3, labels_offset=1, image_size=64, preprocessing_name="inception",
         central_fraction=0.9, batch_size=8, max_num_batches=None, use_ema="auto",
-        log_every_n_batches=10, eval_dir="/nowhere/train/eval", data_threads=None)
+        log_every_n_batches=10, eval_dir="/nowhere/train/eval", data_threads=None,
+        device="host", precision_mode=None)
     assert config.replace(use_ema="false").as_dict() == dict(config.as_dict(),
                                                                use_ema="false")
 
@@ -111,6 +114,17 @@ def test_eval_config_of_an_exported_model():
                                         "ledger; add --ledger"),
     ([DATA, TRAIN, "--ledger", "--watch"], "--ledger evaluates every checkpoint"),
     ([DATA, TRAIN, "--ledger", "--use_ema=false"], "drop --use_ema"),
+    ([DATA, TRAIN, "--ledger", "--eval_device=npu"],
+     "--ledger measures on the host CPU; drop --eval_device=npu"),
+    ([DATA, "--model_file=/m.onnx", "--eval_device=npu"],
+     "--model_file runs the exported model in its own runtime on the host CPU; drop "
+     "--eval_device=npu"),
+    ([DATA, TRAIN, "--eval_device=host", "--eval_precision_mode=force_fp16"],
+     "--eval_precision_mode=force_fp16 sets the NPU's precision but --eval_device=host "
+     "evaluates on the host CPU; drop it"),
+    ([DATA, TRAIN, "--ledger", "--eval_precision_mode=force_fp16"],
+     "--eval_precision_mode=force_fp16 sets the NPU's precision but --ledger measures on "
+     "the host CPU; drop it"),
 ])
 def test_eval_flag_mistakes(args, line):
     with pytest.raises(UserError) as err:
@@ -122,6 +136,8 @@ def test_eval_flag_mistakes(args, line):
     (["--watch_interval=soon"], "--watch_interval=soon"),
     (["--batch_size=abc"], "--batch_size=abc"),
     (["--use_ema=maybe"], "--use_ema"),
+    (["--eval_device=gpu"], "--eval_device"),
+    (["--eval_precision_mode=fp8"], "--eval_precision_mode"),
     (["--no_such_flag=1"], "no_such_flag"),
 ])
 def test_eval_flags_absl_refuses(args, fragment):
@@ -156,8 +172,12 @@ def world(tmp_path_factory):
      "--eval_all_checkpoints needs the training directory as --checkpoint_path"),
     (["--checkpoint_path={empty}", "--ledger"], "no checkpoint in {empty}"),
     (["--checkpoint_path={bad_spec}", "--watch"], "model_spec.json is not valid JSON"),
+    (["--checkpoint_path={empty}", "--eval_device=npu"],
+     "--eval_device=npu but npu_bridge does not import; run inside Ascend's TensorFlow "
+     "image with the CANN environment sourced, or pass --eval_device=host"),
 ])
-def test_what_the_evaluator_reads_first(world, args, line):
+def test_what_the_evaluator_reads_first(world, args, line, monkeypatch):
+    monkeypatch.setitem(sys.modules, "npu_bridge", None)  # not installed (as here)
     f = evaluator_flags("--dataset_dir=" + world["data"], *[a.format(**world) for a in args])
     eval_config.check_flags(f)
     with pytest.raises(UserError) as err:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -249,3 +250,189 @@ def test_quantization_aware_training_on_the_stand_in(npu_bridge, npu_dataset, tm
             + np.float32(0.01) * reader.get_tensor(LOGITS + "weights/Momentum"))
     assert_ranges_learned(reader, read, steps=4)
     assert len(records(npu_bridge, "NPUEstimator")) == 2
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def ascend_nodes(folder, *names):
+    """A stand-in /dev holding ``names`` (empty files) for devices.placement to list."""
+    os.makedirs(folder)
+    for name in names:
+        open(os.path.join(folder, name), "w").close()
+    return folder
+
+
+def test_the_eval_device_needs_npu_bridge_and_a_visible_device(npu_bridge, tmp_path,
+                                                               monkeypatch):
+    from devices import placement
+    bare = ascend_nodes(str(tmp_path / "bare"), "davinci_manager", "devmm_svm", "hisi_hdc")
+    chips = ascend_nodes(str(tmp_path / "chips"), "davinci_manager", "davinci3", "davinci0")
+    assert placement.visible_ascend_devices(bare) == []
+    assert placement.visible_ascend_devices(chips) == ["davinci0", "davinci3"]
+    assert placement.visible_ascend_devices(str(tmp_path / "absent")) == []
+    assert placement.resolve_eval_device("auto", chips) == ("npu", None)
+    assert placement.resolve_eval_device("npu", chips) == ("npu", None)
+    assert placement.resolve_eval_device("host", chips) == ("host", None)
+    assert placement.resolve_eval_device("auto", bare) == (
+        "host", "no Ascend device is visible (no %s/davinci<N>)" % bare)
+    with pytest.raises(UserError, match=r"^--eval_device=npu but no Ascend device is "
+                                        r"visible .*, or pass --eval_device=host$"):
+        placement.resolve_eval_device("npu", bare)
+    monkeypatch.setitem(sys.modules, "npu_bridge", None)  # as where it is not installed
+    assert placement.resolve_eval_device("auto", chips) == (
+        "host", "npu_bridge does not import")
+    with pytest.raises(UserError, match="^--eval_device=npu but npu_bridge does not import; "
+                                        "run inside Ascend's TensorFlow image"):
+        placement.resolve_eval_device("npu", chips)
+    assert placement.ascend_device_id({"DEVICE_ID": "2", "ASCEND_DEVICE_ID": "5"}) == "5"
+    assert placement.ascend_device_id({"DEVICE_ID": "2"}) == "2"
+    assert placement.ascend_device_id({}) == "0"
+
+
+@pytest.fixture
+def npu_init_undone(npu_bridge, monkeypatch):
+    """Lets a test import the stand-in's npu_bridge.npu_init, whose import replaces the
+    session constructors as the real one does: they are put back afterwards."""
+    from tensorflow.python.client import session as session_lib
+    for cls in (session_lib.Session, session_lib.InteractiveSession):
+        monkeypatch.setattr(cls, "__init__", cls.__init__)
+    return npu_bridge
+
+
+def test_the_npu_eval_session_config_is_npu_bridges(npu_init_undone, tmp_path):
+    """Field by field, our NPU evaluation config is npu_bridge's own for a session it does
+    not make itself (npu_init.npu_config_proto), plus three options of NpuOptimizer:
+    use_off_line as NPUEstimator sets it, graph_run_mode 0 (inference), and the
+    precision_mode asked for."""
+    from tensorflow.core.protobuf.rewriter_config_pb2 import RewriterConfig
+    from tensorflow.python.client import session as session_lib
+
+    from devices import inference
+    original_init = session_lib.Session.__init__
+    from npu_bridge import npu_init  # replaces it (npu_init_undone puts it back)
+    from npu_bridge.estimator.npu import npu_config, npu_estimator
+    assert session_lib.Session.__init__ is not original_init
+    ours = inference.npu_inference_config("must_keep_origin_dtype")
+    theirs = npu_init.npu_config_proto()
+
+    def custom_optimizers(config):
+        return config.graph_options.rewrite_options.custom_optimizers
+    assert [o.name for o in custom_optimizers(ours)] == ["NpuOptimizer"]
+    assert [o.name for o in custom_optimizers(theirs)] == ["NpuOptimizer"]
+    ours_map = custom_optimizers(ours)[0].parameter_map
+    assert dict(custom_optimizers(theirs)[0].parameter_map) == {}
+    assert sorted(ours_map) == ["graph_run_mode", "precision_mode", "use_off_line"]
+    assert (ours_map["use_off_line"].b, ours_map["graph_run_mode"].i,
+            ours_map["precision_mode"].s) == (True, 0, b"must_keep_origin_dtype")
+    for field in ("remapping", "memory_optimization"):
+        assert getattr(ours.graph_options.rewrite_options, field) == getattr(
+            theirs.graph_options.rewrite_options, field) == RewriterConfig.OFF, field
+    assert (ours.allow_soft_placement, ours.log_device_placement) == (
+        theirs.allow_soft_placement, theirs.log_device_placement) == (True, False)
+    assert (ours.graph_options.optimizer_options.global_jit_level
+            == theirs.graph_options.optimizer_options.global_jit_level
+            == tf.OptimizerOptions.OFF)
+    # Nothing else differs: theirs with our three options is ours, byte for byte.
+    for name in ours_map:
+        custom_optimizers(theirs)[0].parameter_map[name].CopyFrom(ours_map[name])
+    assert theirs == ours
+    # The patched tf.Session gives every session npu_config_proto's config.
+    _, kwargs = npu_config.set_npu_default_config(original_init, (), {})
+    assert kwargs["config"] == npu_init.npu_config_proto()
+    # use_off_line as NPUEstimator's own session has it; and the device takes our options
+    # (the checks tf_adapter makes when the session starts).
+    estimator_config = npu_estimator._load_graph_optimizers(
+        npu_config.NPURunConfig(model_dir=str(tmp_path)))
+    estimator_map = custom_optimizers(estimator_config.session_config)[0].parameter_map
+    assert estimator_map["use_off_line"] == ours_map["use_off_line"]
+    npu_estimator._check_session_options(ours)
+    for mode in ("force_fp16", "allow_mix_precision"):
+        config = inference.npu_inference_config(mode)
+        assert custom_optimizers(config)[0].parameter_map["precision_mode"].s == mode.encode()
+        npu_estimator._check_session_options(config)
+
+
+def test_a_padded_evaluation_on_the_npu_stand_in(npu_bridge, thousand_and_one, tmp_path,
+                                                 monkeypatch):
+    """The evaluator's flags on an Ascend host (npu_bridge importable, a /dev/davinci<N>)
+    choose the NPU: its session carries devices.inference's config, the 1,001 images of a
+    padded evaluation count once each as on the host, the results say where they were
+    computed, and npu_bridge.npu_init is never imported (it would reroute every session
+    of the process)."""
+    from devices import inference, placement
+    from evaluation.evaluator import Evaluator, record_result, result_line
+    from tensorflow.python.client import session as session_lib
+    from tests.cli_helpers import evaluator_config
+    from tests.test_evaluator import assert_scores_every_image_once
+    monkeypatch.setattr(placement, "DEVICE_NODE_DIR",
+                        ascend_nodes(str(tmp_path / "dev"), "davinci_manager", "davinci0"))
+    monkeypatch.setenv("ASCEND_DEVICE_ID", "0")
+    original_init = session_lib.Session.__init__
+    split = thousand_and_one
+    config = evaluator_config(
+        checkpoint_path=split["checkpoint"], dataset_dir=split["records"],
+        model_name="mobilenet_v2_035", num_classes=7, eval_image_size=32, batch_size=64,
+        data_threads=1, eval_dir=str(tmp_path / "eval"))
+    assert (config.device, config.precision_mode) == ("npu", "must_keep_origin_dtype")
+    assert inference.describe(config.device, config.precision_mode) == (
+        "on the NPU (device 0, precision_mode must_keep_origin_dtype, graph_run_mode 0)")
+    with Evaluator(config, logging.getLogger("test_devices_npu")) as evaluator:
+        result = evaluator.evaluate(split["checkpoint"])
+        session = evaluator._kept.session
+        assert session._config == inference.npu_inference_config("must_keep_origin_dtype")
+    assert_scores_every_image_once(result, split)
+    assert (result["device"], result["precision_mode"]) == ("npu", "must_keep_origin_dtype")
+    assert result_line(result).endswith(
+        " images=1001 loss=%.4f device=npu precision_mode=must_keep_origin_dtype"
+        % result["loss"])
+    record_result(config.eval_dir, result)
+    with open(os.path.join(config.eval_dir, "eval_results.json")) as handle:
+        recorded = json.load(handle)["results"][0]
+    assert (recorded["device"], recorded["precision_mode"]) == ("npu",
+                                                                "must_keep_origin_dtype")
+    assert "npu_bridge.npu_init" not in sys.modules
+    assert [r for r in npu_bridge.RECORDS if r["api"] == "npu_init"] == []
+    assert session_lib.Session.__init__ is original_init
+
+
+def test_where_a_host_session_runs_is_said_as_it_is(monkeypatch):
+    """The host is the CPU unless TensorFlow sees a GPU, which it then places ops on."""
+    from devices import inference, placement
+    monkeypatch.setattr(placement, "visible_gpu_count", lambda: 0)
+    assert inference.describe("host") == "on the host CPU"
+    monkeypatch.setattr(placement, "visible_gpu_count", lambda: 2)
+    assert inference.describe("host") == (
+        "on the host, where TensorFlow places it (2 GPUs visible)")
+    assert inference.describe("npu", "force_fp16", {"DEVICE_ID": "3"}) == (
+        "on the NPU (device 3, precision_mode force_fp16, graph_run_mode 0)")
+
+
+def test_importing_npu_init_reroutes_every_session(npu_init_undone):
+    """Why the pipeline must never import it (the stand-in does what the real one does):
+    afterwards a plain tf.Session, made with no config, carries NpuOptimizer too."""
+    from npu_bridge import npu_init
+    assert [r["api"] for r in npu_init_undone.RECORDS] == ["npu_init"]
+    with tf.Graph().as_default(), tf.Session() as session:
+        config = session._config
+    assert config == npu_init.npu_config_proto()
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--eval_device=npu"], "--eval_device=npu but no Ascend device is visible"),
+    (["--eval_device=npu", "--ledger"], "--ledger measures on the host CPU; drop "
+                                        "--eval_device=npu"),
+])
+def test_eval_device_mistakes_on_the_stand_in(npu_bridge, tmp_path, monkeypatch, args,
+                                              line):
+    """With npu_bridge importable but no Ascend device node, or with --ledger: one line."""
+    from devices import placement
+    from evaluation import config as config_lib
+    from evaluation import sources
+    from tests.cli_helpers import evaluator_flags
+    monkeypatch.setattr(placement, "DEVICE_NODE_DIR", ascend_nodes(str(tmp_path / "dev")))
+    f = evaluator_flags("--checkpoint_path=" + str(tmp_path), "--dataset_dir=/nowhere",
+                        *args)
+    with pytest.raises(UserError) as err:
+        config_lib.check_flags(f)
+        sources.read_sources(f)
+    assert str(err.value).startswith(line)

@@ -20,7 +20,8 @@ from utils.tf_compat import tf
 
 MODEL = "--model_name=mobilenet_v2_035"
 RESULT = re.compile(r"^eval result: checkpoint=(\S+) global_step=(\d+) top1=(\d\.\d{4}) "
-                    r"top5=(\d\.\d{4}) images=(\d+) loss=(\d+\.\d{4})$", re.M)
+                    r"top5=(\d\.\d{4}) images=(\d+) loss=(\d+\.\d{4}) device=host$",
+                    re.M)
 
 
 def train_args(dataset_dir, train_dir, *extra):
@@ -55,7 +56,7 @@ def eval_config(dataset_dir, eval_dir, use_ema="auto", batch_size=5):
         model_name="mobilenet_v2_035", num_classes=6, labels_offset=0, image_size=32,
         preprocessing_name="inception", central_fraction=0.875, batch_size=batch_size,
         max_num_batches=None, use_ema=use_ema, log_every_n_batches=1, eval_dir=eval_dir,
-        data_threads=1)
+        data_threads=1, device="host", precision_mode=None)
 
 
 @pytest.mark.slow
@@ -77,8 +78,8 @@ def test_a_training_directory_needs_no_model_flags(trained, dataset_dir, tmp_pat
     out = run("eval_image_classifier_mobilenet.py", "--checkpoint_path=" + train_dir,
               "--dataset_dir=" + dataset_dir, "--eval_dir=" + str(tmp_path))
     assert out.returncode == 0, out.stderr[-3000:]
-    assert ("evaluating mobilenet_v2_035 (6 classes) on 12 validation images of %s at 32 px"
-            % dataset_dir) in out.stdout
+    assert ("evaluating mobilenet_v2_035 (6 classes) on 12 validation images of %s at 32 px, "
+            "on the host CPU (npu_bridge does not import)" % dataset_dir) in out.stdout
     in_training = json.load(open(os.path.join(train_dir, "eval", "eval_results.json")))
     last = in_training["results"][-1]
     match = RESULT.search(out.stdout)
@@ -102,7 +103,7 @@ def test_accuracy_matches_numpy_over_the_same_records(trained, dataset_dir, tmp_
     assert len(labels) == 12 and sorted(labels) == sorted(list(range(6)) * 2)
     images = np.stack([reference_eval.eval_image(p, 32, 0.875) for p in pixels])
     # The evaluator reads the same: order, labels, pixels; the partial last batch kept.
-    batches = reference_eval.evaluator_batches(evaluator)
+    batches = reference_eval.evaluator_batches(evaluator)  # without the padding
     assert [len(b[1]) for b in batches] == [5, 5, 2]
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), labels)
     inputs = np.concatenate([b[0] for b in batches])
@@ -262,3 +263,59 @@ def test_corrupt_results_file_gets_one_line(trained, dataset_dir, tmp_path):
               "--eval_dir=" + str(tmp_path))
     assert "eval_results.json is unreadable" in single_error_line(out)
     assert (tmp_path / "eval_results.json").read_text() == "{not json"  # left as it was
+
+
+def padded_eval_config(split, eval_dir, **changes):
+    """The evaluator's settings for conftest's thousand_and_one split: batches of 64,
+    which 1,001 is no multiple of (15 full batches and 41 images)."""
+    config = EvalConfig(
+        dataset=dataset_factory.get_dataset("auto", split["records"]), split="validation",
+        model_name="mobilenet_v2_035", num_classes=7, labels_offset=0, image_size=32,
+        preprocessing_name="inception", central_fraction=0.875, batch_size=64,
+        max_num_batches=None, use_ema="auto", log_every_n_batches=100, eval_dir=eval_dir,
+        data_threads=1, device="host", precision_mode=None)
+    return config.replace(**changes)
+
+
+def assert_scores_every_image_once(result, split):
+    """``result`` counts 1,001 images, and its top-1 / top-5 / loss are numpy's over the
+    split's logits computed another way (conftest: no padding there)."""
+    expected = reference_eval.scores(split["logits"], split["labels"], 1e-3)
+    # The top two logits of every image are far apart: the hits are certain.
+    assert expected["top1_range"] == (expected["top1"], expected["top1"])
+    assert result["images"] == 1001
+    assert result["top1"] == expected["top1"] == np.mean(
+        split["logits"].argmax(axis=1) == split["labels"])
+    assert result["top5"] == expected["top5"]
+    assert result["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+
+
+def test_padded_evaluation_counts_every_image_once(thousand_and_one, tmp_path):
+    """The last batch is padded to the batch size (static shapes for the device); its
+    padding weighs 0, so 1,001 images count once each and score as numpy scores them."""
+    split = thousand_and_one
+    evaluator = Evaluator(padded_eval_config(split, str(tmp_path)), logger_lib.get_logger())
+    with tf.Graph().as_default():
+        images, labels, weights = evaluator.build_inputs()
+    assert (images.shape.as_list(), labels.shape.as_list(), weights.shape.as_list()) == (
+        [64, 32, 32, 3], [64], [64])
+    batches = reference_eval.evaluator_batches(evaluator, padded=True)
+    assert [len(b[1]) for b in batches] == [64] * 16
+    last_images, last_labels, last_weights = batches[-1]
+    np.testing.assert_array_equal(last_weights, [1.0] * 41 + [0.0] * 23)
+    assert not last_images[41:].any() and not last_labels[41:].any()
+    assert all(b[2].all() for b in batches[:-1])
+    np.testing.assert_array_equal(np.concatenate([b[1][b[2] > 0] for b in batches]),
+                                  split["labels"])
+
+    with evaluator:
+        result = evaluator.evaluate_and_record(split["checkpoint"])
+        # The graph the session runs reads one static batch shape from its iterator.
+        get_next = [op for op in evaluator._kept.graph.get_operations()
+                    if op.type == "IteratorGetNext"]
+        assert [[t.shape.as_list() for t in op.outputs] for op in get_next] == [
+            [[64, 32, 32, 3], [64], [64]]]
+    assert_scores_every_image_once(result, split)
+    assert (result["device"], result["precision_mode"]) == ("host", None)
+    recorded = json.load(open(os.path.join(str(tmp_path), "eval_results.json")))
+    assert recorded["results"][0]["device"] == "host"

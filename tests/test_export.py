@@ -5,6 +5,7 @@ and top-1. The tests compare formats with each other on the same images, not wit
 accuracy."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -71,7 +72,8 @@ def _eval_config(digits, name):
         split="validation", model_name=None, num_classes=10, labels_offset=0,
         image_size=32, preprocessing_name="inception", central_fraction=0.875,
         batch_size=100, max_num_batches=None, use_ema="auto", log_every_n_batches=100,
-        eval_dir=os.path.join(digits, name), data_threads=1)
+        eval_dir=os.path.join(digits, name), data_threads=1, device="host",
+        precision_mode=None)
 
 
 def _logits(path, images, **overrides):
@@ -218,7 +220,11 @@ def test_predict_names_the_classes_the_model_knows(exported, validation_batch, t
               "--json_output=" + json_path, *picked)
     assert out.returncode == 0, out.stderr[-2000:]
     with open(json_path) as handle:
-        results = json.load(handle)["results"]
+        written = json.load(handle)
+    results = written["results"]
+    assert written["device"] == "host"
+    assert ("predicting 6 images with %s on the host CPU" % exported["tflite_int8"]
+            in out.stderr)
     assert [r["file"] for r in results] == picked
     for result in results:
         assert len(result["top_k"]) == 3
@@ -233,6 +239,9 @@ def test_export_command_line_writes_a_model(digits_float, tmp_path):
               "--output=" + output)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "exported mobilenet_v2_035 frozen_pb" in out.stdout and os.path.getsize(output) > 0
+    assert re.search(r"^exported .* in \d+\.\d s on the host CPU$", out.stdout, re.M)
+    with open(output + ".meta.json") as handle:
+        assert json.load(handle)["export_device"] == "host"
     from export import formats
     from utils.errors import UserError
     with pytest.raises(UserError, match="--overwrite"):  # what a second run meets first

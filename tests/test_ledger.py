@@ -70,7 +70,7 @@ def eval_config(dataset_dir, eval_dir):
         model_name="mobilenet_v2_035", num_classes=3, labels_offset=0, image_size=32,
         preprocessing_name="inception", central_fraction=0.875, batch_size=4,
         max_num_batches=None, use_ema="auto", log_every_n_batches=10, eval_dir=eval_dir,
-        data_threads=1)
+        data_threads=1, device="host", precision_mode=None)
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +154,12 @@ def test_ledger_rows_best_and_best_checkpoint(run_dir, swept, tmp_path):
     assert len(set(r["loss"] for r in rows)) > 4  # really different weights
     with open(os.path.join(eval_dir, "ledger.csv")) as handle:
         table = list(csv.reader(handle))
-    assert tuple(table[0]) == ledger.COLUMNS
-    assert [(c, int(s), w, float(t1), float(l)) for c, s, w, t1, _, l, _, _ in table[1:]] == [
-        (r["checkpoint"], r["global_step"], r["weights"], r["top1"], r["loss"]) for r in rows]
+    assert tuple(table[0]) == ledger.CSV_COLUMNS == ledger.COLUMNS + ("device",)
+    assert [(c, int(s), w, float(t1), float(l), d)
+            for c, s, w, t1, _, l, _, _, d in table[1:]] == [
+        (r["checkpoint"], r["global_step"], r["weights"], r["top1"], r["loss"], "host")
+        for r in rows]
+    assert payload["device"] == "host" and all(r["device"] == "host" for r in rows)
     # The average's inputs are the last 2 checkpoints, the run's own files untouched.
     assert [os.path.basename(c) for c in list_checkpoints(train_dir)] == [
         "model.ckpt-2", "model.ckpt-4", "model.ckpt-6"]
@@ -166,6 +169,8 @@ def test_ledger_rows_best_and_best_checkpoint(run_dir, swept, tmp_path):
     best = max(rows, key=lambda r: (r["top1"], -r["loss"], r["global_step"]))
     assert payload["best"] == best
     stdout = swept.stdout
+    assert re.search(r"^ledger of %s: 3 checkpoints, 8 rows, 8 to measure, into \S+, on the "
+                     r"host CPU$" % re.escape(train_dir), stdout, re.M), stdout
     assert [int(k) for k in re.findall(r"^ledger row (\d+)/8: ", stdout, re.M)] == list(
         range(1, 9))
     assert ("ledger best: checkpoint=%s weights=%s global_step=%d top1=%.4f top5=%.4f "

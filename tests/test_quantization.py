@@ -53,24 +53,27 @@ def _evaluator(digits, name):
         split="validation", model_name=MODEL, num_classes=10, labels_offset=0,
         image_size=32, preprocessing_name="inception", central_fraction=0.875,
         batch_size=100, max_num_batches=None, use_ema="auto", log_every_n_batches=100,
-        eval_dir=os.path.join(digits, name), data_threads=1), logger_lib.get_logger())
+        eval_dir=os.path.join(digits, name), data_threads=1, device="host",
+        precision_mode=None), logger_lib.get_logger())
 
 
 def _simulated_logits(digits, checkpoint):
     """(logits, labels, images) of the evaluator's own graph for ``checkpoint`` over
-    the validation split."""
+    the validation split (its padding left out)."""
     from utils.tf_compat import tf
     evaluator = _evaluator(digits, "qat_eval_graph")
     with tf.Graph().as_default():
-        logits, labels, images = evaluator.build_logits(checkpoint)
+        outputs = evaluator.build_logits(checkpoint)
         with tf.Session() as sess:
             evaluator.restore(sess, checkpoint)
             batches = []
             while True:
                 try:
-                    batches.append(sess.run([logits, labels, images]))
+                    logits, labels, images, weights = sess.run(outputs)
                 except tf.errors.OutOfRangeError:
                     break
+                kept = weights > 0
+                batches.append((logits[kept], labels[kept], images[kept]))
     return [np.concatenate([b[i] for b in batches]) for i in range(3)]
 
 

@@ -83,7 +83,8 @@ def test_eval_counts_every_image_once_and_records(trained, dataset_dir):
     meta = json.load(open(os.path.join(dataset_dir, "dataset_meta.json")))
     expected = meta["splits"]["validation"]["num_samples"]
     match = re.search(r"^eval result: checkpoint=(\S+) global_step=(\d+) top1=(0\.\d{4}|1\.0000) "
-                      r"top5=(0\.\d{4}|1\.0000) images=(\d+) loss=(\d+\.\d{4})$",
+                      r"top5=(0\.\d{4}|1\.0000) images=(\d+) loss=(\d+\.\d{4}) "
+                      r"device=host$",
                       out.stdout, re.M)
     assert match, out.stdout
     assert match.group(1).endswith("model.ckpt-9") and match.group(2) == "9"

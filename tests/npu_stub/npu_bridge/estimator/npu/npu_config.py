@@ -179,3 +179,48 @@ class ProfilingConfig(object):
         self._profiling_options = profiling_options
         self.stub_arguments = dict(enable_profiling=enable_profiling,
                                    profiling_options=profiling_options)
+
+
+def _add_npu_optimizer(config):
+    """npu_bridge's one recipe for a session config that reaches the NPU, written out
+    alike in npu_init.npu_config_proto and set_npu_default_config (all three branches):
+    NpuOptimizer added once (and then memory_optimization set to RewriterConfig.OFF, a
+    Toggle value in a MemOptType field, where it reads as MANUAL), soft placement on,
+    placement logging off, remapping off, XLA's JIT off. Changes ``config`` in place."""
+    rewrite = config.graph_options.rewrite_options
+    if not any(custom.name == "NpuOptimizer" for custom in rewrite.custom_optimizers):
+        rewrite.custom_optimizers.add().name = "NpuOptimizer"
+        rewrite.memory_optimization = rewrite.OFF
+    config.allow_soft_placement = True
+    config.log_device_placement = False
+    rewrite.remapping = rewrite.OFF
+    config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.OFF
+    return config
+
+
+def set_npu_default_config(func, args, kwargs):
+    """(args, kwargs) of a call of ``func`` (a method with a ``config`` parameter, such
+    as tf.Session.__init__) with its config, given by keyword or position or a fresh
+    ConfigProto, passed by keyword and carrying NpuOptimizer (a config given is changed
+    in place, as the real one does)."""
+    names = list(inspect.signature(func).parameters)
+    position = names.index("config") - 1  # without self
+    if kwargs.get("config") is not None:
+        config = kwargs["config"]
+    elif len(args) > position:
+        config = args[position]
+    else:
+        config = tf.ConfigProto()
+    kwargs["config"] = _add_npu_optimizer(config)
+    if len(args) > position:
+        args = args[:position] + args[position + 1:]
+    return args, kwargs
+
+
+def decorator_tf_session(func):
+    """Wraps a session constructor so that every session gets set_npu_default_config's
+    config (what importing npu_bridge.npu_init does to tf.Session)."""
+    def class_func_wrapper(self, *args, **kwargs):
+        args, kwargs = set_npu_default_config(func, args, kwargs)
+        return func(self, *args, **kwargs)
+    return class_func_wrapper
