@@ -79,11 +79,13 @@ class RankAgreementHook(tf.train.SessionRunHook):
         state = tf.stack([tf.cast(step // _STEP_PART, tf.float32),
                           tf.cast(step % _STEP_PART, tf.float32), scale])
         with tf.name_scope("rank_agreement"):
-            self._extremes = (self._all_reduce(state, "min"),
-                              self._all_reduce(state, "max"))
+            # One collective (the max of the values and of their negatives): a single
+            # op needs no order among ranks.
+            self._extremes = self._all_reduce(tf.concat([state, -state], 0), "max")
 
     def after_create_session(self, session, coord):
-        low, high = session.run(self._extremes)
+        extremes = session.run(self._extremes)
+        high, low = extremes[:3], -extremes[3:]
         steps = [int(v[0]) * _STEP_PART + int(v[1]) for v in (low, high)]
         if steps[0] != steps[1] or low[2] != high[2]:
             raise RanksDisagree(

@@ -1,6 +1,8 @@
 """Stand-in for npu_bridge/estimator/npu/npu_hook.py: the hooks NPUEstimator adds to
 training (master, r1.15.0 and r3.2.0 are the same for these)."""
 import logging
+import os
+import signal
 
 from npu_bridge import record
 from npu_bridge.estimator.npu import util
@@ -73,6 +75,19 @@ class NPUCheckpointSaverHook(tf.train.CheckpointSaverHook):
     def end(self, session):
         _log.info("NPUCheckpointSaverHook end...")
         super(NPUCheckpointSaverHook, self).end(session)
+
+    def _save(self, session, step):
+        if _kill_before_save(step):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super(NPUCheckpointSaverHook, self)._save(session, step)
+
+
+def _kill_before_save(step):
+    """Stand-in only: NPU_STUB_KILL_BEFORE_SAVE="RANK:STEP" makes rank RANK kill -9 itself
+    as its saver is about to write step STEP, after the other ranks' savers wrote theirs
+    or while they do: a kill between two ranks' saves, on cue (tests/test_npu_resume.py)."""
+    planned = os.environ.get("NPU_STUB_KILL_BEFORE_SAVE", "")
+    return bool(planned) and planned == "%s:%d" % (os.environ.get("RANK_ID", "0"), step)
 
 
 class SetIterationsVarHook(tf.train.SessionRunHook):

@@ -1,0 +1,206 @@
+"""Every rank resumes from one checkpoint (training/resume.py, devices/rank_state.py), on
+the npu_bridge stand-in with real rank processes whose HCCL exchanges tensors.
+
+Each divergence cause is made on real files, then the same command runs again; every
+rank must then say it resumes from the same checkpoint at the same step, and end with the
+same state digest (weights, optimizer slots, global step, loss scale). The start is one
+real 2-rank run in which rank 1 is killed -9 as its saver is about to write step 4, after
+rank 0 wrote it: rank 0's folder (train_dir) then ends at step 4, rank 1's at step 2.
+Before this change each rank restored its own folder, so the ranks started 2 steps apart
+(see the issue note for what the old code did with each case).
+"""
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.hccl_helpers import finish_peers, free_port, launch_npu_ranks, peer_call, start_peers
+from utils.tf_compat import tf
+
+FLAGS = ("--model_name=mobilenet_v2_035", "--train_image_size=32", "--batch_size=2",
+         "--iterations_per_loop=2", "--save_checkpoints_steps=2", "--learning_rate=0.05",
+         "--warmup_epochs=0", "--log_every_n_steps=2", "--seed=7")
+DIGEST = re.compile(r"^rank (\d+): step (\d+), state digest ([0-9a-f]{16})$", re.M)
+START = re.compile(r"^rank (\d+) (resumes from (\S+) at step (\d+)|starts at step 0)", re.M)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """3 classes x 8 training images in 4 shards: one for each of up to 4 ranks."""
+    from tests.ds_helpers import write_tiny_dataset
+    return write_tiny_dataset(str(tmp_path_factory.mktemp("resume_ds")), num_classes=3,
+                              per_class=8, size=32, train_shards=4)
+
+
+class Job(object):
+    """One result folder (train_dir = <result>/train) launched again and again."""
+
+    def __init__(self, result, shards):
+        self.result, self.shards = str(result), shards
+        self.train_dir = os.path.join(self.result, "train")
+        self._log_sizes = {}
+
+    def launch(self, rank_size, steps, *flags, **environ):
+        """run_8p.sh --device=npu with rank_size real ranks to ``steps``; returns
+        (CompletedProcess, [each rank's log of this launch])."""
+        for rank in range(rank_size):
+            path = self._log(rank)
+            self._log_sizes[rank] = os.path.getsize(path) if os.path.exists(path) else 0
+        out = launch_npu_ranks(self.shards, self.result, rank_size,
+                               *(FLAGS + ("--max_train_steps=%d" % steps,) + flags),
+                               **environ)
+        logs = []
+        for rank in range(rank_size):
+            with open(self._log(rank)) as handle:
+                handle.seek(self._log_sizes[rank])
+                logs.append(handle.read())
+        return out, logs
+
+    def _log(self, rank):
+        return os.path.join(self.result, str(rank), "train.log")
+
+    def copy(self, result):
+        """A copy of this job's folder (its train_dir and logs) at ``result``."""
+        shutil.copytree(self.result, str(result))
+        return Job(result, self.shards)
+
+
+def starts(logs):
+    """[(checkpoint or None, step)] each rank logged as its start."""
+    found = []
+    for rank, log in enumerate(logs):
+        match, = [m for m in START.finditer(log) if int(m.group(1)) == rank]
+        found.append((os.path.basename(match.group(3)) if match.group(3) else None,
+                      int(match.group(4) or 0)))
+    return found
+
+
+def digests(logs):
+    """[(step, digest)] each rank logged at its end."""
+    found = []
+    for rank, log in enumerate(logs):
+        ends = [m for m in DIGEST.finditer(log) if int(m.group(1)) == rank]
+        assert ends, log[-3000:]
+        found.append((int(ends[-1].group(2)), ends[-1].group(3)))
+    return found
+
+
+def assert_one_state(out, logs, start, end):
+    """The launch succeeded, every rank started at ``start`` ((checkpoint, step)) and
+    ended at step ``end`` with the same state digest."""
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert starts(logs) == [start] * len(logs)
+    ends = digests(logs)
+    assert [step for step, _ in ends] == [end] * len(logs)
+    assert len(set(digest for _, digest in ends)) == 1, ends
+
+
+def newest_step(directory):
+    return int(tf.train.latest_checkpoint(directory).rsplit("-", 1)[1])
+
+
+@pytest.fixture(scope="module")
+def killed(shards, tmp_path_factory):
+    """A 2-rank run to step 6 whose rank 1 was killed -9 before saving step 4."""
+    job = Job(tmp_path_factory.mktemp("killed") / "8p", shards)
+    out, logs = job.launch(2, 6, NPU_STUB_KILL_BEFORE_SAVE="1:4")
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert re.search(r"^error: rank [01] ", out.stderr, re.M), out.stderr[-2000:]
+    # The kill landed between the two ranks' saves of step 4.
+    assert newest_step(job.train_dir) == 4
+    assert newest_step(os.path.join(job.train_dir, "rank_1")) == 2
+    return job
+
+
+@pytest.mark.slow
+def test_after_a_kill_between_saves_every_rank_resumes_from_rank_0s_step(killed, tmp_path):
+    job = killed.copy(tmp_path / "8p")
+    out, logs = job.launch(2, 6)
+    assert_one_state(out, logs, ("model.ckpt-4", 4), 6)
+    # Rank 1's folder was refilled: its newest checkpoint is rank 0's step 4, then its own.
+    assert newest_step(os.path.join(job.train_dir, "rank_1")) == 6
+    # Finished: the same command again ends at once on every rank, exit 0.
+    out, logs = job.launch(2, 6)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert starts(logs) == [("model.ckpt-6", 6)] * 2
+    assert all("nothing to train" in log for log in logs)
+
+
+@pytest.mark.slow
+def test_a_lost_rank_folder_is_refilled(killed, tmp_path):
+    job = killed.copy(tmp_path / "8p")
+    shutil.rmtree(os.path.join(job.train_dir, "rank_1"))
+    out, logs = job.launch(2, 6)
+    assert_one_state(out, logs, ("model.ckpt-4", 4), 6)
+
+
+def damage(prefix):
+    """Cuts the data file of checkpoint ``prefix`` short, as a full disk would."""
+    data, = [os.path.join(os.path.dirname(prefix), n)
+             for n in os.listdir(os.path.dirname(prefix))
+             if n.startswith(os.path.basename(prefix) + ".data-")]
+    with open(data, "r+b") as handle:
+        handle.truncate(os.path.getsize(data) // 2)
+
+
+@pytest.mark.slow
+def test_rank_0s_damaged_newest_checkpoint_moves_every_rank_back(killed, tmp_path):
+    job = killed.copy(tmp_path / "8p")
+    damage(os.path.join(job.train_dir, "model.ckpt-4"))
+    out, logs = job.launch(2, 6)
+    assert_one_state(out, logs, ("model.ckpt-2", 2), 6)
+    assert any("model.ckpt-4 is damaged" in line for line in logs[0].splitlines())
+
+
+@pytest.mark.slow
+def test_allow_fresh_start_starts_every_rank_at_step_0(killed, tmp_path):
+    job = killed.copy(tmp_path / "8p")
+    for step in (0, 2, 4):
+        damage(os.path.join(job.train_dir, "model.ckpt-%d" % step))
+    out, logs = job.launch(2, 4, "--allow_fresh_start")
+    assert_one_state(out, logs, (None, 0), 4)
+
+
+@pytest.mark.slow
+def test_more_ranks_than_before_all_resume(killed, tmp_path):
+    job = killed.copy(tmp_path / "8p")
+    out, logs = job.launch(4, 6)
+    assert_one_state(out, logs, ("model.ckpt-4", 4), 6)
+
+
+def test_ranks_that_start_apart_stop_with_one_line(npu_bridge, monkeypatch, tmp_path):
+    """Rank 1 (this process, at step 4, loss scale 1024) against a rank 0 at step 2 with
+    loss scale 2048 (a plain Python rank): the check all-reduces the extremes, so both
+    ranks learn of the disagreement, and this one stops with the line naming both."""
+    port = free_port()
+    for name, value in dict(RANK_SIZE="2", RANK_ID="1", JOB_ID="4242", HCCL_EXEC_TIMEOUT="30",
+                            HCCL_CONNECT_TIMEOUT="30", NPU_STUB_HCCL_PORT=str(port)).items():
+        monkeypatch.setenv(name, value)
+    from devices import rank_state
+    from npu_bridge.hccl import _exchange, hccl_ops
+    try:
+        with tf.Graph().as_default():
+            step = tf.train.get_or_create_global_step()
+            scale = tf.Variable(1024.0)
+            hook = rank_state.RankAgreementHook(hccl_ops.allreduce, lambda: scale)
+            hook.begin()
+            name, = [op.name for op in tf.get_default_graph().get_operations()
+                     if op.type == "PyFunc"]
+            # rank 0's values: step 2 = (0, 2), scale 2048, and their negatives
+            peers = start_peers(tmp_path, [[peer_call(
+                "HcomAllReduce", name, [[0.0, 2.0, 2048.0, -0.0, -2.0, -2048.0]],
+                "float32", reduction="max")]], port=port, RANK_SIZE=2)
+            with tf.Session() as session:
+                session.run(tf.global_variables_initializer())
+                step.load(4, session)
+                with pytest.raises(rank_state.RanksDisagree) as stopped:
+                    hook.after_create_session(session, None)
+        (code, stderr, results, _), = finish_peers(peers)
+    finally:
+        _exchange.shutdown()
+    assert code == 0, stderr[-2000:]
+    # rank 0 got the same extremes: max (0, 4, 2048) and -min (-0, -2, -1024)
+    np.testing.assert_array_equal(results[0][0][0], [0, 4, 2048, 0, -2, -1024])
+    assert "global step 2 to 4, loss scale 1024 to 2048" in str(stopped.value)
