@@ -26,7 +26,7 @@ def _evaluate_new(evaluator, checkpoint, log):
     """The result for ``checkpoint``, or None when it was skipped."""
     try:
         return run_reporting_tf_errors(evaluator.evaluate_or_skip, checkpoint)
-    except UserError:
+    except (UserError, ValueError):  # ValueError: the Saver's, its index gone at restore
         if tf.io.gfile.exists(checkpoint + ".index"):
             raise
         # Training's keep_checkpoint_max removed it while we were reading.

@@ -4,7 +4,9 @@
 #   bash scripts/run_tests.sh            the whole suite (every test, the slow included)
 #   bash scripts/run_tests.sh --quick    the quick tier: every test not marked slow
 #                                        (pytest.ini), the lint step among them
-# Other arguments go to pytest (a file, -k NAME, --durations=30 ...).
+# Other arguments go to pytest (a file, -k NAME, --durations=30 ...). The tests run in
+# TEST_WORKERS processes (default: one per CPU), each taking whole modules, so a module's
+# fixtures are built once; TEST_WORKERS=0 runs them in this process.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -23,4 +25,5 @@ paths=(tests)
 for arg in "${args[@]+"${args[@]}"}"; do
   case "$arg" in tests/*|*.py|*::*) paths=() ;; esac
 done
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "${args[@]+"${args[@]}"}" "${paths[@]+"${paths[@]}"}"
+workers="${TEST_WORKERS:-$(nproc)}"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider -n "$workers" --dist loadscope "${args[@]+"${args[@]}"}" "${paths[@]+"${paths[@]}"}"

@@ -1,5 +1,7 @@
 """Fixtures and helpers shared by several test modules."""
 import atexit
+import fcntl
+import json
 import logging
 import os
 import shutil
@@ -72,29 +74,50 @@ def npu_dataset(tmp_path_factory):
                               per_class=8, size=32, train_shards=2)
 
 
+def made_once_per_run(tmp_path_factory, name, make):
+    """``make(folder)``'s JSON-able result, made once per test run in a folder ``name``:
+    under pytest-xdist (scripts/run_tests.sh) the first worker to ask makes it while the
+    others wait on a lock, then all read the same folder."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, shared by its workers
+    folder, done = base / name, base / (name + ".json")
+    with open(str(base / (name + ".lock")), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            if folder.exists():  # a worker that failed while making it
+                shutil.rmtree(str(folder))
+            folder.mkdir()
+            done.write_text(json.dumps(make(str(folder))))
+        return json.loads(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def digits(tmp_path_factory):
     """scikit-learn's digits as a 32-px JPEG tree (images/) and TFRecords (records/): the
     real small dataset the export and quantization tests train on (one copy per run)."""
     from datasets import build_tfrecords, digits_demo
-    root = str(tmp_path_factory.mktemp("digits"))
-    digits_demo.write_digits_tree(os.path.join(root, "images"), image_size=32)
-    build_tfrecords.convert(
-        train_directory=os.path.join(root, "images", "train"),
-        validation_directory=os.path.join(root, "images", "validation"),
-        output_directory=os.path.join(root, "records"), train_shards=2,
-        validation_shards=1, num_threads=1)
-    return root
+
+    def make(root):
+        digits_demo.write_digits_tree(os.path.join(root, "images"), image_size=32)
+        build_tfrecords.convert(
+            train_directory=os.path.join(root, "images", "train"),
+            validation_directory=os.path.join(root, "images", "validation"),
+            output_directory=os.path.join(root, "records"), train_shards=2,
+            validation_shards=1, num_threads=1)
+        return root
+    return made_once_per_run(tmp_path_factory, "digits", make)
 
 
 @pytest.fixture(scope="session")
-def digits_float(digits):
+def digits_float(digits, tmp_path_factory):
     """The trained float MobileNetV2-0.35 (32 px) of the digits that export,
     quantization and their evaluator tests share: its train_dir, which they only read
     (tests/digits_helpers.py: FLOAT_FLAGS, deterministic on one machine; runs on other
     CPUs round differently). 440 steps: top-1 0.922 on the 359 validation images here,
-    0.866 on another CPU."""
+    0.866 on another CPU. One training per run, whichever worker asks first."""
     from tests import digits_helpers
+<<<<<<< HEAD
     return digits_helpers.train(digits, "float", *digits_helpers.FLOAT_FLAGS)[0]
 
 
@@ -153,3 +176,8 @@ def thousand_and_one(tmp_path_factory):
             tf.train.Saver().save(sess, checkpoint)
     return {"records": records, "checkpoint": checkpoint, "labels": labels,
             "logits": expected}
+=======
+    return made_once_per_run(
+        tmp_path_factory, "digits_float_marker",
+        lambda _: digits_helpers.train(digits, "float", *digits_helpers.FLOAT_FLAGS)[0])
+>>>>>>> main

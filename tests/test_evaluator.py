@@ -1,6 +1,7 @@
 """The evaluator against a real short training run: exact counts, numpy-checked
 accuracy, EMA weights, every / new checkpoints, periodic eval inside train.py."""
 import json
+import logging
 import os
 import re
 import time
@@ -9,11 +10,13 @@ import numpy as np
 import pytest
 
 from datasets import dataset_factory
+from evaluation import watch
 from evaluation.config import EvalConfig
 from evaluation.evaluator import Evaluator
 import logger as logger_lib
 from tests import reference_eval
 from tests.cli_helpers import evaluator_config, run_python as run, single_error_line
+from tests.conftest import ListHandler
 from utils.checkpoints import EMA_SUFFIX
 from utils.errors import UserError
 from utils.tf_compat import tf
@@ -319,3 +322,32 @@ def test_padded_evaluation_counts_every_image_once(thousand_and_one, tmp_path):
     assert (result["device"], result["precision_mode"]) == ("host", None)
     recorded = json.load(open(os.path.join(str(tmp_path), "eval_results.json")))
     assert recorded["results"][0]["device"] == "host"
+
+
+class _RestoresOnly(object):
+    """An evaluator that only restores one variable from the checkpoint it is given."""
+
+    def evaluate_or_skip(self, checkpoint):
+        with tf.Graph().as_default():
+            weight = tf.Variable(1.0, name="weight")
+            with tf.Session() as session:
+                tf.train.Saver([weight]).restore(session, checkpoint)
+
+
+def test_watch_skips_a_checkpoint_training_deleted_before_the_restore(tmp_path):
+    """The watcher's race with keep_checkpoint_max: a checkpoint found (and checked) is
+    removed by training before the Saver reads it, and the Saver says so with a
+    ValueError: skipped with a line. A checkpoint that is still there but unreadable
+    is not hidden that way."""
+    log = logging.getLogger("test_watch_race")
+    lines = ListHandler()
+    log.handlers[:] = [lines]
+    log.setLevel(logging.INFO)
+    gone = str(tmp_path / "model.ckpt-5")
+    assert watch._evaluate_new(_RestoresOnly(), gone, log) is None
+    assert lines.lines == ["skipped %s: training deleted it before it was read" % gone]
+    unreadable = str(tmp_path / "model.ckpt-6")
+    with open(unreadable + ".index", "wb") as handle:
+        handle.write(b"not a checkpoint index")
+    with pytest.raises(UserError):
+        watch._evaluate_new(_RestoresOnly(), unreadable, log)
