@@ -117,8 +117,9 @@ def digits_float(digits, tmp_path_factory):
     CPUs round differently). 440 steps: top-1 0.922 on the 359 validation images here,
     0.866 on another CPU. One training per run, whichever worker asks first."""
     from tests import digits_helpers
-<<<<<<< HEAD
-    return digits_helpers.train(digits, "float", *digits_helpers.FLOAT_FLAGS)[0]
+    return made_once_per_run(
+        tmp_path_factory, "digits_float_marker",
+        lambda _: digits_helpers.train(digits, "float", *digits_helpers.FLOAT_FLAGS)[0])
 
 
 # The padded-evaluation case: a split whose size no usual batch size divides.
@@ -176,8 +177,3 @@ def thousand_and_one(tmp_path_factory):
             tf.train.Saver().save(sess, checkpoint)
     return {"records": records, "checkpoint": checkpoint, "labels": labels,
             "logits": expected}
-=======
-    return made_once_per_run(
-        tmp_path_factory, "digits_float_marker",
-        lambda _: digits_helpers.train(digits, "float", *digits_helpers.FLOAT_FLAGS)[0])
->>>>>>> main
