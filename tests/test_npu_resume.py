@@ -62,8 +62,17 @@ class Job(object):
         return os.path.join(self.result, str(rank), "train.log")
 
     def copy(self, result):
-        """A copy of this job's folder (its train_dir and logs) at ``result``."""
+        """A copy of this job's folder (its train_dir and logs) at ``result``; the
+        checkpoint state files, which name their checkpoints by absolute path, point
+        into the copy."""
         shutil.copytree(self.result, str(result))
+        for folder, _, names in os.walk(str(result)):
+            if "checkpoint" in names:
+                path = os.path.join(folder, "checkpoint")
+                with open(path) as handle:
+                    state = handle.read()
+                with open(path, "w") as handle:
+                    handle.write(state.replace(self.result + os.sep, str(result) + os.sep))
         return Job(result, self.shards)
 
 
