@@ -250,7 +250,10 @@ def test_graph_settings_leave_out_only_the_loop(tiny_dataset):
     assert set(field.name for field in env_lib.FIELDS) - shaping == {
         "train_dir", "over_dump_path", "log_every_n_steps", "eval_every_steps",
         "save_checkpoints_steps", "save_checkpoints_secs", "verbose", "preflight",
-        "restore_dry_run", "graph_cache_dir", "allow_fresh_start"}
+        "restore_dry_run", "graph_cache_dir", "allow_fresh_start",
+        # Ascend's session options and HCCL's fusion: the graph stays the same
+        "op_compiler_cache_mode", "op_compiler_cache_dir", "hccl_timeout", "profiling_dir",
+        "allreduce_split"}
 
 
 def test_describe_counts_every_replica():
