@@ -23,9 +23,12 @@ _STEP_PART = 4096
 
 
 def agreed_variables():
-    """The graph's global variables every rank must hold equal, sorted by name."""
-    return sorted((v for v in tf.global_variables() if not _PER_RANK.search(v.op.name)),
-                  key=lambda v: v.op.name)
+    """The graph's global variables every rank must hold equal, sorted by name; of a
+    tf.distribute variable its first local copy (reading the variable itself would
+    build a cross-replica reduction, in a graph already finalized)."""
+    chosen = sorted((v for v in tf.global_variables() if not _PER_RANK.search(v.op.name)),
+                    key=lambda v: v.op.name)
+    return [v.values[0] if getattr(v, "values", None) else v for v in chosen]
 
 
 def state_digest(values):

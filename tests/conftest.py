@@ -1,5 +1,6 @@
 """Fixtures and helpers shared by several test modules."""
 import atexit
+import collections
 import fcntl
 import json
 import logging
@@ -18,6 +19,18 @@ from utils.tf_compat import tf
 # and the programs it starts, a fresh one instead.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="test_xdg_cache_")
 atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Modules with the most slow tests first. pytest-xdist hands whole modules to its
+    workers in this order (scripts/run_tests.sh), so the long ones start early and the
+    short ones fill the end instead of one worker finishing a long module alone."""
+    slow = collections.Counter(item.module.__name__ for item in items
+                               if item.get_closest_marker("slow"))
+    first = {}
+    for index, item in enumerate(items):
+        first.setdefault(item.module.__name__, index)
+    items.sort(key=lambda item: (-slow[item.module.__name__], first[item.module.__name__]))
 
 
 class ListHandler(logging.Handler):

@@ -2,17 +2,14 @@
 README, "HCCL"): all-reduce, broadcast and all-gather results against numpy over 2 and 4
 plain Python ranks, the graph ops and the stand-in's optimizer and broadcast hook against
 a plain Python rank, every failure (a timeout, ranks that disagree, a rank gone, a rank
-never there) ending every process with one message in bounded time, and a real 2-rank
-NPU training launch."""
-import json
-import os
+never there) ending every process with one message in bounded time. A real 2-rank NPU
+training launch is tests/test_npu_resume.py's."""
 import re
 
 import numpy as np
 import pytest
 
-from tests.hccl_helpers import (finish_peers, free_port, launch_npu_ranks, peer_call,
-                                start_peers)
+from tests.hccl_helpers import finish_peers, free_port, peer_call, start_peers
 from utils.tf_compat import tf
 
 AR, BC, AG = "HcomAllReduce", "HcomBroadcast", "HcomAllGather"
@@ -264,55 +261,3 @@ def test_optimizer_and_broadcast_hook_against_a_plain_python_rank_0(rank_1, tmp_
     np.testing.assert_array_equal(broadcast, root)
     mean = (theirs + gradient(x, y, root)) / 2
     np.testing.assert_allclose(trained, root - 0.1 * mean, rtol=1e-6)
-
-
-def checkpoint_values(path):
-    reader = tf.train.load_checkpoint(path)
-    return dict((name, reader.get_tensor(name))
-                for name in reader.get_variable_to_shape_map())
-
-
-@pytest.mark.slow
-def test_two_npu_ranks_train_with_real_exchange(tmp_path, npu_dataset):
-    """RANK_SIZE=2 scripts/run_8p.sh --device=npu on the stand-in, ranks exchanging for
-    real: MobileNetV2-0.35 at 32 px, 4 steps in loops of 2, one shard each. The seed is the
-    same on both, so what differs between the ranks is the shard each reads: their losses
-    and batch-norm statistics (neither is exchanged) differ, every other variable ends equal
-    in both checkpoints (train_dir and train_dir/rank_1) because the gradients were
-    all-reduced; with the one-process stand-in they would differ as the data do."""
-    result = str(tmp_path / "8p")
-    record = str(tmp_path / "records.jsonl")
-    out = launch_npu_ranks(
-        npu_dataset, result, 2, "--model_name=mobilenet_v2_035", "--train_image_size=32",
-        "--batch_size=4", "--max_train_steps=4", "--iterations_per_loop=2",
-        "--learning_rate=0.01", "--warmup_epochs=0", "--log_every_n_steps=2", "--seed=7",
-        NPU_STUB_RECORD=record)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert out.stdout.rstrip().endswith("all 2 ranks finished")
-    logs = []
-    for rank in (0, 1):
-        with open(os.path.join(result, str(rank), "train.log")) as handle:
-            logs.append(handle.read())
-        assert "device: npu (rank %d of 2, device %d)" % (rank, rank) in logs[rank]
-    with open(record) as handle:
-        records = [json.loads(line) for line in handle]
-    # Both ranks joined one real job (not the one-process stand-in), and broadcast once.
-    assert sorted(r["arguments"]["rank"] for r in records if r["api"] == "hccl.Client") \
-        == [0, 1]
-    assert len([r for r in records if r["api"] == "NPUBroadcastGlobalVariablesHook.run"]) == 2
-    losses = [re.findall(r"^step:(\d+) .* loss:([0-9.]+) ", log, re.M) for log in logs]
-    assert [step for step, _ in losses[0]] == [step for step, _ in losses[1]] == ["2", "4"]
-    assert all(a != b for (_, a), (_, b) in zip(*losses)), losses  # different batches
-    digests = [re.findall(r"^rank \d: step 4, state digest (\w+)$", log, re.M) for log in logs]
-    assert len(digests[0]) == 1 and digests[0] == digests[1]
-    train_dir = os.path.join(result, "train")
-    ranks = [checkpoint_values(os.path.join(train_dir, "model.ckpt-4")),
-             checkpoint_values(os.path.join(train_dir, "rank_1", "model.ckpt-4"))]
-    assert sorted(ranks[0]) == sorted(ranks[1])
-    differ = sorted(name for name in ranks[0]
-                    if not np.array_equal(ranks[0][name], ranks[1][name]))
-    # Batch-norm statistics and their moving averages (--moving_average_decay): local.
-    statistics = [name for name in ranks[0]
-                  if "/moving_mean" in name or "/moving_variance" in name]
-    assert differ and set(differ) <= set(statistics), differ
-    assert "MobilenetV2/Conv/weights" not in differ and "global_step" not in differ

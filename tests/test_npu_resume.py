@@ -9,6 +9,7 @@ rank 0 wrote it: rank 0's folder (train_dir) then ends at step 4, rank 1's at st
 Before this change each rank restored its own folder, so the ranks started 2 steps apart
 (see the issue note for what the old code did with each case).
 """
+import json
 import os
 import re
 import shutil
@@ -112,15 +113,50 @@ def newest_step(directory):
 
 @pytest.fixture(scope="module")
 def killed(shards, tmp_path_factory):
-    """A 2-rank run to step 6 whose rank 1 was killed -9 before saving step 4."""
+    """A 2-rank run to step 6 whose rank 1 was killed -9 before saving step 4; the
+    stand-in's records in job.records, the launch's logs in job.first_logs."""
     job = Job(tmp_path_factory.mktemp("killed") / "8p", shards)
-    out, logs = job.launch(2, 6, NPU_STUB_KILL_BEFORE_SAVE="1:4")
+    job.records = os.path.join(str(tmp_path_factory.getbasetemp()), "killed_records.jsonl")
+    out, job.first_logs = job.launch(2, 6, NPU_STUB_KILL_BEFORE_SAVE="1:4",
+                                     NPU_STUB_RECORD=job.records)
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
     assert re.search(r"^error: rank [01] ", out.stderr, re.M), out.stderr[-2000:]
     # The kill landed between the two ranks' saves of step 4.
     assert newest_step(job.train_dir) == 4
     assert newest_step(os.path.join(job.train_dir, "rank_1")) == 2
     return job
+
+
+def checkpoint_values(path):
+    reader = tf.train.load_checkpoint(path)
+    return dict((name, reader.get_tensor(name))
+                for name in reader.get_variable_to_shape_map())
+
+
+@pytest.mark.slow
+def test_the_ranks_exchanged_for_real_until_the_kill(killed):
+    """The stand-in's HCCL between real processes: both ranks joined one job (not the
+    one-process stand-in) and broadcast once; the seed is the same on both, so what
+    differs between them is the shard each reads: their losses and batch-norm statistics
+    (neither is exchanged) differ, every other variable is equal in both ranks' step-2
+    checkpoints because the gradients were all-reduced."""
+    with open(killed.records) as handle:
+        records = [json.loads(line) for line in handle]
+    assert sorted(r["arguments"]["rank"] for r in records if r["api"] == "hccl.Client") \
+        == [0, 1]
+    assert len([r for r in records if r["api"] == "NPUBroadcastGlobalVariablesHook.run"]) == 2
+    losses = [re.findall(r"^step:2 .* loss:([0-9.]+) ", log, re.M)
+              for log in killed.first_logs]
+    assert len(losses[0]) == len(losses[1]) == 1 and losses[0] != losses[1], losses
+    ranks = [checkpoint_values(os.path.join(killed.train_dir, "model.ckpt-2")),
+             checkpoint_values(os.path.join(killed.train_dir, "rank_1", "model.ckpt-2"))]
+    assert sorted(ranks[0]) == sorted(ranks[1])
+    differ = sorted(name for name in ranks[0]
+                    if not np.array_equal(ranks[0][name], ranks[1][name]))
+    statistics = [name for name in ranks[0]
+                  if "/moving_mean" in name or "/moving_variance" in name]
+    assert differ and set(differ) <= set(statistics), differ
+    assert "MobilenetV2/Conv/weights" not in differ and "global_step" not in differ
 
 
 @pytest.mark.slow
@@ -135,14 +171,6 @@ def test_after_a_kill_between_saves_every_rank_resumes_from_rank_0s_step(killed,
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert starts(logs) == [("model.ckpt-6", 6)] * 2
     assert all("nothing to train" in log for log in logs)
-
-
-@pytest.mark.slow
-def test_a_lost_rank_folder_is_refilled(killed, tmp_path):
-    job = killed.copy(tmp_path / "8p")
-    shutil.rmtree(os.path.join(job.train_dir, "rank_1"))
-    out, logs = job.launch(2, 6)
-    assert_one_state(out, logs, ("model.ckpt-4", 4), 6)
 
 
 def damage(prefix):
@@ -173,8 +201,11 @@ def test_allow_fresh_start_starts_every_rank_at_step_0(killed, tmp_path):
 
 
 @pytest.mark.slow
-def test_more_ranks_than_before_all_resume(killed, tmp_path):
+def test_a_lost_rank_folder_and_more_ranks_all_resume(killed, tmp_path):
+    """Rank 1's folder lost, and the job started again on 4 ranks: ranks 1-3 have no
+    folder of their own; all four resume from rank 0's step 4."""
     job = killed.copy(tmp_path / "8p")
+    shutil.rmtree(os.path.join(job.train_dir, "rank_1"))
     out, logs = job.launch(4, 6)
     assert_one_state(out, logs, ("model.ckpt-4", 4), 6)
 
