@@ -183,12 +183,16 @@ def damage(prefix):
 
 
 @pytest.mark.slow
-def test_rank_0s_damaged_newest_checkpoint_moves_every_rank_back(killed, tmp_path):
+def test_rank_0s_damaged_newest_checkpoints_move_every_rank_back(killed, tmp_path):
+    """Rank 0's steps 4 and 2 damaged (moved aside by its repair), rank 1's own step 2
+    intact: every rank goes back to rank 0's step 0."""
     job = killed.copy(tmp_path / "8p")
-    damage(os.path.join(job.train_dir, "model.ckpt-4"))
-    out, logs = job.launch(2, 6)
-    assert_one_state(out, logs, ("model.ckpt-2", 2), 6)
-    assert any("model.ckpt-4 is damaged" in line for line in logs[0].splitlines())
+    for step in (4, 2):
+        damage(os.path.join(job.train_dir, "model.ckpt-%d" % step))
+    out, logs = job.launch(2, 4)
+    assert_one_state(out, logs, ("model.ckpt-0", 0), 4)
+    assert any("model.ckpt-4 is damaged" in line and "model.ckpt-0" in line
+               for line in logs[0].splitlines())
 
 
 @pytest.mark.slow
