@@ -62,15 +62,16 @@ def _with_rank_table(name):
     return lambda environ: bool(environ.get(name)) and bool(environ.get("RANK_TABLE_FILE"))
 
 
+# RESTORE_FROM and LOCAL_CHECKPOINT_DIR do the same (npu_common.py reads either).
+_WARM_START = ("npu_bridge's NPUEstimator would warm-start every rank whose model_dir holds "
+               "no checkpoint from it, over --restore_path or a fresh start",
+               "to fine-tune from a checkpoint pass --restore_path=CHECKPOINT")
+
 VARIABLES = (
     Variable("RESTORE_FROM", _set("RESTORE_FROM"),
-             "npu_bridge's NPUEstimator would warm-start every rank whose model_dir holds "
-             "no checkpoint from it, over --restore_path or a fresh start",
-             "to fine-tune from a checkpoint pass --restore_path=CHECKPOINT"),
+             *_WARM_START),
     Variable("LOCAL_CHECKPOINT_DIR", _non_empty("LOCAL_CHECKPOINT_DIR"),
-             "npu_bridge's NPUEstimator would warm-start every rank whose model_dir holds "
-             "no checkpoint from it, over --restore_path or a fresh start",
-             "to fine-tune from a checkpoint pass --restore_path=CHECKPOINT"),
+             *_WARM_START),
     Variable("AOE_MODE", _set("AOE_MODE"),
              "tf_adapter would compile every graph in AOE tuning mode instead of training "
              "(and before r1.12 run one step per loop whatever --iterations_per_loop says)",
