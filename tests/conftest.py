@@ -21,16 +21,52 @@ os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="test_xdg_cache_")
 atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 
 
+# The modules that take longest whole, longest first (measured with --durations on 2
+# workers); the rest follow by their number of slow tests. A long module started last
+# leaves one worker running it alone at the end.
+LONGEST_MODULES = ("test_quantization", "test_npu_resume", "test_distributed", "test_reliability",
+                   "test_evaluator", "test_graph_cache", "test_finetune", "test_devices_npu",
+                   "test_full_disk")
+
+
+def _module_rank(name, slow_tests):
+    short = name.rpartition(".")[2]
+    if short in LONGEST_MODULES:
+        return (0, LONGEST_MODULES.index(short))
+    return (1, -slow_tests)
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """Modules with the most slow tests first. pytest-xdist hands whole modules to its
-    workers in this order (scripts/run_tests.sh), so the long ones start early and the
-    short ones fill the end instead of one worker finishing a long module alone."""
+    """The longest modules first (LONGEST_MODULES, then the most slow tests);
+    pytest_xdist_make_scheduler hands whole modules to the workers in this order."""
     slow = collections.Counter(item.module.__name__ for item in items
                                if item.get_closest_marker("slow"))
     first = {}
     for index, item in enumerate(items):
         first.setdefault(item.module.__name__, index)
-    items.sort(key=lambda item: (-slow[item.module.__name__], first[item.module.__name__]))
+    items.sort(key=lambda item: (_module_rank(item.module.__name__, slow[item.module.__name__]),
+                                 first[item.module.__name__]))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's --dist loadscope, but handing out modules in collection order:
+    its own scheduler sorts them by their number of tests, which started the few long
+    multi-process tests last."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class InCollectionOrder(LoadScopeScheduling):
+        def _assign_work_unit(self, node):
+            if not getattr(self, "_in_order", False):
+                order = {}
+                for nodeid in self.collection:
+                    order.setdefault(self._split_scope(nodeid), len(order))
+                for scope in sorted(self.workqueue, key=order.get):
+                    self.workqueue.move_to_end(scope)
+                self._in_order = True
+            LoadScopeScheduling._assign_work_unit(self, node)
+
+    return InCollectionOrder(config, log)
 
 
 class ListHandler(logging.Handler):

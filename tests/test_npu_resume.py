@@ -4,10 +4,14 @@ the npu_bridge stand-in with real rank processes whose HCCL exchanges tensors.
 Each divergence cause is made on real files, then the same command runs again; every
 rank must then say it resumes from the same checkpoint at the same step, and end with the
 same state digest (weights, optimizer slots, global step, loss scale). The start is one
-real 2-rank run in which rank 1 is killed -9 as its saver is about to write step 4, after
-rank 0 wrote it: rank 0's folder (train_dir) then ends at step 4, rank 1's at step 2.
-Before this change each rank restored its own folder, so the ranks started 2 steps apart
-(see the issue note for what the old code did with each case).
+real run of 2 ranks, and one of 4, in which the last rank is killed -9 as its saver is
+about to write step 4, after the other ranks wrote it: rank 0's folder (train_dir) then
+ends at step 4, the killed rank's at step 2. Before this change each rank restored its own
+folder, so the ranks started 2 steps apart (see the issue note for what the old code did
+with each case).
+
+The net is MobileNetV3-Small-minimalistic, the shallowest registered one: a rank's
+start-up is graph building, and nothing here depends on the architecture.
 """
 import json
 import os
@@ -20,7 +24,7 @@ import pytest
 from tests.hccl_helpers import finish_peers, free_port, launch_npu_ranks, peer_call, start_peers
 from utils.tf_compat import tf
 
-FLAGS = ("--model_name=mobilenet_v2_035", "--train_image_size=32", "--batch_size=2",
+FLAGS = ("--model_name=mobilenet_v3_small_minimalistic", "--train_image_size=32", "--batch_size=2",
          "--iterations_per_loop=2", "--save_checkpoints_steps=2", "--learning_rate=0.05",
          "--warmup_epochs=0", "--log_every_n_steps=2", "--seed=7")
 DIGEST = re.compile(r"^rank (\d+): step (\d+), state digest ([0-9a-f]{16})$", re.M)
@@ -74,7 +78,10 @@ class Job(object):
                     state = handle.read()
                 with open(path, "w") as handle:
                     handle.write(state.replace(self.result + os.sep, str(result) + os.sep))
-        return Job(result, self.shards)
+        copied = Job(result, self.shards)
+        copied.ranks = self.ranks
+        copied.last = self.last.replace(self.result, copied.result, 1)
+        return copied
 
 
 def starts(logs):
@@ -111,19 +118,22 @@ def newest_step(directory):
     return int(tf.train.latest_checkpoint(directory).rsplit("-", 1)[1])
 
 
-@pytest.fixture(scope="module")
-def killed(shards, tmp_path_factory):
-    """A 2-rank run to step 6 whose rank 1 was killed -9 before saving step 4; the
-    stand-in's records in job.records, the launch's logs in job.first_logs."""
-    job = Job(tmp_path_factory.mktemp("killed") / "8p", shards)
-    job.records = os.path.join(str(tmp_path_factory.getbasetemp()), "killed_records.jsonl")
-    out, job.first_logs = job.launch(2, 6, NPU_STUB_KILL_BEFORE_SAVE="1:4",
+@pytest.fixture(scope="module", params=[2, 4], ids=["2-ranks", "4-ranks"])
+def killed(request, shards, tmp_path_factory):
+    """A run of 2 (or 4) ranks to step 6 whose last rank was killed -9 before saving step
+    4; the stand-in's records in job.records, the launch's logs in job.first_logs."""
+    ranks = request.param
+    job = Job(tmp_path_factory.mktemp("killed_%d" % ranks) / "8p", shards)
+    job.ranks, job.last = ranks, os.path.join(job.train_dir, "rank_%d" % (ranks - 1))
+    job.records = os.path.join(str(tmp_path_factory.getbasetemp()),
+                               "killed_%d_records.jsonl" % ranks)
+    out, job.first_logs = job.launch(ranks, 6, NPU_STUB_KILL_BEFORE_SAVE="%d:4" % (ranks - 1),
                                      NPU_STUB_RECORD=job.records)
     assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
-    assert re.search(r"^error: rank [01] ", out.stderr, re.M), out.stderr[-2000:]
-    # The kill landed between the two ranks' saves of step 4.
+    assert re.search(r"^error: rank \d ", out.stderr, re.M), out.stderr[-2000:]
+    # The kill landed between the ranks' saves of step 4.
     assert newest_step(job.train_dir) == 4
-    assert newest_step(os.path.join(job.train_dir, "rank_1")) == 2
+    assert newest_step(job.last) == 2
     return job
 
 
@@ -135,41 +145,53 @@ def checkpoint_values(path):
 
 @pytest.mark.slow
 def test_the_ranks_exchanged_for_real_until_the_kill(killed):
-    """The stand-in's HCCL between real processes: both ranks joined one job (not the
-    one-process stand-in) and broadcast once; the seed is the same on both, so what
-    differs between them is the shard each reads: their losses and batch-norm statistics
-    (neither is exchanged) differ, every other variable is equal in both ranks' step-2
-    checkpoints because the gradients were all-reduced."""
+    """The stand-in's HCCL between real processes: every rank joined one job (not the
+    one-process stand-in) and broadcast once; the seed is the same on all, so what differs
+    between them is the shard each reads: their losses and batch-norm statistics (neither
+    is exchanged) differ, every other variable is equal in all ranks' checkpoints of one
+    step because the gradients were all-reduced."""
+    ranks = range(killed.ranks)
     with open(killed.records) as handle:
         records = [json.loads(line) for line in handle]
     assert sorted(r["arguments"]["rank"] for r in records if r["api"] == "hccl.Client") \
-        == [0, 1]
-    assert len([r for r in records if r["api"] == "NPUBroadcastGlobalVariablesHook.run"]) == 2
+        == list(ranks)
+    assert len([r for r in records
+                if r["api"] == "NPUBroadcastGlobalVariablesHook.run"]) == killed.ranks
     losses = [re.findall(r"^step:2 .* loss:([0-9.]+) ", log, re.M)
               for log in killed.first_logs]
-    assert len(losses[0]) == len(losses[1]) == 1 and losses[0] != losses[1], losses
-    ranks = [checkpoint_values(os.path.join(killed.train_dir, "model.ckpt-2")),
-             checkpoint_values(os.path.join(killed.train_dir, "rank_1", "model.ckpt-2"))]
-    assert sorted(ranks[0]) == sorted(ranks[1])
-    differ = sorted(name for name in ranks[0]
-                    if not np.array_equal(ranks[0][name], ranks[1][name]))
-    statistics = [name for name in ranks[0]
-                  if "/moving_mean" in name or "/moving_variance" in name]
-    assert differ and set(differ) <= set(statistics), differ
-    assert "MobilenetV2/Conv/weights" not in differ and "global_step" not in differ
+    assert all(len(found) == 1 for found in losses), losses
+    assert len(set(found[0] for found in losses)) == killed.ranks, losses
+    # A rank's folder keeps only its newest checkpoint (it is scratch): step 2 for the
+    # killed rank, step 4 for the others; each is held against rank 0's of that step.
+    values = {}
+    for rank in ranks[1:]:
+        newest = tf.train.latest_checkpoint(os.path.join(killed.train_dir, "rank_%d" % rank))
+        step = os.path.basename(newest)
+        values.setdefault(step, checkpoint_values(os.path.join(killed.train_dir, step)))
+        own = checkpoint_values(newest)
+        assert sorted(own) == sorted(values[step])
+        differ = sorted(name for name in own
+                        if not np.array_equal(own[name], values[step][name]))
+        statistics = [name for name in own
+                      if "/moving_mean" in name or "/moving_variance" in name]
+        assert differ and set(differ) <= set(statistics), (rank, step, differ)
+    assert sorted(values) == (["model.ckpt-2", "model.ckpt-4"] if killed.ranks > 2
+                              else ["model.ckpt-2"])
+    assert "MobilenetV3/Conv/weights" in own and "global_step" in own
 
 
 @pytest.mark.slow
 def test_after_a_kill_between_saves_every_rank_resumes_from_rank_0s_step(killed, tmp_path):
     job = killed.copy(tmp_path / "8p")
-    out, logs = job.launch(2, 6)
+    out, logs = job.launch(job.ranks, 6)
     assert_one_state(out, logs, ("model.ckpt-4", 4), 6)
-    # Rank 1's folder was refilled: its newest checkpoint is rank 0's step 4, then its own.
-    assert newest_step(os.path.join(job.train_dir, "rank_1")) == 6
+    # The killed rank's folder was refilled: its newest checkpoint is rank 0's step 4,
+    # then its own.
+    assert newest_step(job.last) == 6
     # Finished: the same command again ends at once on every rank, exit 0.
-    out, logs = job.launch(2, 6)
+    out, logs = job.launch(job.ranks, 6)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert starts(logs) == [("model.ckpt-6", 6)] * 2
+    assert starts(logs) == [("model.ckpt-6", 6)] * job.ranks
     assert all("nothing to train" in log for log in logs)
 
 
@@ -184,12 +206,12 @@ def damage(prefix):
 
 @pytest.mark.slow
 def test_rank_0s_damaged_newest_checkpoints_move_every_rank_back(killed, tmp_path):
-    """Rank 0's steps 4 and 2 damaged (moved aside by its repair), rank 1's own step 2
-    intact: every rank goes back to rank 0's step 0."""
+    """Rank 0's steps 4 and 2 damaged (moved aside by its repair), the other ranks' own
+    steps 2 (and 4) intact: every rank goes back to rank 0's step 0."""
     job = killed.copy(tmp_path / "8p")
     for step in (4, 2):
         damage(os.path.join(job.train_dir, "model.ckpt-%d" % step))
-    out, logs = job.launch(2, 4)
+    out, logs = job.launch(job.ranks, 4)
     assert_one_state(out, logs, ("model.ckpt-0", 0), 4)
     assert any("model.ckpt-4 is damaged" in line and "model.ckpt-0" in line
                for line in logs[0].splitlines())
@@ -197,17 +219,20 @@ def test_rank_0s_damaged_newest_checkpoints_move_every_rank_back(killed, tmp_pat
 
 @pytest.mark.slow
 def test_allow_fresh_start_starts_every_rank_at_step_0(killed, tmp_path):
+    """Every checkpoint of rank 0 damaged, the other ranks' intact: with
+    --allow_fresh_start every rank starts at step 0."""
     job = killed.copy(tmp_path / "8p")
     for step in (0, 2, 4):
         damage(os.path.join(job.train_dir, "model.ckpt-%d" % step))
-    out, logs = job.launch(2, 4, "--allow_fresh_start")
+    out, logs = job.launch(job.ranks, 4, "--allow_fresh_start")
     assert_one_state(out, logs, (None, 0), 4)
 
 
 @pytest.mark.slow
 def test_a_lost_rank_folder_and_more_ranks_all_resume(killed, tmp_path):
-    """Rank 1's folder lost, and the job started again on 4 ranks: ranks 1-3 have no
-    folder of their own; all four resume from rank 0's step 4."""
+    """Rank 1's folder lost, then the same job (4 ranks), or the 2-rank job started again
+    on 4 ranks (ranks 1-3 without a folder of their own): every rank resumes from rank
+    0's step 4."""
     job = killed.copy(tmp_path / "8p")
     shutil.rmtree(os.path.join(job.train_dir, "rank_1"))
     out, logs = job.launch(4, 6)
