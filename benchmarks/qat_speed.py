@@ -23,12 +23,15 @@ contrib's create_training_graph defaults. Get the wheel (110 MB; never commit it
 All sessions are built first; then each round times --steps steps of every variant in
 turn, the order rotated each round, so a neighbour's load or a drifting clock hits all
 of them alike. Warm-up steps (first runs: Grappler, allocations) are not timed. Figures:
-the median over rounds of steps/s, and of each round's ratio to float.
+the median over rounds of steps/s and of this process's CPU seconds per step, and of
+each round's ratios (by wall clock and by CPU time); the share of the CPU that other
+work took meanwhile is recorded, since a busy neighbour makes the wall clock noisy.
 """
 import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -144,51 +147,67 @@ def _convolutions_run(train_op):
     return sum(1 for op in seen if op.type in ("Conv2D", "DepthwiseConv2dNative"))
 
 
+def _cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _timed(session, train_op, steps):
-    """(steps/s over ``steps`` steps, others' CPU share meanwhile)."""
+    """{"steps_per_s": over ``steps`` steps, "cpu_s_per_step": this process's CPU
+    seconds per step (only this session runs meanwhile: a measure of the work that a
+    neighbour's load changes far less than the wall clock), "others_cpu": others'
+    share of the machine meanwhile}."""
     meter = machine.LoadMeter()
     meter.start()
-    started = time.time()
+    started, cpu = time.time(), _cpu_seconds()
     for _ in range(steps):
         session.run(train_op)
-    return steps / (time.time() - started), meter.stop()
+    return {"steps_per_s": steps / (time.time() - started),
+            "cpu_s_per_step": (_cpu_seconds() - cpu) / steps, "others_cpu": meter.stop()}
 
 
 def _measure(sessions, args):
-    """{variant: [steps/s per round]}, {variant: [others' CPU share per round]}."""
+    """{variant: [_timed(...) per round]}."""
     for session, train_op in sessions.values():
         for _ in range(args.warmup):
             session.run(train_op)
-    rates = dict((v, []) for v in sessions)
-    load = dict((v, []) for v in sessions)
+    rounds = dict((v, []) for v in sessions)
     names = list(sessions)
     for round_index in range(args.rounds):
         shift = round_index % len(names)
         for variant in names[shift:] + names[:shift]:
-            rate, others = _timed(sessions[variant][0], sessions[variant][1], args.steps)
-            rates[variant].append(rate)
-            load[variant].append(others)
-            print("round %d %-8s %.3f steps/s (others' CPU %s)" % (
-                round_index, variant, rate, "?" if others is None else "%.2f" % others),
+            figures = _timed(sessions[variant][0], sessions[variant][1], args.steps)
+            rounds[variant].append(figures)
+            print("round %d %-8s %.3f steps/s, %.2f CPU s/step (others' CPU %s)" % (
+                round_index, variant, figures["steps_per_s"], figures["cpu_s_per_step"],
+                "?" if figures["others_cpu"] is None else "%.2f" % figures["others_cpu"]),
                 flush=True)
-    return rates, load
+    return rounds
 
 
-def _summary(rates, load, batch_size):
+def _ratio(rounds, key, over, under):
+    """Median over rounds of ``over``'s figure / ``under``'s (paired by round)."""
+    return statistics.median([a[key] / b[key] for a, b in zip(rounds[over], rounds[under])])
+
+
+def _summary(rounds, batch_size):
+    """Medians per variant; speed ratios by wall clock and by CPU time (the inverse
+    ratio of CPU seconds per step)."""
     summary = {}
-    for variant, values in rates.items():
-        shares = [s for s in load[variant] if s is not None]
+    for variant, figures in rounds.items():
+        rate = statistics.median(f["steps_per_s"] for f in figures)
+        shares = [f["others_cpu"] for f in figures if f["others_cpu"] is not None]
         summary[variant] = {
-            "steps_per_s": statistics.median(values),
-            "images_per_s": statistics.median(values) * batch_size,
-            "ratio_to_float": statistics.median(
-                [v / f for v, f in zip(values, rates["float"])]),
+            "steps_per_s": rate, "images_per_s": rate * batch_size,
+            "cpu_s_per_step": statistics.median(f["cpu_s_per_step"] for f in figures),
+            "ratio_to_float": _ratio(rounds, "steps_per_s", variant, "float"),
+            "cpu_ratio_to_float": _ratio(rounds, "cpu_s_per_step", "float", variant),
             "others_cpu_share": statistics.median(shares) if shares else None}
-    if "contrib" in rates:
-        summary["after_over_contrib"] = statistics.median(
-            [a / c for a, c in zip(rates["after"], rates["contrib"])])
-    summary["after_over_before"] = statistics.median(
-        [a / b for a, b in zip(rates["after"], rates["before"])])
+    for other in ("contrib", "before"):
+        if other in rounds:
+            summary["after_over_" + other] = _ratio(rounds, "steps_per_s", "after", other)
+            summary["cpu_after_over_" + other] = _ratio(rounds, "cpu_s_per_step", other,
+                                                        "after")
     return summary
 
 
@@ -216,7 +235,7 @@ def main(argv=None):
         shutil.rmtree(folder, ignore_errors=True)
     convolutions = dict((v, _convolutions_run(s[1])) for v, s in sessions.items())
     print("forward convolutions per train step: %s" % convolutions, flush=True)
-    rates, load = _measure(sessions, args)
+    rounds = _measure(sessions, args)
     result = {
         "settings": dict(vars(args), out=None),
         "contrib_wheel": None if not args.contrib_wheel else {
@@ -227,8 +246,7 @@ def main(argv=None):
         "machine": machine.describe(),
         "versions": machine.package_versions(["tensorflow", "tensorflow-cpu", "tf-slim"]),
         "forward_convolutions_per_step": convolutions,
-        "steps_per_s_by_round": rates, "others_cpu_share_by_round": load,
-        "summary": _summary(rates, load, args.batch_size)}
+        "by_round": rounds, "summary": _summary(rounds, args.batch_size)}
     with open(args.out, "w") as handle:
         json.dump(result, handle, indent=1, sort_keys=True)
     print(json.dumps(result["summary"], indent=1, sort_keys=True))
