@@ -98,7 +98,9 @@ def _nonzero(scale):
     by its scale; PyTorch divides by zero anyway (NaN). Folding such a channel with 1
     instead gives its batch norm the real conv output, so its moments, its moving
     statistics and gamma's gradient stay those of batch norm; its output is beta either
-    way (gamma 0). The inference fold multiplies only: it keeps the true scale."""
+    way (gamma 0). Its raw weights then count in the layer's weight range, which the
+    inference fold reads from the checkpoint as trained. The inference fold multiplies
+    only: it keeps the true scale."""
     return tf.where(tf.equal(scale, 0.0), tf.ones_like(scale), scale)
 
 
