@@ -43,7 +43,9 @@ FAKE_QUANTS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxArgs",
                "FakeQuantWithMinMaxVarsPerChannel")
 # Float math an int8 kernel needs a range for, and the block-library functions that make
 # it (named in the refusal when one of them is left unranged).
-NEEDS_RANGE = ADDS + ("Mul", "Sigmoid", "Tanh", "Sub", "RealDiv")
+NEEDS_RANGE = ADDS + ("Mul", "Sigmoid", "Tanh", "Sub", "RealDiv", "Mean")
+# Global poolings: blocks.global_average's avg_pool, or its mean when H and W are unknown.
+POOLS = ("AvgPool", "Mean")
 KNOWN_CAUSES = ("hard_swish", "hard_sigmoid", "squeeze_excite", "swish")
 # Float math that an int8 graph does not keep: initializers, regularizers, dropout,
 # stochastic depth, batch norm's moving-average updates.
@@ -308,9 +310,10 @@ def _requantize_average_pools(ops):
     """An int8 average pool keeps its input's scale, rounding each mean to it
     (TFLite's AVERAGE_POOL_2D); contrib left the mean in float, so its simulated logits
     drifted from the int8 model's. Each pool of a ranged tensor is fake-quantized
-    again with that same range (no new variables)."""
+    again with that same range (no new variables); so is a mean over H and W (an int8
+    MEAN may rescale, but needs a range, and its input's is the one at hand)."""
     for op in ops:
-        if op.type != "AvgPool":
+        if op.type not in POOLS:
             continue
         source, condition = _range_source(op.inputs[0])
         if source is None:
