@@ -6,6 +6,9 @@ contrib.quantize, so that checkpoints cross in both directions:
   .../min/{biased,local_step}           zero-debiased average's two variables
   fake_quantization_step                int64 count of training steps run with them
 
+and, with the same variables, the ranges rewrite.py adds beyond contrib (RANGE_NAMES;
+docs/quantization.md tabulates them); fake_quantize_fixed's fixed ranges have none.
+
 Every variable is got with AUTO_REUSE, so a second tower or a second head over the same
 network (export's bytes input) shares them, and created ON_READ with MEAN aggregation:
 under a distribution strategy each replica keeps its own running range and a checkpoint
