@@ -109,11 +109,12 @@ def _quantize(name, ops, is_training, settings, scope_prefix):
             " and %d more" % (len(scopes) - 3) if len(scopes) > 3 else ""))
             for cause, scopes in left.items())
         raise UserError(
-            "%s cannot be quantized as TF 1.15's contrib.quantize does: it ranges only "
-            "convolution / depthwise / fully-connected layers, their ReLU, ReLU6 or linear "
-            "activations and residual adds, and this network also computes %s. Train the "
-            "quantized model with a MobileNetV2 (any multiplier) or another network without "
-            "those, or drop --quantize_delay" % (name, causes))
+            "%s cannot be quantized: the int8 rules (docs/quantization.md) range "
+            "convolution / depthwise / fully-connected layers, their ReLU, ReLU6, linear, "
+            "hard-swish, hard-sigmoid, sigmoid or swish activations, squeeze-excite "
+            "multiplies and residual adds, and this network also computes %s. Train it "
+            "in float (drop --quantize_delay) or quantize a registered model"
+            % (name, causes))
 
 
 def get_network_fn(name, num_classes, weight_decay=0.00004, is_training=False,

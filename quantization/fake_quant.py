@@ -6,6 +6,9 @@ contrib.quantize, so that checkpoints cross in both directions:
   .../min/{biased,local_step}           zero-debiased average's two variables
   fake_quantization_step                int64 count of training steps run with them
 
+and, with the same variables, the ranges rewrite.py adds beyond contrib (RANGE_NAMES;
+docs/quantization.md tabulates them); fake_quantize_fixed's fixed ranges have none.
+
 Every variable is got with AUTO_REUSE, so a second tower or a second head over the same
 network (export's bytes input) shares them, and created ON_READ with MEAN aggregation:
 under a distribution strategy each replica keeps its own running range and a checkpoint
@@ -78,6 +81,25 @@ def _symmetric(low, high):
     return -bound, bound
 
 
+def _delayed(quantized, inputs, is_training, quant_delay):
+    """``quantized`` once ``quant_delay`` steps have run while training, ``inputs``
+    before (inference: always ``quantized``)."""
+    if not (is_training and quant_delay):
+        return quantized
+    active = tf.greater_equal(quantization_step(), quant_delay, name="activate_quant")
+    return tf.where(active, quantized, inputs, name="delayed_quant")
+
+
+def fake_quantize_fixed(inputs, scope, low, high, is_training, quant_delay=None):
+    """``inputs`` fake-quantized to NUM_BITS over the constant range [low, high] in
+    ``scope``, with no variables: the output range an int8 kernel fixes (TFLite's
+    LOGISTIC), delayed as fake_quantize's."""
+    with tf.name_scope(scope + "/"):
+        quantized = tf.fake_quant_with_min_max_args(inputs, min=low, max=high,
+                                                    num_bits=NUM_BITS)
+        return _delayed(quantized, inputs, is_training, quant_delay)
+
+
 def fake_quantize(inputs, scope, is_training, moving_average, symmetric=False,
                   init_min=-6.0, quant_delay=None):
     """``inputs`` fake-quantized to NUM_BITS with the range variables in ``scope``.
@@ -108,13 +130,13 @@ def fake_quantize(inputs, scope, is_training, moving_average, symmetric=False,
             low, high = _symmetric(low, high)
         quantized = tf.fake_quant_with_min_max_vars(
             inputs, low, high, num_bits=NUM_BITS, narrow_range=symmetric)
-        if is_training and quant_delay:
-            active = tf.greater_equal(quantization_step(), quant_delay, name="activate_quant")
-            quantized = tf.where(active, quantized, inputs, name="delayed_quant")
-        return quantized
+        return _delayed(quantized, inputs, is_training, quant_delay)
 
 
-RANGE_SCOPE = re.compile(r"(^|/)(weights_quant|act_quant|post_activation_bypass_quant)(/|$)")
+# The last part of every range scope with variables (quantization/rewrite.py's rules).
+RANGE_NAMES = ("weights_quant", "act_quant", "post_activation_bypass_quant",
+               "hard_swish_quant", "hard_sigmoid_quant", "swish_quant", "mul_quant")
+RANGE_SCOPE = re.compile(r"(^|/)(%s)(/|$)" % "|".join(RANGE_NAMES))
 
 
 def is_range_variable(name):
@@ -129,5 +151,5 @@ def holds_ranges(variable_names):
     return any(name.endswith("/weights_quant/min") for name in variable_names)
 
 
-__all__ = ["is_range_variable", "holds_ranges", "QUANTIZATION_STEP", "EMA_DECAY", "NUM_BITS", "quantization_step",
-           "fake_quantize"]
+__all__ = ["is_range_variable", "holds_ranges", "QUANTIZATION_STEP", "EMA_DECAY", "NUM_BITS",
+           "RANGE_NAMES", "quantization_step", "fake_quantize", "fake_quantize_fixed"]
