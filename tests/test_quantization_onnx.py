@@ -171,17 +171,19 @@ def _simulated_logits(qat_dir, images):
 
 def test_onnxruntime_gives_the_simulated_logits(qat_dir, qat_onnx, validation_images):
     """Held to test_quantization's int8-vs-simulated bounds (AGREEMENT, HITS_APART).
-    The logits themselves differ by whole steps of the logits' range (0.066 here):
+    The logits themselves differ by whole steps of the logits' range:
     each layer's rounding, fed float sums taken in another order (and ONNX rounding
     ties to even where FakeQuant rounds them up), moves some values one step, as in
-    TFLite. Measured on 48 images: max 0.39 (6 steps), mean 0.055 (under one)."""
+    TFLite. Measured on the 48 images: max 0.30 (5 steps of 0.061), mean 0.052 (0.85
+    of a step), every top-1 the same; the float checkpoint's ONNX model is 0.10 (1.7
+    steps) from them on average: the mean's bound lies between."""
     images, labels = validation_images
     simulated = _simulated_logits(qat_dir, images)
     got = _onnx_logits(qat_onnx[0], images)
     low, high = _checkpoint_ranges(qat_dir)["MobilenetV2/Logits/Conv2d_1c_1x1/act_quant"]
     step = (high - low) / 255
     difference = np.abs(got - simulated)
-    assert difference.mean() <= step, (difference.mean(), step)
+    assert difference.mean() <= 1.25 * step, (difference.mean(), step)
     assert difference.max() <= 10 * step, (difference.max(), step)
     agreement = np.mean(got.argmax(1) == simulated.argmax(1))
     assert agreement >= AGREEMENT, agreement
