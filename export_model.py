@@ -5,7 +5,9 @@
 Formats: saved_model (directory), frozen_pb (.pb, for Ascend's ATC and TF 1.x tools),
 tflite (float), tflite_int8 (full-integer post-training quantization calibrated on
 --num_calibration_images images of --calibration_dataset_dir), onnx (tf2onnx, opset
->= 13). Moving averages of the weights are used when the checkpoint has them.
+>= 13; a quantization-aware checkpoint's holds its ranges as QuantizeLinear /
+DequantizeLinear pairs: export/onnx_qdq.py). Moving averages of the weights are used
+when the checkpoint has them.
 
 Every format takes ``input`` (float32 [batch, S, S, 3], RGB in [-1, 1] after a central
 crop and resize) and gives ``logits`` and ``probabilities`` (float32 [batch, classes]).
@@ -73,15 +75,21 @@ def main(argv):
     return 0
 
 
+# How a quantization-aware checkpoint's ranges reach the formats that hold int8 itself.
+_QUANTIZED_FORMATS = {
+    "tflite_int8": ", int8 from those ranges, with no calibration",
+    "onnx": ", quantized (QDQ, per-tensor): each range a QuantizeLinear / DequantizeLinear "
+            "pair"}
+
+
 def export(config):
     """Writes the model and its metadata, saying what it wrote."""
     started = time.time()
     spec = config.spec
     if spec.quantization is not None:
         print("%s holds quantization ranges (quantization-aware training): exporting its "
-              "simulated int8 graph%s" % (config.checkpoint, ", int8 from those ranges, "
-                                          "with no calibration"
-                                          if config.format == "tflite_int8" else ""))
+              "simulated int8 graph%s" % (config.checkpoint, _QUANTIZED_FORMATS.get(
+                  config.format, "")))
     meta = run_reporting_tf_errors(
         formats.export_checkpoint, spec, config.checkpoint, config.format, config.output,
         use_ema=config.use_ema, calibration=calibration_images(config), opset=config.opset,

@@ -11,7 +11,7 @@ import os
 
 from devices import inference
 from export import inference_graph as graph_lib
-from export import metadata
+from export import metadata, onnx_qdq
 from quantization import rewrite
 from utils import native_output
 from utils.checkpoints import checkpoint_global_step
@@ -122,11 +122,12 @@ def _onnx(sess, model, path, spec, options):
     import onnx
     import tf2onnx
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
-    frozen = graph_lib.freeze(sess)
+    frozen = onnx_qdq.for_tf2onnx(graph_lib.freeze(sess))
     onnx_model, _ = tf2onnx.convert.from_graph_def(
         frozen, input_names=[graph_lib.INPUT + ":0"],
         output_names=[name + ":0" for name in graph_lib.OUTPUTS], opset=options.opset)
     _strip_tensor_suffixes(onnx_model.graph)
+    onnx_qdq.finish(onnx_model.graph)
     onnx.checker.check_model(onnx_model)
     onnx.save(onnx_model, path)
 
@@ -182,6 +183,8 @@ def export_checkpoint(spec, checkpoint, fmt, output, use_ema="auto", calibration
     del meta["quantization"]
     if spec.quantization is not None:  # fake-quant ops with the checkpoint's ranges
         meta["simulated_int8"] = fmt in ("saved_model", "frozen_pb", "onnx")
+        if fmt == "onnx":  # int8 in the file itself: onnx_qdq
+            meta["onnx_quantization"] = onnx_qdq.QDQ_PER_TENSOR
     meta.update({
         "format": fmt, "checkpoint": os.path.abspath(checkpoint),
         "global_step": checkpoint_global_step(checkpoint), "ema": used_ema,
