@@ -170,6 +170,11 @@ def test_first_rows_of_each_family_get_every_range(name, rows):
 
 TRAIN_STEPS = 150
 BATCH = 32
+# Momentum's learning rate, quantized from the first step. MnasNet-A1 gave NaN at 0.05;
+# with the one-convolution fold it ends at 65 % top-1 at 0.01 with large logits (40) and
+# int8 vs simulated classes 17 images apart, at 0.005 at 79 % with 4 apart.
+LEARNING_RATES = {"mnasnet_a1": 0.005}
+DEFAULT_LEARNING_RATE = 0.01
 HELD_OUT = 359  # the last digits (as many as the digits validation split): int8 vs simulated
 
 # A family's tiny QAT model: its expected and found Ranges, the path of its tflite_int8,
@@ -212,7 +217,8 @@ def _train(name, images, labels, checkpoint):
         found = found_ranges(graph, float_variables)
         loss = tf.losses.sparse_softmax_cross_entropy(targets, logits)
         with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
-            train_op = tf.train.MomentumOptimizer(0.01, 0.9).minimize(loss)
+            train_op = tf.train.MomentumOptimizer(
+                LEARNING_RATES.get(name, DEFAULT_LEARNING_RATE), 0.9).minimize(loss)
         with tf.Session(config=_unoptimized()) as sess:
             sess.run(tf.global_variables_initializer())
             for _ in range(TRAIN_STEPS):
