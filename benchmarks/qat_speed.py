@@ -137,14 +137,9 @@ def _build(variant, args, contrib, old_fold):
 
 def _convolutions_run(train_op):
     """Forward Conv2D / DepthwiseConv2dNative ops the train op depends on."""
-    seen, pending = set(), [train_op]
-    while pending:
-        op = pending.pop()
-        if op not in seen:
-            seen.add(op)
-            pending.extend(t.op for t in op.inputs)
-            pending.extend(op.control_inputs)
-    return sum(1 for op in seen if op.type in ("Conv2D", "DepthwiseConv2dNative"))
+    from utils.tf_compat import ops_feeding
+    return sum(1 for op in ops_feeding(train_op)
+               if op.type in ("Conv2D", "DepthwiseConv2dNative"))
 
 
 def _cpu_seconds():

@@ -8,7 +8,7 @@ import functools
 import numpy as np
 import pytest
 
-from utils.tf_compat import slim, tf
+from utils.tf_compat import ops_feeding, slim, tf
 
 # float32 rounding only, relative to the largest value: the fold and the references
 # compute the same numbers in a different order (moments of y or of y / scale, a
@@ -217,18 +217,6 @@ def test_bessel_factor_is_tensorflows():
     assert _relative(got, want) <= TOLERANCE
 
 
-def _ops_feeding(op):
-    """Every op ``op`` needs to run: data and control inputs, transitively."""
-    seen, pending = set(), [op]
-    while pending:
-        current = pending.pop()
-        if current not in seen:
-            seen.add(current)
-            pending.extend(t.op for t in current.inputs)
-            pending.extend(current.control_inputs)
-    return seen
-
-
 def test_the_train_op_runs_one_convolution_per_layer():
     """MobileNetV2's stem and first three blocks, quantized for training with a batch
     norm to freeze later: the train op (gradient step and moving-average updates) runs
@@ -245,7 +233,7 @@ def test_the_train_op_runs_one_convolution_per_layer():
         rewrite.quantize_network(graph.get_operations(), True, rewrite.Settings(0, 5), "")
         minimize = tf.train.GradientDescentOptimizer(0.1).minimize(tf.reduce_mean(net))
         train_op = tf.group(minimize, *tf.get_collection(tf.GraphKeys.UPDATE_OPS))
-        needed = _ops_feeding(train_op)
+        needed = ops_feeding(train_op)
     assert len(layers) == 9
     convolutions = sorted(op.name for op in needed if op.type in LAYERS)
     assert convolutions == sorted(name + "_Fold" for name in layers), convolutions

@@ -100,4 +100,16 @@ def reroute(consumers, old, new):
     return changed
 
 
-__all__ = ["tf", "slim", "do_not_convert", "reroute"]
+def ops_feeding(op):
+    """Every op that running ``op`` runs: its data and control inputs, transitively."""
+    seen, pending = set(), [op]
+    while pending:
+        current = pending.pop()
+        if current not in seen:
+            seen.add(current)
+            pending.extend(t.op for t in current.inputs)
+            pending.extend(current.control_inputs)
+    return seen
+
+
+__all__ = ["tf", "slim", "do_not_convert", "reroute", "ops_feeding"]
