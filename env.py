@@ -193,6 +193,11 @@ def _define_regularization_flags():
                          "contrib.quantize's graph): batch norm folded, weights and "
                          "activations fake-quantized to 8 bits from this many steps after "
                          "quantization starts (0: at once; -1: float training).")
+    flags.DEFINE_boolean("quantize_per_channel", False,
+                         "With --quantize_delay: one weight range per output channel of "
+                         "each convolution and depthwise convolution (TFLite's int8 "
+                         "scheme) instead of one per layer (contrib.quantize's, whose "
+                         "checkpoints are per layer).")
     flags.DEFINE_integer("freeze_bn_delay", None,
                          "With --quantize_delay: from this many steps on, batch norm uses "
                          "and keeps its moving statistics (default: never frozen).")
@@ -371,8 +376,9 @@ FIELDS = tuple(Field(*row) for row in (
     ("rmsprop_decay", "rmsprop_decay", False, "RMSProp's gradient-square decay"),
     ("opt_epsilon", "opt_epsilon", False, "epsilon of rmsprop / adam"),
     ("clip_gradient_norm", "clip_gradient_norm", False, "global-norm clip, or None"),
-    ("quantization", None, False, "quantization.rewrite.Settings of --quantize_delay and "
-                                  "--freeze_bn_delay, or None (float training)"),
+    ("quantization", None, False, "quantization.rewrite.Settings of --quantize_delay, "
+                                  "--freeze_bn_delay and --quantize_per_channel, or None "
+                                  "(float training)"),
     # regularization
     ("weight_decay", "weight_decay", False, "L2 decay of conv weights"),
     ("label_smoothing", "label_smoothing", False, "label smoothing of the loss"),
@@ -470,6 +476,9 @@ def _check_quantization_flags(f):
     if f.quantize_delay < -1:
         raise UserError("--quantize_delay=%d: give the steps before quantization starts "
                         "(0: at once), or -1 for float training" % f.quantize_delay)
+    if f.quantize_per_channel and f.quantize_delay < 0:
+        raise UserError("--quantize_per_channel ranges the weights of quantization-aware "
+                        "training: give --quantize_delay too (0: quantize at once)")
     given = [name for name in ("freeze_bn_delay", "freeze_bn_epochs")
              if getattr(f, name) is not None]
     if not given:
@@ -640,7 +649,8 @@ def _quantization(f, steps_per_epoch):
     freeze = f.freeze_bn_delay
     if f.freeze_bn_epochs is not None:
         freeze = int(round(f.freeze_bn_epochs * steps_per_epoch))
-    return rewrite.Settings(quant_delay=f.quantize_delay, freeze_bn_delay=freeze)
+    return rewrite.Settings(quant_delay=f.quantize_delay, freeze_bn_delay=freeze,
+                            per_channel=f.quantize_per_channel)
 
 
 def _finetune_fields(f, model, restore_checkpoint):
@@ -755,7 +765,8 @@ class Env(Config):
         settings = self.quantization
         if settings is None:
             return ""
-        return ("; quantization-aware (contrib.quantize graph, int8) from step %d of "
-                "quantization%s" % (settings.quant_delay, "" if settings.freeze_bn_delay is None
+        return ("; quantization-aware (contrib.quantize graph, int8%s) from step %d of "
+                "quantization%s" % (", weights per channel" if settings.per_channel else "",
+                                    settings.quant_delay, "" if settings.freeze_bn_delay is None
                                     else ", batch norm frozen from step %d"
                                     % settings.freeze_bn_delay))

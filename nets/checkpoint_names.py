@@ -38,8 +38,12 @@ class CheckpointNames(collections.namedtuple(
     @property
     def quantization(self):
         """nets_factory's ``quantize=`` for an inference graph of this checkpoint: the
-        simulated int8 graph when it holds contrib.quantize's ranges, else None."""
-        return rewrite.INFERENCE if fake_quant.holds_ranges(self.shapes) else None
+        simulated int8 graph when it holds contrib.quantize's ranges (per channel when
+        they are), else None."""
+        if not fake_quant.holds_ranges(self.shapes):
+            return None
+        return rewrite.INFERENCE._replace(
+            per_channel=fake_quant.per_channel_ranges(self.shapes))
 
     @property
     def model_name(self):

@@ -25,9 +25,9 @@ EMA_DECAY = 0.999
 NUM_BITS = 8
 
 
-def _variable(name, initial, dtype=tf.float32, aggregation=None):
+def _variable(name, initial, dtype=tf.float32, aggregation=None, shape=()):
     return tf.get_variable(
-        name, shape=[], dtype=dtype, initializer=tf.constant_initializer(initial),
+        name, shape=shape, dtype=dtype, initializer=tf.constant_initializer(initial),
         trainable=False, collections=[tf.GraphKeys.GLOBAL_VARIABLES],
         synchronization=tf.VariableSynchronization.ON_READ,
         aggregation=aggregation or tf.VariableAggregation.MEAN)
@@ -50,9 +50,10 @@ def quantization_step():
     return counted
 
 
-def _range_variables(scope, init_min, init_max):
+def _range_variables(scope, init_min, init_max, shape=()):
     with tf.variable_scope(tf.VariableScope(tf.AUTO_REUSE, name=scope)):
-        return _variable("min", init_min), _variable("max", init_max)
+        return (_variable("min", init_min, shape=shape),
+                _variable("max", init_max, shape=shape))
 
 
 def _zero_debiased_average(variable, value, decay):
@@ -69,10 +70,13 @@ def _zero_debiased_average(variable, value, decay):
     return tf.assign(variable, debiased)
 
 
-def _batch_range(inputs):
-    """The range of ``inputs``, widened to hold 0 (so that 0 is exactly representable)."""
-    return (tf.minimum(tf.reduce_min(inputs, name="BatchMin"), 0.0),
-            tf.maximum(tf.reduce_max(inputs, name="BatchMax"), 0.0))
+def _batch_range(inputs, per_channel=False):
+    """The range of ``inputs`` (per_channel: of each slice along its last axis, the
+    output channel of a kernel), widened to hold 0 (so that 0 is exactly
+    representable)."""
+    axes = list(range(inputs.get_shape().ndims - 1)) if per_channel else None
+    return (tf.minimum(tf.reduce_min(inputs, axis=axes, name="BatchMin"), 0.0),
+            tf.maximum(tf.reduce_max(inputs, axis=axes, name="BatchMax"), 0.0))
 
 
 def _symmetric(low, high):
@@ -101,7 +105,7 @@ def fake_quantize_fixed(inputs, scope, low, high, is_training, quant_delay=None)
 
 
 def fake_quantize(inputs, scope, is_training, moving_average, symmetric=False,
-                  init_min=-6.0, quant_delay=None):
+                  init_min=-6.0, quant_delay=None, per_channel=False):
     """``inputs`` fake-quantized to NUM_BITS with the range variables in ``scope``.
 
     Training updates the range from the batch: to its last value (weights,
@@ -112,9 +116,12 @@ def fake_quantize(inputs, scope, is_training, moving_average, symmetric=False,
     checkpoint with asymmetric weight ranges (TF-Slim's) is read symmetric too, so
     the simulated graph is what an int8 model runs. With ``quant_delay`` (steps),
     training passes ``inputs`` through unquantized until then, while the range is
-    learned already."""
+    learned already. ``per_channel`` (last-value weights): one range per slice along
+    the last axis of ``inputs``, variables of that length under the same names (TFLite's
+    per-channel int8 weights)."""
     with tf.name_scope(scope + "/"):
-        min_var, max_var = _range_variables(scope, init_min, 6.0)
+        shape = inputs.get_shape().as_list()[-1:] if per_channel else ()
+        min_var, max_var = _range_variables(scope, init_min, 6.0, shape)
         if not is_training:
             low, high = min_var, max_var
         elif moving_average:
@@ -122,14 +129,16 @@ def fake_quantize(inputs, scope, is_training, moving_average, symmetric=False,
             low = _zero_debiased_average(min_var, batch_min, EMA_DECAY)
             high = _zero_debiased_average(max_var, batch_max, EMA_DECAY)
         else:
-            batch_min, batch_max = _batch_range(inputs)
+            batch_min, batch_max = _batch_range(inputs, per_channel)
             if symmetric:
                 batch_min, batch_max = _symmetric(batch_min, batch_max)
             low, high = tf.assign(min_var, batch_min), tf.assign(max_var, batch_max)
         if symmetric and not is_training:
             low, high = _symmetric(low, high)
-        quantized = tf.fake_quant_with_min_max_vars(
-            inputs, low, high, num_bits=NUM_BITS, narrow_range=symmetric)
+        fake_quant_op = (tf.quantization.fake_quant_with_min_max_vars_per_channel
+                         if per_channel else tf.fake_quant_with_min_max_vars)
+        quantized = fake_quant_op(inputs, low, high, num_bits=NUM_BITS,
+                                  narrow_range=symmetric)
         return _delayed(quantized, inputs, is_training, quant_delay)
 
 
@@ -151,5 +160,12 @@ def holds_ranges(variable_names):
     return any(name.endswith("/weights_quant/min") for name in variable_names)
 
 
-__all__ = ["is_range_variable", "holds_ranges", "QUANTIZATION_STEP", "EMA_DECAY", "NUM_BITS",
+def per_channel_ranges(variable_shapes):
+    """Whether a checkpoint whose variables have these shapes ({name: shape}) holds
+    per-channel weight ranges (--quantize_per_channel): a weights_quant/min vector."""
+    return any(name.endswith("/weights_quant/min") and list(shape)
+               for name, shape in variable_shapes.items())
+
+
+__all__ = ["is_range_variable", "holds_ranges", "per_channel_ranges", "QUANTIZATION_STEP", "EMA_DECAY", "NUM_BITS",
            "RANGE_NAMES", "quantization_step", "fake_quantize", "fake_quantize_fixed"]

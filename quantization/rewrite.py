@@ -5,7 +5,8 @@ rules (TF 1.15, ``tf.contrib.quantize.create_training_graph`` / ``create_eval_gr
   norm, if one follows, is folded into it (``fold_batch_norm``);
 * the layer's weights (folded) are fake-quantized to 8 bits, narrow range, from their
   last value: ``<layer scope>/weights_quant``; symmetric about 0, as int8 kernels need
-  (contrib's ``symmetric`` option; its default was asymmetric, for uint8 kernels);
+  (contrib's ``symmetric`` option; its default was asymmetric, for uint8 kernels); one
+  range per output channel of a conv or depthwise conv with Settings.per_channel;
 * its activation (Relu / Relu6 / Identity: the linear bottleneck's identity counts),
   or its output when none follows, with a moving-average range: ``<layer>/act_quant``;
 * a residual add after that activation, unless a ReLU follows it:
@@ -52,7 +53,9 @@ KNOWN_CAUSES = ("hard_swish", "hard_sigmoid", "squeeze_excite", "swish")
 NOT_INFERENCE = re.compile(r"/(Initializer|Regularizer|Dropout|drop_path|AssignMovingAvg"
                            r"(_\d+)?)(/|$)")
 
-Settings = collections.namedtuple("Settings", "quant_delay freeze_bn_delay")
+# per_channel: conv and depthwise weights ranged per output channel (--quantize_per_channel).
+Settings = collections.namedtuple("Settings", "quant_delay freeze_bn_delay per_channel",
+                                  defaults=(False,))
 # The inference graph's: ranges read from the variables, no delays.
 INFERENCE = Settings(None, None)
 # fake_quant's two inserters with the rewrite's training flag and delay: ``variable``
@@ -224,11 +227,30 @@ def _quantize_after(output, context, quantizers, scope_prefix):
                 _context(bypass, scope_prefix) + "/post_activation_bypass_quant", act)
 
 
-def _quantize_layer(layer_op, quantizers, is_training, bn_frozen, scope_prefix):
+def _weights_quantizer(layer_op, quantizers, context, per_channel):
+    """weights -> the (folded) weights of ``layer_op`` fake-quantized, symmetric, from
+    their last value; per output channel with ``per_channel`` for convolutions. A
+    depthwise kernel [H, W, C, M] is ranged as [H, W, 1, C * M], output channel c * M + m
+    (TFLite's layout), and read back in its own shape."""
+    quantize = functools.partial(quantizers.variable, scope=context + "/weights_quant",
+                                 moving_average=False, symmetric=True)
+    if not per_channel or layer_op.type not in fold_batch_norm.FOLDABLE_LAYERS:
+        return quantize
+    if layer_op.type == "Conv2D":
+        return functools.partial(quantize, per_channel=True)
+
+    def quantize_depthwise(weights):
+        height, width, channels, multiplier = weights.get_shape().as_list()
+        by_output = tf.reshape(weights, [height, width, 1, channels * multiplier])
+        return tf.reshape(quantize(by_output, per_channel=True),
+                          [height, width, channels, multiplier])
+    return quantize_depthwise
+
+
+def _quantize_layer(layer_op, quantizers, is_training, bn_frozen, scope_prefix,
+                    per_channel=False):
     context = _context(layer_op, scope_prefix)
-    quantize_weights = functools.partial(quantizers.variable,
-                                         scope=context + "/weights_quant",
-                                         moving_average=False, symmetric=True)
+    quantize_weights = _weights_quantizer(layer_op, quantizers, context, per_channel)
     bn_op = _batch_norm_after(layer_op)
     match = fold_batch_norm.find(bn_op, scope_prefix) if bn_op is not None else None
     if match is not None:
@@ -267,7 +289,8 @@ def _has_weights(op):
 def quantize_network(ops, is_training, settings=None, scope_prefix=""):
     """Rewrites the network made of ``ops`` (just built, in the default graph) for
     simulated int8: training (``settings``: Settings with quant_delay / freeze_bn_delay
-    in steps, None for no delay / never frozen) or inference."""
+    in steps, None for no delay / never frozen) or inference; ``settings.per_channel``
+    ranges conv and depthwise weights per output channel in both."""
     settings = settings or Settings(None, None)
     layers = [op for op in ops if op.type in LAYERS and _has_weights(op)]
     bn_frozen = None
@@ -279,7 +302,8 @@ def quantize_network(ops, is_training, settings=None, scope_prefix=""):
     quantizers = Quantizers(functools.partial(fake_quant.fake_quantize, **delays),
                             functools.partial(fake_quant.fake_quantize_fixed, **delays))
     for layer_op in layers:
-        _quantize_layer(layer_op, quantizers, is_training, bn_frozen, scope_prefix)
+        _quantize_layer(layer_op, quantizers, is_training, bn_frozen, scope_prefix,
+                        settings.per_channel)
     _requantize_average_pools(ops)
 
 

@@ -196,16 +196,17 @@ def plan_warm_start(env, checkpoint):
     variables = tf.global_variables(scope=env.model.scope)
     stored = checkpoint_names.read(checkpoint).shapes
     # Quantization-aware training from a float checkpoint: its ranges are learned from
-    # the first batches (contrib.quantize's way), so absent range variables are no misfit.
-    fresh = [v for v in variables
-             if fake_quant.is_range_variable(v.op.name) and v.op.name not in stored]
+    # the first batches (contrib.quantize's way), so absent range variables are no misfit;
+    # nor are ranges of another shape (per-layer ranges, per-channel training).
+    fresh = [v for v in variables if fake_quant.is_range_variable(v.op.name)
+             and list(stored.get(v.op.name, [None])) != v.shape.as_list()]
     plan = plan_restore(checkpoint, [v for v in variables if v not in fresh],
                         env.restore_exclude, env.ignore_missing_vars,
                         env.model.head_scopes, env.use_ema)
     lines = ([plan.note] if plan.note else []) + report(plan)
     if fresh:
         lines.append("  quantization: %d range variables start from the first batches "
-                     "(%s holds none)" % (len(fresh), checkpoint))
+                     "(%s holds none of their shape)" % (len(fresh), checkpoint))
     return plan, lines
 
 
