@@ -69,6 +69,10 @@ TRAIN_CASES = [
     ("freeze_bn_delay_without_quantization", ["--dataset_dir={data}", "--max_epoch=1",
                                               "--freeze_bn_delay=10"], {},
      "give --quantize_delay too"),
+    ("per_channel_without_quantization", ["--dataset_dir={data}", "--max_epoch=1",
+                                          "--quantize_per_channel"], {},
+     "--quantize_per_channel ranges the weights of quantization-aware training: give "
+     "--quantize_delay too"),
     ("quantize_delay_below_minus_one", ["--dataset_dir={data}", "--max_epoch=1",
                                         "--quantize_delay=-2"], {}, "--quantize_delay=-2"),
     ("missing_dataset_dir", ["--dataset_dir={missing}", "--max_epoch=1"], {}, "{missing}"),
