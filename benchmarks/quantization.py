@@ -14,10 +14,17 @@ benchmarks/cifar10_from_npm.py):
   qat          a --quantize_delay=0 fine-tune of the float checkpoint (--qat_epochs),
                batch norm frozen for its last third; its simulated int8 graph ...
   qat_tflite   ... and its tflite_int8, from the trained ranges with no calibration
+  ptq_channel, qat_channel, qat_channel_tflite
+               the same three with --quantize_per_channel (a range per output channel)
+
+With --outlier, the float checkpoint is first given the case where per-tensor int8 loses
+(tests/qat_checks.py write_outlier_checkpoint: one folded channel of MobileNetV2's first
+depthwise layer 237 times the median, the projection reading it zeroed), and every
+column after "float_trained" starts from that copy.
 
   .venv/bin/python -m benchmarks.quantization [--models=mobilenet_v2_035,mobilenet_v2] \\
       [--records=TFRECORD_DIR --name=cifar10] [--epochs=40 --qat_epochs=5] \\
-      [--work=/tmp/qat_bench] [--out=benchmarks/QUANTIZATION.json]
+      [--outlier] [--work=/tmp/qat_bench] [--out=benchmarks/QUANTIZATION.json]
 
 With --recipe (and CIFAR-10's --records), the float and QAT runs are instead the user's
 own command lines, RECIPE=mobilenet_v2_cifar10 then RECIPE=mobilenet_v2_cifar10_qat
@@ -30,10 +37,12 @@ import functools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
 
+from tests import qat_checks
 from training import recipes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,45 +108,70 @@ def _train_images(records):
         return json.load(handle)["splits"]["train"]["num_samples"]
 
 
-def measure(row, train_float, train_qat, records, float_dir, steps_per_epoch, qat_flags=()):
+def _int8_runs(row, prefix, train_qat, restore, records, float_dir, evals, qat_flags, per_channel):
+    """The ranges-only, QAT and QAT-TFLite columns (named with ``prefix``) from the float
+    checkpoint ``restore`` reads."""
+    restore = restore + (("--quantize_per_channel",) if per_channel else ())
+    suffix = "_channel" if per_channel else "_tensor"
+    calibrated = float_dir + "_ptq" + suffix
+    train_qat(calibrated, "--max_train_steps=20", "--learning_rate=1e-12",
+              "--freeze_bn_delay=0", *restore)
+    row["ptq" + suffix] = _top1(records, calibrated, evals)
+    qat_epochs = row["qat_epochs"]
+    qat_dir = float_dir + "_qat%s_%d_epochs" % (suffix, qat_epochs)
+    row[prefix + "_seconds"] = round(train_qat(
+        qat_dir, "--max_epoch=%d" % qat_epochs,
+        "--freeze_bn_epochs=%g" % (qat_epochs * 2.0 / 3), *(restore + qat_flags)), 1)
+    row[prefix] = _top1(records, qat_dir, evals)
+    row[prefix + "_tflite"] = _top1(records, _tflite(qat_dir, qat_dir + ".tflite"), evals,
+                                    model_file=True)
+
+
+def measure(row, train_float, train_qat, records, float_dir, steps_per_epoch, qat_flags=(),
+            outlier=False):
     """Fills ``row`` (see the module docstring): ``train_float`` / ``train_qat`` make the
-    float run (row["float_epochs"]) and the int8 runs from it."""
+    float run (row["float_epochs"]) and the int8 runs from it (or from its outlier copy)."""
     evals = os.path.join(os.path.dirname(float_dir), "eval")
     row["float_seconds"] = round(train_float(
         float_dir, "--max_epoch=%d" % row["float_epochs"]), 1)
-    row["float"] = _top1(records, float_dir, evals)
-    row["ptq_tflite"] = _top1(records, _tflite(float_dir, float_dir + ".tflite"), evals,
+    start = float_dir
+    if outlier:
+        row["float_trained"] = _top1(records, float_dir, evals)
+        start = qat_checks.write_outlier_checkpoint(float_dir, _fresh(float_dir + "_outlier"))
+        row["outlier_ratio"] = round(float(qat_checks.outlier_ratio(start)), 1)
+    row["float"] = _top1(records, start, evals)
+    row["ptq_tflite"] = _top1(records, _tflite(start, float_dir + ".tflite"), evals,
                               model_file=True)
-    restore = ("--restore_path=" + float_dir, "--restore_exclude=none", "--quantize_delay=0")
-    calibrated = float_dir + "_ptq_tensor"
-    train_qat(calibrated, "--max_train_steps=20", "--learning_rate=1e-12",
-              "--freeze_bn_delay=0", *restore)
-    row["ptq_tensor"] = _top1(records, calibrated, evals)
-    qat_epochs = row["qat_epochs"]
-    row["qat_steps"] = qat_epochs * steps_per_epoch
-    qat_dir = float_dir + "_qat_%d_epochs" % qat_epochs
-    row["qat_seconds"] = round(train_qat(
-        qat_dir, "--max_epoch=%d" % qat_epochs,
-        "--freeze_bn_epochs=%g" % (qat_epochs * 2.0 / 3), *(restore + qat_flags)), 1)
-    row["qat"] = _top1(records, qat_dir, evals)
-    row["qat_tflite"] = _top1(records, _tflite(qat_dir, qat_dir + ".tflite"), evals,
-                              model_file=True)
+    restore = ("--restore_path=" + start, "--restore_exclude=none", "--quantize_delay=0")
+    row["qat_steps"] = row["qat_epochs"] * steps_per_epoch
+    for prefix, per_channel in (("qat", False), ("qat_channel", True)):
+        _int8_runs(row, prefix, train_qat, restore, records, float_dir, evals, qat_flags,
+                   per_channel)
     return row
 
 
-def measure_model(model, records, work, epochs, qat_epochs, learning_rate):
+def _fresh(folder):
+    if os.path.exists(folder):
+        shutil.rmtree(folder)
+    os.makedirs(folder)
+    return folder
+
+
+def measure_model(model, records, work, epochs, qat_epochs, learning_rate, outlier=False):
     """The row of one model trained with the tests' settings."""
-    work = os.path.join(work, os.path.basename(os.path.normpath(records)), model)
+    work = os.path.join(work, os.path.basename(os.path.normpath(records)),
+                        model + ("_outlier" if outlier else ""))
     train = _direct_trainer(records, model)
 
     def train_float(train_dir, *flags):
         return train(train_dir, "--learning_rate=%g" % learning_rate, "--warmup_epochs=1",
                      "--moving_average_decay=0.99", *flags)
     row = {"model": model, "float_epochs": epochs, "float_learning_rate": learning_rate,
-           "qat_epochs": qat_epochs}
+           "qat_epochs": qat_epochs, "case": "outlier" if outlier else "trained"}
     return measure(row, train_float, train, records,
                    os.path.join(work, "float_%d_epochs" % epochs),
-                   _train_images(records) // 32, qat_flags=("--learning_rate=0.001",))
+                   _train_images(records) // 32, qat_flags=("--learning_rate=0.001",),
+                   outlier=outlier)
 
 
 def measure_recipe(records, work, epochs, qat_epochs):
@@ -182,6 +216,9 @@ def main():
     parser.add_argument("--recipe", action="store_true",
                         help="measure the CIFAR-10 recipes (scripts/train_1p.sh) on "
                              "--records instead of --models with the tests' settings")
+    parser.add_argument("--outlier", action="store_true",
+                        help="start the int8 runs from the float model given a depthwise "
+                             "channel 237 times the median (MobileNetV2 models only)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "QUANTIZATION.json"))
     args = parser.parse_args()
     if args.recipe and not args.records:
@@ -190,7 +227,7 @@ def main():
     records = args.records or _digits_records(args.work)
     measures = ([functools.partial(measure_recipe, records, args.work)] if args.recipe else
                 [functools.partial(measure_model, model, records, args.work,
-                                   learning_rate=args.learning_rate)
+                                   learning_rate=args.learning_rate, outlier=args.outlier)
                  for model in args.models.split(",")])
     rows = []
     for measure_one in measures:
@@ -203,7 +240,8 @@ def main():
         with open(args.out) as handle:
             kept = json.load(handle)["rows"]
     def key(row):
-        return row.get("dataset"), row["model"], row["float_epochs"], row["qat_epochs"]
+        return (row.get("dataset"), row["model"], row["float_epochs"], row["qat_epochs"],
+                row.get("case", "trained"))
     done = set(key(row) for row in rows)
     result = {"machine": "%s, %d cores" % (platform.processor() or platform.machine(),
                                            os.cpu_count()),

@@ -171,6 +171,34 @@ def digits_float(digits, tmp_path_factory):
         lambda _: digits_helpers.train(digits, "float", *digits_helpers.FLOAT_FLAGS)[0])
 
 
+@pytest.fixture(scope="session")
+def digits_outlier(digits_float, tmp_path_factory):
+    """``digits_float`` with one folded channel of its first depthwise layer 237 times
+    the median (tests/qat_checks.py write_outlier_checkpoint): the checkpoint prefix of
+    the case where per-tensor int8 loses, which the QAT tests fine-tune."""
+    from tests import qat_checks
+    prefix = made_once_per_run(
+        tmp_path_factory, "digits_outlier",
+        lambda folder: qat_checks.write_outlier_checkpoint(digits_float, folder))
+    # Read back independently: the edit made the outlier (the median moves with it).
+    assert qat_checks.outlier_ratio(prefix) > 100
+    return prefix
+
+
+@pytest.fixture(scope="session")
+def digits_outlier_ranges(digits, digits_outlier, tmp_path_factory):
+    """The train_dir of contrib's per-tensor ranges learned on ``digits_outlier`` without
+    training it (20 steps at a learning rate of 1e-12, batch norm frozen): what per-tensor
+    int8 makes of the outlier case, which the quantization tests compare with."""
+    from tests import digits_helpers
+    return made_once_per_run(
+        tmp_path_factory, "digits_outlier_ranges_marker",
+        lambda _: digits_helpers.train(
+            digits, "outlier_per_tensor_ranges", "--max_train_steps=20",
+            "--learning_rate=1e-12", "--freeze_bn_delay=0", "--restore_path=" + digits_outlier,
+            "--restore_exclude=none", "--quantize_delay=0")[0])
+
+
 # The padded-evaluation case: a split whose size no usual batch size divides.
 THOUSAND_AND_ONE = 1001
 

@@ -29,3 +29,19 @@ def train(digits, name, *flags):
                      "--train_dir=" + train_dir, *(TRAIN_FLAGS + flags))
     assert out.returncode == 0, out.stderr[-3000:]
     return train_dir, out
+
+
+def evaluator(digits, name):
+    """An in-process Evaluator of the digits' validation split (batches of 100, host),
+    writing into ``digits``/``name``."""
+    import logger as logger_lib
+    from datasets import dataset_factory
+    from evaluation.config import EvalConfig
+    from evaluation.evaluator import Evaluator
+    return Evaluator(EvalConfig(
+        dataset=dataset_factory.get_dataset("auto", os.path.join(digits, "records")),
+        split="validation", model_name=MODEL, num_classes=10, labels_offset=0,
+        image_size=32, preprocessing_name="inception", central_fraction=0.875,
+        batch_size=100, max_num_batches=None, use_ema="auto", log_every_n_batches=100,
+        eval_dir=os.path.join(digits, name), data_threads=1, device="host",
+        precision_mode=None), logger_lib.get_logger())

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import run_python as run
-from tests.digits_helpers import MODEL, train
+from tests.digits_helpers import MODEL, evaluator, train
+from tests.qat_checks import EMA, averaged
 
 # The blocks of MobileNetV2 that add their input (stride 1, same depth): TF-Slim's
 # V2_DEF, counted by hand from the paper's table (t, c, n, s).
@@ -43,29 +44,15 @@ def _range_scopes(train_dir):
                if name.endswith(("weights_quant/min", "act_quant/min", "bypass_quant/min")))
 
 
-def _evaluator(digits, name):
-    import logger as logger_lib
-    from datasets import dataset_factory
-    from evaluation.config import EvalConfig
-    from evaluation.evaluator import Evaluator
-    return Evaluator(EvalConfig(
-        dataset=dataset_factory.get_dataset("auto", os.path.join(digits, "records")),
-        split="validation", model_name=MODEL, num_classes=10, labels_offset=0,
-        image_size=32, preprocessing_name="inception", central_fraction=0.875,
-        batch_size=100, max_num_batches=None, use_ema="auto", log_every_n_batches=100,
-        eval_dir=os.path.join(digits, name), data_threads=1, device="host",
-        precision_mode=None), logger_lib.get_logger())
-
-
 def _simulated_logits(digits, checkpoint):
     """(logits, labels, images) of the evaluator's own graph for ``checkpoint`` over
     the validation split (its padding left out)."""
     from utils.tf_compat import tf
-    evaluator = _evaluator(digits, "qat_eval_graph")
+    scorer = evaluator(digits, "qat_eval_graph")
     with tf.Graph().as_default():
-        outputs = evaluator.build_logits(checkpoint)
+        outputs = scorer.build_logits(checkpoint)
         with tf.Session() as sess:
-            evaluator.restore(sess, checkpoint)
+            scorer.restore(sess, checkpoint)
             batches = []
             while True:
                 try:
@@ -91,7 +78,7 @@ def qat_reference(digits, qat_run):
     from quantization.rewrite import INFERENCE
     from tests import reference_eval
     checkpoint = _checkpoint(qat_run[0])
-    batches = reference_eval.evaluator_batches(_evaluator(digits, "qat_reference"))
+    batches = reference_eval.evaluator_batches(evaluator(digits, "qat_reference"))
     images = np.concatenate([b[0] for b in batches])
     logits = [reference_eval.logits(MODEL, 10, checkpoint, images, use_ema=False,
                                     batch_size=100, quantize=quantize)
@@ -469,71 +456,25 @@ def test_frozen_graph_and_int8_tflite_give_the_simulated_results(digits, qat_run
     assert abs(int8_right - simulated_right) <= 4, (int8_right, simulated_right)
 
 
-def _outlier_ratio(train_dir, scope):
-    """The largest output channel of ``scope``'s batch-norm-folded weights over their
-    median (by largest magnitude): per-tensor int8 gives every channel the largest's
-    step."""
-    from utils.tf_compat import tf
-    reader = tf.train.load_checkpoint(_checkpoint(train_dir))
-    weights = _averaged(reader, scope + "/depthwise_weights")
-    scale = (_averaged(reader, scope + "/BatchNorm/gamma")
-             / np.sqrt(_averaged(reader, scope + "/BatchNorm/moving_variance") + 0.001))
-    per_channel = np.abs(weights * scale[:, None]).max(axis=(0, 1, 3))
-    return per_channel.max() / np.median(per_channel)
-
-
-def _with_outlier_channel(float_dir, destination, channel=5, ratio=237.0):
-    """A copy of the float checkpoint whose first depthwise layer has one folded channel
-    ``ratio`` times the median before the edit (raw weights and moving averages alike):
-    the shape of the case where per-tensor int8 loses. The projection that reads that
-    channel is zeroed, so the float network simply goes without it. Built, not waited
-    for: which channel a short run leaves near-constant depends on the machine's float
-    rounding (this one's 440 steps left none; the previous one's left a 237x channel)."""
-    from utils.checkpoints import write_tensors
-    from utils.tf_compat import tf
-    source = _checkpoint(float_dir)
-    reader = tf.train.load_checkpoint(source)
-    tensors = dict((n, reader.get_tensor(n)) for n in reader.get_variable_to_shape_map())
-    scope = "MobilenetV2/expanded_conv/"
-    for suffix in ("", EMA):
-        weights = tensors[scope + "depthwise/depthwise_weights" + suffix]
-        sigma = np.sqrt(tensors[scope + "depthwise/BatchNorm/moving_variance" + suffix]
-                        + 0.001)
-        folded = np.abs(weights / sigma[None, None, :, None]).max(axis=(0, 1, 3))
-        weights[:, :, channel, :] *= ratio * np.median(folded) / folded[channel]
-        tensors[scope + "project/weights" + suffix][:, :, channel, :] = 0.0
-    os.makedirs(destination)
-    prefix = os.path.join(destination, os.path.basename(source))
-    write_tensors(prefix, tensors)
-    for name in ("model_spec.json",):
-        with open(os.path.join(float_dir, name)) as src, \
-                open(os.path.join(destination, name), "w") as dst:
-            dst.write(src.read())
-    return prefix
-
-
 @pytest.mark.slow
-def test_qat_beats_post_training_quantization_where_it_loses(digits, digits_float):
+def test_qat_beats_post_training_quantization_where_it_loses(digits, digits_outlier,
+                                                             digits_outlier_ranges):
     """The case where contrib's per-tensor int8 after training loses: one folded channel
     of the first depthwise layer 237 times the median one, so per-tensor steps flatten
     the others (what a near-constant channel, of tiny variance, does). Measured here:
     float 0.883, per-tensor PTQ (ranges calibrated on 20 batches at a learning rate of
-    1e-12, batch norm frozen: no weight changes) 0.354, the 88-step QAT fine-tune 0.914;
-    the margins below are a third of those gaps."""
-    outlier = _with_outlier_channel(digits_float, os.path.join(digits, "qat_outlier"))
-    # Read back independently: the edit made the outlier (the median moves with it).
-    assert _outlier_ratio(os.path.dirname(outlier), "MobilenetV2/expanded_conv/depthwise") > 100
+    1e-12, batch norm frozen: no weight changes; conftest's digits_outlier_ranges) 0.354,
+    the 88-step QAT fine-tune 0.914; the margins below are a third of those gaps."""
+    outlier = digits_outlier
     start = ("--restore_path=" + outlier, "--restore_exclude=none", "--quantize_delay=0")
-    calibrated, _ = train(digits, "qat_ptq", "--max_train_steps=20",
-                          "--learning_rate=1e-12", "--freeze_bn_delay=0", *start)
     fine_tuned, _ = train(digits, "qat_outlier_finetune", "--max_epoch=2",
                           "--learning_rate=0.001", "--freeze_bn_delay=60", *start)
     top1 = {}
-    for name, path in (("float", outlier), ("ptq", _checkpoint(calibrated)),
+    for name, path in (("float", outlier), ("ptq", _checkpoint(digits_outlier_ranges)),
                        ("qat", _checkpoint(fine_tuned))):
-        evaluator = _evaluator(digits, "qat_compare_" + name)
-        top1[name] = evaluator.evaluate(path)["top1"]
-        evaluator.close()
+        scorer = evaluator(digits, "qat_compare_" + name)
+        top1[name] = scorer.evaluate(path)["top1"]
+        scorer.close()
     assert top1["ptq"] <= top1["float"] - 0.15, top1
     assert top1["qat"] >= top1["ptq"] + 0.15, top1
 
@@ -566,15 +507,6 @@ def _float_activation_ranges(float_dir, images):
                 for scope, v in values.items())
 
 
-EMA = "/ExponentialMovingAverage"
-
-
-def _averaged(reader, name):
-    """The checkpoint's value of ``name``: its moving average where it has one (what
-    the evaluator restores)."""
-    return reader.get_tensor(name + EMA if reader.has_tensor(name + EMA) else name)
-
-
 def _folded_weight_ranges(reader):
     """{scope/weights_quant: (min, max)} of each layer's batch-norm-folded weights,
     computed in numpy from the float checkpoint (its moving averages)."""
@@ -583,10 +515,10 @@ def _folded_weight_ranges(reader):
         scope, _, last = name.rpartition("/")
         if last not in ("weights", "depthwise_weights"):
             continue
-        weights = _averaged(reader, name)
+        weights = averaged(reader, name)
         if reader.has_tensor(scope + "/BatchNorm/gamma"):
-            scale = (_averaged(reader, scope + "/BatchNorm/gamma")
-                     / np.sqrt(_averaged(reader, scope + "/BatchNorm/moving_variance") + 0.001))
+            scale = (averaged(reader, scope + "/BatchNorm/gamma")
+                     / np.sqrt(averaged(reader, scope + "/BatchNorm/moving_variance") + 0.001))
             weights = weights * (scale[:, None] if last == "depthwise_weights" else scale)
         ranges[scope + "/weights_quant"] = (float(weights.min()), float(weights.max()))
     return ranges
@@ -611,7 +543,7 @@ def test_a_tf_slim_quant_checkpoint_evaluates_and_exports(digits, digits_float, 
     with tf.Graph().as_default():
         for name in reader.get_variable_to_shape_map():
             if EMA not in name and "Momentum" not in name:
-                tf.get_variable(name, initializer=_averaged(reader, name))
+                tf.get_variable(name, initializer=averaged(reader, name))
         for scope, (low, high) in ranges.items():
             tf.get_variable(scope + "/min", initializer=np.float32(low))
             tf.get_variable(scope + "/max", initializer=np.float32(high))
