@@ -78,8 +78,7 @@ def main(argv):
 # How a quantization-aware checkpoint's ranges reach the formats that hold int8 itself.
 _QUANTIZED_FORMATS = {
     "tflite_int8": ", int8 from those ranges, with no calibration",
-    "onnx": ", quantized (QDQ, per-tensor): each range a QuantizeLinear / DequantizeLinear "
-            "pair"}
+    "onnx": ", quantized (QDQ, {}): each range a QuantizeLinear / DequantizeLinear pair"}
 
 
 def export(config):
@@ -87,9 +86,10 @@ def export(config):
     started = time.time()
     spec = config.spec
     if spec.quantization is not None:
+        weights = "per-channel weights" if spec.quantization.per_channel else "per-tensor"
         print("%s holds quantization ranges (quantization-aware training): exporting its "
               "simulated int8 graph%s" % (config.checkpoint, _QUANTIZED_FORMATS.get(
-                  config.format, "")))
+                  config.format, "").format(weights)))
     meta = run_reporting_tf_errors(
         formats.export_checkpoint, spec, config.checkpoint, config.format, config.output,
         use_ema=config.use_ema, calibration=calibration_images(config), opset=config.opset,

@@ -184,7 +184,9 @@ def export_checkpoint(spec, checkpoint, fmt, output, use_ema="auto", calibration
     if spec.quantization is not None:  # fake-quant ops with the checkpoint's ranges
         meta["simulated_int8"] = fmt in ("saved_model", "frozen_pb", "onnx")
         if fmt == "onnx":  # int8 in the file itself: onnx_qdq
-            meta["onnx_quantization"] = onnx_qdq.QDQ_PER_TENSOR
+            meta["onnx_quantization"] = (onnx_qdq.QDQ_PER_CHANNEL
+                                         if spec.quantization.per_channel
+                                         else onnx_qdq.QDQ_PER_TENSOR)
     meta.update({
         "format": fmt, "checkpoint": os.path.abspath(checkpoint),
         "global_step": checkpoint_global_step(checkpoint), "ema": used_ema,

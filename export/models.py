@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from export import checkpoint_spec, metadata
-from export import formats
+from export import formats, onnx_qdq
 from export import inference_graph as graph_lib
 from nets import checkpoint_names
 from utils import native_output
@@ -200,7 +200,8 @@ class _OnnxModel(LoadedModel):
                             "%s" % path)
         try:
             self._session = onnxruntime.InferenceSession(
-                path, providers=["CPUExecutionProvider"])
+                path, onnx_qdq.session_options(onnxruntime, meta),
+                providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own untyped failures
             raise UserError("%s is not a loadable ONNX model (%s)" % (path, _first_line(err)))
         self._input = self._session.get_inputs()[0]

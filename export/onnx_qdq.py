@@ -1,6 +1,6 @@
 """Readies a frozen simulated-int8 graph (a quantization-aware checkpoint's) for tf2onnx,
 so that its ONNX model carries every trained range as a QuantizeLinear / DequantizeLinear
-pair (QDQ, per tensor).
+pair (QDQ; per tensor, or per output channel for weights ranged so).
 
 tf2onnx turns an activation's FakeQuantWithMinMaxVars (constant range, wide) into a uint8
 pair by itself. A weight's fake-quant op reads constants only, so tf2onnx folds it into a
@@ -9,8 +9,10 @@ Each weight fake-quant op here is followed by a QuantizeAndDequantizeV2 over the
 symmetric range (signed, narrow: int8 [-127, 127], zero point 0), which tf2onnx never
 folds and converts into an int8 pair. Its input, the folded fake-quant output, already
 lies on that grid, so the pair changes no value. Every range is given nudged first, as
-FakeQuant uses it (nudged_range). Then ``finish`` readies tf2onnx's output for
-onnxruntime's int8 kernels.
+FakeQuant uses it (nudged_range). A per-channel weight op (--quantize_per_channel) gets a
+QuantizeAndDequantizeV2 with ``axis`` (its last, as FakeQuantWithMinMaxVarsPerChannel's),
+which tf2onnx converts into a per-axis pair (opset 13). Then ``finish`` readies
+tf2onnx's output for onnxruntime's int8 kernels.
 """
 import re
 
@@ -24,11 +26,20 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 WEIGHT_SCOPE = re.compile(r"^(.*/weights_quant)/")
 # The ONNX model's quantization, as the metadata records it.
 QDQ_PER_TENSOR = "qdq_per_tensor"
+QDQ_PER_CHANNEL = "qdq_per_channel"
+# onnxruntime's int8-weight convolution kernels on x86 CPUs without VNNI add products
+# pairwise in int16, which saturates where neighbouring weights are both large, as
+# per-channel weights are in every channel; with this entry (onnxruntime >= 1.12, a no-op
+# elsewhere) it converts such weights to uint8 first. Shared weight constants break it:
+# own_weight_constants.
+X64_QUANT_PRECISION = ("session.x64quantprecision", "1")
+FAKE_QUANT_OPS = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel")
 
 
 def nudged_range(low, high, narrow_range, num_bits):
     """[min, max] as TF's FakeQuant kernel moves them so that 0 is an integer, in float32
-    as it computes (fake_quant_ops_functor.h, Nudge; std::round: half away from zero).
+    as it computes (fake_quant_ops_functor.h, Nudge; std::round: half away from zero),
+    floats, or float32 arrays for per-channel ranges (each channel nudged alone).
     tf2onnx takes a zero point from the range as given, in float64: for the input's
     [-1, 1] it gave 128 where TF's kernel uses 127. Given this range, both agree."""
     low, high = np.float32(low), np.float32(high)
@@ -36,12 +47,14 @@ def nudged_range(low, high, narrow_range, num_bits):
     scale = (high - low) / (quant_max - quant_min)
     zero_point = np.clip(np.floor(quant_min - low / scale + np.float32(0.5)),
                          quant_min, quant_max)
-    return float((quant_min - zero_point) * scale), float((quant_max - zero_point) * scale)
+    bounds = ((quant_min - zero_point) * scale, (quant_max - zero_point) * scale)
+    return bounds if low.ndim else tuple(float(bound) for bound in bounds)
 
 
 def _fake_quants(graph):
-    """The FakeQuantWithMinMaxVars ops of ``graph`` (weights' narrow, the rest wide)."""
-    return [op for op in graph.get_operations() if op.type == "FakeQuantWithMinMaxVars"]
+    """The fake-quant ops with range inputs of ``graph`` (weights' narrow, the rest
+    wide; per channel only weights)."""
+    return [op for op in graph.get_operations() if op.type in FAKE_QUANT_OPS]
 
 
 def _const_node(name, value):
@@ -50,13 +63,15 @@ def _const_node(name, value):
 
 def _weight_qdq(op, low, high):
     """The QuantizeAndDequantizeV2 NodeDef after the weight fake-quant ``op``, reading
-    the Const NodeDefs ``low`` and ``high``."""
+    the Const NodeDefs ``low`` and ``high``; per channel along the last axis as ``op``."""
     with tf.Graph().as_default():
         qdq = tf.quantization.quantize_and_dequantize(
             tf.placeholder(tf.float32, name="x"), -1.0, 1.0, signed_input=True,
             num_bits=op.get_attr("num_bits"), range_given=True, narrow_range=True,
             name="qdq").op.node_def
     qdq.name = op.name + WEIGHT_QDQ_SUFFIX
+    if op.type == "FakeQuantWithMinMaxVarsPerChannel":  # tf2onnx needs the axis >= 0
+        qdq.attr["axis"].i = op.inputs[0].get_shape().ndims - 1
     qdq.input[:] = [op.name, low.name, high.name]
     return qdq
 
@@ -115,22 +130,25 @@ def _dequantize_scale(name, producers, values):
 
 def _bias_inputs(conv, bias, producers, values):
     """(initializers, node, the Conv's bias input) for ``bias``: int32 on the scale of
-    input times weights, through a DequantizeLinear, when both are dequantized (the
-    form onnxruntime's int8 convolution takes: QLinearConv; as TFLite's int8 kernels,
-    rounded to that scale, far finer than the output's); else float."""
+    input times weights (per output channel with the weights'), through a
+    DequantizeLinear, when both are dequantized (the form onnxruntime's int8
+    convolution takes: QLinearConv; as TFLite's int8 kernels, rounded to that scale, far
+    finer than the output's); else float."""
     from onnx import helper, numpy_helper
     name = conv.name + "_bias"
     bias = bias.reshape(-1)
     scales = [_dequantize_scale(conv.input[i], producers, values) for i in (0, 1)]
-    if any(scale is None or scale.size != 1 for scale in scales):
+    if any(scale is None for scale in scales) or scales[0].size != 1 \
+            or scales[1].size not in (1, bias.size):
         return [numpy_helper.from_array(bias, name)], None, name
-    scale = np.float32(scales[0] * scales[1])
+    scale = np.asarray(scales[0] * scales[1], np.float32)
     quantized = np.round(bias / scale).astype(np.int32)
     tensors = [numpy_helper.from_array(quantized, name + "_quantized"),
-               numpy_helper.from_array(np.array(scale, np.float32), name + "_scale"),
-               numpy_helper.from_array(np.array(0, np.int32), name + "_zero_point")]
+               numpy_helper.from_array(scale, name + "_scale"),
+               numpy_helper.from_array(np.zeros(scale.shape, np.int32), name + "_zero_point")]
     node = helper.make_node("DequantizeLinear", [t.name for t in tensors], [name],
-                            name=name + "_DequantizeLinear")
+                            name=name + "_DequantizeLinear",
+                            **({"axis": 0} if scale.ndim else {}))
     return tensors, node, name
 
 
@@ -208,13 +226,38 @@ def _apply_layout(weights, chain, values):
     return weights
 
 
+def _channels_along(size, axis, shape):
+    """An array of ``shape`` holding each element's index along ``axis`` (of ``size``)."""
+    index = np.arange(size).reshape([-1 if i == axis else 1 for i in range(len(shape))])
+    return np.broadcast_to(index, shape)
+
+
+def _moved_axis(shape, axis, chain, values):
+    """The axis of the weights after ``chain`` that holds their ``axis`` (of ``shape``)
+    whole and in order, or None when the layout splits or mixes it."""
+    moved = _apply_layout(_channels_along(shape[axis], axis, shape), chain, values)
+    for new_axis, size in enumerate(moved.shape):
+        if size == shape[axis] and np.array_equal(
+                moved, _channels_along(size, new_axis, moved.shape)):
+            return new_axis
+    return None
+
+
+def _set_axis(node, axis):
+    from onnx import helper
+    kept = [a for a in node.attribute if a.name != "axis"]
+    del node.attribute[:]
+    node.attribute.extend(kept + [helper.make_attribute("axis", axis)])
+
+
 def fold_weight_layouts(graph):
     """Moves the Reshape / Transpose that tf2onnx leaves between a weight's
     DequantizeLinear and its Conv (depthwise kernels, the NHWC-to-NCHW kernel order)
     onto the constant before its QuantizeLinear, where they commute with a per-tensor
-    pair: onnxruntime fuses a Conv into QLinearConv only when its weights come straight
-    from a DequantizeLinear. Returns how many weights it moved."""
-    from onnx import numpy_helper
+    pair, and with a per-axis one given the axis they move its channels to:
+    onnxruntime fuses a Conv into QLinearConv only when its weights come straight from
+    a DequantizeLinear. Returns how many weights it moved."""
+    from onnx import helper, numpy_helper
     values = _initializer_values(graph)
     producers, consumers = _producers_and_consumers(graph)
     moved = []
@@ -223,7 +266,16 @@ def fold_weight_layouts(graph):
         if path is None or not path[0] or path[1] is None or path[2].input[0] not in values:
             continue
         chain, dequantize, quantize = path
-        weights = _apply_layout(values[quantize.input[0]], chain, values)
+        weights = values[quantize.input[0]]
+        if values[quantize.input[1]].size > 1:  # per axis (ONNX's default axis: 1)
+            axes = [helper.get_attribute_value(a) for a in quantize.attribute
+                    if a.name == "axis"] or [1]
+            axis = _moved_axis(weights.shape, axes[0] % weights.ndim, chain, values)
+            if axis is None:
+                continue
+            for node in (quantize, dequantize):
+                _set_axis(node, axis)
+        weights = _apply_layout(weights, chain, values)
         graph.initializer.extend([numpy_helper.from_array(weights, conv.name + "_weights")])
         quantize.input[0] = conv.name + "_weights"
         dequantize.input[0] = quantize.output[0]
@@ -249,12 +301,35 @@ def name_weight_pairs(graph):
             dequantize.name = match.group(1) + "/DequantizeLinear"
 
 
+def own_weight_constants(graph):
+    """Gives each weight pair (named by name_weight_pairs, its DequantizeLinear right
+    after) a scale and zero point of its own, ``<layer>/weights_quant/scale`` and
+    ``.../zero_point``: tf2onnx shares equal constants, and onnxruntime's int8-to-uint8
+    weight conversion (session.x64quantprecision) fails on a shared one."""
+    from onnx import TensorProto
+    tensors = dict((t.name, t) for t in graph.initializer)
+    _, consumers = _producers_and_consumers(graph)
+    for node in graph.node:
+        pair = [node] + consumers.get(node.output[0], [])
+        if not node.name.endswith("/weights_quant/QuantizeLinear") \
+                or [n.op_type for n in pair] != list(QDQ_OPS):
+            continue
+        for index, suffix in ((1, "scale"), (2, "zero_point")):
+            own = TensorProto()
+            own.CopyFrom(tensors[node.input[index]])
+            own.name = node.name[:-len("QuantizeLinear")] + suffix
+            graph.initializer.extend([own])
+            for member in pair:
+                member.input[index] = own.name
+
+
 def finish(graph):
     """The passes above, in order, on tf2onnx's ONNX ``graph`` (a float model's
     unchanged): the weights' layout first, so that each Conv then reads its weights
     from their DequantizeLinear and its bias can take their scale."""
     name_weight_pairs(graph)
     fold_weight_layouts(graph)
+    own_weight_constants(graph)
     merge_conv_biases(graph)
     drop_unused_initializers(graph)
 
@@ -265,3 +340,13 @@ def drop_unused_initializers(graph):
     unused = [t for t in graph.initializer if t.name not in read]
     for tensor in unused:
         graph.initializer.remove(tensor)
+
+
+def session_options(onnxruntime, meta):
+    """onnxruntime.SessionOptions for the ONNX model whose metadata is ``meta``: a
+    per-channel model's with X64_QUANT_PRECISION (the default's logits there were 100
+    steps off on an AVX2 CPU)."""
+    options = onnxruntime.SessionOptions()
+    if meta.get("onnx_quantization") == QDQ_PER_CHANNEL:
+        options.add_session_config_entry(*X64_QUANT_PRECISION)
+    return options

@@ -199,6 +199,18 @@ def digits_outlier_ranges(digits, digits_outlier, tmp_path_factory):
             "--restore_exclude=none", "--quantize_delay=0")[0])
 
 
+@pytest.fixture(scope="module")
+def validation_images(digits):
+    """48 validation images of the digits preprocessed as evaluation does, with their
+    labels (the ONNX QDQ tests')."""
+    from dataloader import image_files
+    folder = os.path.join(digits, "images", "validation")
+    paths = image_files.list_image_files([folder])[::7][:48]
+    _, images = next(image_files.image_batches(paths, 32, len(paths)))
+    labels = [int(os.path.basename(os.path.dirname(p))) for p in paths]
+    return images, np.array(labels)
+
+
 # The padded-evaluation case: a split whose size no usual batch size divides.
 THOUSAND_AND_ONE = 1001
 

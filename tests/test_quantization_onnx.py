@@ -25,14 +25,15 @@ UNVARIED = ("MobilenetV2/Logits/AvgPool_quant", "input_quant")
 # agreement on 96% of the images, and top-1 hits at most 4 apart.
 AGREEMENT = 0.96
 HITS_APART = 4
+# A QAT fine-tune of the float checkpoint (as test_quantization's, shorter).
+FINE_TUNE = ("--max_train_steps=30", "--learning_rate=0.001", "--restore_exclude=none",
+             "--quantize_delay=0", "--freeze_bn_delay=20")
 
 
 @pytest.fixture(scope="module")
 def qat_dir(digits, digits_float):
-    """A QAT fine-tune of the float checkpoint (as test_quantization's, shorter)."""
-    return train(digits, "qat_onnx_finetune", "--max_train_steps=30",
-                 "--learning_rate=0.001", "--restore_path=" + digits_float,
-                 "--restore_exclude=none", "--quantize_delay=0", "--freeze_bn_delay=20")[0]
+    return train(digits, "qat_onnx_finetune", "--restore_path=" + digits_float,
+                 *FINE_TUNE)[0]
 
 
 def _export(checkpoint_dir, output):
@@ -56,24 +57,14 @@ def float_onnx(digits, digits_float):
     return path
 
 
-@pytest.fixture(scope="module")
-def validation_images(digits):
-    """48 validation images preprocessed as evaluation does, with their labels."""
-    from dataloader import image_files
-    folder = os.path.join(digits, "images", "validation")
-    paths = image_files.list_image_files([folder])[::7][:48]
-    _, images = next(image_files.image_batches(paths, 32, len(paths)))
-    labels = [int(os.path.basename(os.path.dirname(p))) for p in paths]
-    return images, np.array(labels)
-
-
 def _checkpoint_ranges(train_dir):
-    """{scope: (min, max)} of every range the checkpoint holds (``*_quant/min``)."""
+    """{scope: (min, max)} of every range the checkpoint holds (``*_quant/min``): float32
+    scalars, or vectors for per-channel weights."""
     from utils.checkpoints import resolve_checkpoint
     from utils.tf_compat import tf
     reader = tf.train.load_checkpoint(resolve_checkpoint(train_dir))
-    return dict((name[:-len("/min")], (float(reader.get_tensor(name)),
-                                       float(reader.get_tensor(name[:-3] + "max"))))
+    return dict((name[:-len("/min")], (reader.get_tensor(name),
+                                       reader.get_tensor(name[:-3] + "max")))
                 for name in reader.get_variable_to_shape_map() if name.endswith("_quant/min"))
 
 
@@ -103,6 +94,17 @@ def _expected(scope, ranges):
         return scale, zero_point - 128, np.int8
     scale, zero_point = nudged(low, high, narrow_range=False)
     return scale, zero_point, np.uint8
+
+
+def check_pair(scope, found, ranges):
+    """``found`` (_qdq_pairs' list for ``scope``) is one pair, per tensor, with the scale
+    and zero point computed here from the checkpoint's ``ranges``."""
+    scale, zero_point, dtype = _expected(scope, ranges)
+    assert len(found) == 1, (scope, len(found))
+    got_scale, got_zero_point = found[0]
+    assert got_scale.shape == () and got_zero_point.dtype == dtype, (scope, found)
+    assert int(got_zero_point) == zero_point, (scope, found, zero_point)
+    assert float(got_scale) == pytest.approx(float(scale), rel=1e-6), (scope, found, scale)
 
 
 def _qdq_pairs(path):
@@ -143,12 +145,7 @@ def test_qat_onnx_holds_a_qdq_pair_per_trained_range(qat_dir, qat_onnx):
     assert sorted(pairs) == sorted(list(ranges) + list(UNVARIED)), sorted(
         set(pairs) ^ set(list(ranges) + list(UNVARIED)))[:5]
     for scope, found in sorted(pairs.items()):
-        scale, zero_point, dtype = _expected(scope, ranges)
-        assert len(found) == 1, (scope, len(found))
-        got_scale, got_zero_point = found[0]
-        assert got_scale.shape == () and got_zero_point.dtype == dtype, (scope, found)
-        assert int(got_zero_point) == zero_point, (scope, found, zero_point)
-        assert float(got_scale) == pytest.approx(float(scale), rel=1e-6), (scope, found, scale)
+        check_pair(scope, found, ranges)
 
 
 def _onnx_logits(path, images):
@@ -159,14 +156,15 @@ def _onnx_logits(path, images):
     return session.run(["logits"], {"input": images})[0]
 
 
-def _simulated_logits(qat_dir, images):
+def _simulated_logits(qat_dir, images, per_channel=False):
     """tests/reference_eval's route: the simulated int8 graph restored by a plain Saver
     (the fine-tune keeps no moving averages)."""
     from quantization.rewrite import INFERENCE
     from tests import reference_eval
     from utils.checkpoints import resolve_checkpoint
     return reference_eval.logits(MODEL, 10, resolve_checkpoint(qat_dir), images,
-                                 use_ema=False, batch_size=len(images), quantize=INFERENCE)
+                                 use_ema=False, batch_size=len(images),
+                                 quantize=INFERENCE._replace(per_channel=per_channel))
 
 
 def test_onnxruntime_gives_the_simulated_logits(qat_dir, qat_onnx, validation_images):
@@ -178,8 +176,14 @@ def test_onnxruntime_gives_the_simulated_logits(qat_dir, qat_onnx, validation_im
     of a step), every top-1 the same; the float checkpoint's ONNX model is 0.10 (1.7
     steps) from them on average: the mean's bound lies between."""
     images, labels = validation_images
-    simulated = _simulated_logits(qat_dir, images)
-    got = _onnx_logits(qat_onnx[0], images)
+    assert_follows_simulated(_onnx_logits(qat_onnx[0], images),
+                             _simulated_logits(qat_dir, images), labels, qat_dir)
+
+
+def assert_follows_simulated(got, simulated, labels, qat_dir):
+    """``got`` are within test_quantization's int8-vs-simulated bounds of ``simulated``
+    (AGREEMENT, HITS_APART), the logits 1.25 steps of their range apart on average and
+    10 at most."""
     low, high = _checkpoint_ranges(qat_dir)["MobilenetV2/Logits/Conv2d_1c_1x1/act_quant"]
     step = (high - low) / 255
     difference = np.abs(got - simulated)
