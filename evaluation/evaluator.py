@@ -146,8 +146,9 @@ class Evaluator(object):
             self._kept = self._build_kept_graph(quantization)
             if quantization is not None and self.logger is not None:
                 self.logger.info("%s holds quantization ranges: scoring its simulated int8 "
-                                 "graph (batch norm folded, weights and activations "
-                                 "fake-quantized)" % checkpoint)
+                                 "graph (batch norm folded, weights%s and activations "
+                                 "fake-quantized)" % (checkpoint, " (per channel)"
+                                                      if quantization.per_channel else ""))
         kept = self._kept
         mapping, used_ema = restore_map(kept.variables, checkpoint,
                                         use_ema or self.config.use_ema)
