@@ -171,6 +171,23 @@ def digits_float(digits, tmp_path_factory):
         lambda _: digits_helpers.train(digits, "float", *digits_helpers.FLOAT_FLAGS)[0])
 
 
+@pytest.fixture(scope="session")
+def digits_qat(digits, digits_float, tmp_path_factory):
+    """The QAT fine-tune of ``digits_float`` (the references' second start:
+    tests/digits_helpers.py, QAT_FLAGS) that tests/test_quantization.py and
+    tests/test_quantization_onnx.py share: [its train_dir, which they only read (the
+    ledger test adds best/ beside its checkpoints), train.py's stdout]. One training
+    per run, whichever worker asks first."""
+    from tests import digits_helpers
+
+    def make(_):
+        train_dir, out = digits_helpers.train(
+            digits, "qat_finetune", "--restore_path=" + digits_float,
+            *digits_helpers.QAT_FLAGS)
+        return [train_dir, out.stdout]
+    return made_once_per_run(tmp_path_factory, "digits_qat_marker", make)
+
+
 # The padded-evaluation case: a split whose size no usual batch size divides.
 THOUSAND_AND_ONE = 1001
 

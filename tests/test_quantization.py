@@ -7,6 +7,7 @@ shares (conftest's ``digits_float``), then a QAT fine-tune of it, as the referen
 the unit tests build graphs only."""
 import json
 import os
+import types
 
 import numpy as np
 import pytest
@@ -20,11 +21,12 @@ RESIDUAL_BLOCKS = (2, 4, 5, 7, 8, 9, 11, 12, 14, 15)
 
 
 @pytest.fixture(scope="module")
-def qat_run(digits, digits_float):
-    """The references' second start: a QAT fine-tune of the float checkpoint."""
-    return train(digits, "qat_finetune", "--max_epoch=2", "--learning_rate=0.001",
-                 "--restore_path=" + digits_float, "--restore_exclude=none",
-                 "--quantize_delay=0", "--freeze_bn_delay=60")
+def qat_run(digits_qat):
+    """The references' second start: a QAT fine-tune of the float checkpoint
+    (conftest's ``digits_qat``, shared with tests/test_quantization_onnx.py): its
+    train_dir and train.py's output (``.stdout``)."""
+    train_dir, stdout = digits_qat
+    return train_dir, types.SimpleNamespace(stdout=stdout)
 
 
 def _checkpoint(train_dir):
