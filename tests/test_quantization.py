@@ -521,15 +521,17 @@ def test_qat_beats_post_training_quantization_where_it_loses(digits, digits_floa
     the others (what a near-constant channel, of tiny variance, does). Measured here:
     float 0.883, per-tensor PTQ (ranges calibrated on 20 batches at a learning rate of
     1e-12, batch norm frozen: no weight changes) 0.354, the 88-step QAT fine-tune 0.914;
-    the margins below are a third of those gaps."""
+    the margins below are a third of those gaps. The fine-tune here is 30 steps (batch
+    norm frozen from step 20): measured 0.919, as high as the 88-step one's (40 s of
+    training less)."""
     outlier = _with_outlier_channel(digits_float, os.path.join(digits, "qat_outlier"))
     # Read back independently: the edit made the outlier (the median moves with it).
     assert _outlier_ratio(os.path.dirname(outlier), "MobilenetV2/expanded_conv/depthwise") > 100
     start = ("--restore_path=" + outlier, "--restore_exclude=none", "--quantize_delay=0")
     calibrated, _ = train(digits, "qat_ptq", "--max_train_steps=20",
                           "--learning_rate=1e-12", "--freeze_bn_delay=0", *start)
-    fine_tuned, _ = train(digits, "qat_outlier_finetune", "--max_epoch=2",
-                          "--learning_rate=0.001", "--freeze_bn_delay=60", *start)
+    fine_tuned, _ = train(digits, "qat_outlier_finetune", "--max_train_steps=30",
+                          "--learning_rate=0.001", "--freeze_bn_delay=20", *start)
     top1 = {}
     for name, path in (("float", outlier), ("ptq", _checkpoint(calibrated)),
                        ("qat", _checkpoint(fine_tuned))):
