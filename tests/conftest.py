@@ -201,14 +201,31 @@ def digits_outlier_ranges(digits, digits_outlier, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def validation_images(digits):
-    """48 validation images of the digits preprocessed as evaluation does, with their
-    labels (the ONNX QDQ tests')."""
+    """The 359 validation digits preprocessed as evaluation does, with their labels (the
+    ONNX QDQ tests')."""
     from dataloader import image_files
     folder = os.path.join(digits, "images", "validation")
-    paths = image_files.list_image_files([folder])[::7][:48]
+    paths = image_files.list_image_files([folder])
     _, images = next(image_files.image_batches(paths, 32, len(paths)))
     labels = [int(os.path.basename(os.path.dirname(p))) for p in paths]
     return images, np.array(labels)
+
+
+@pytest.fixture(scope="session")
+def digits_qat(digits, digits_float, tmp_path_factory):
+    """The QAT fine-tune of ``digits_float`` (the references' second start:
+    tests/digits_helpers.py, QAT_FLAGS) that tests/test_quantization.py and
+    tests/test_quantization_onnx.py share: [its train_dir, which they only read (the
+    ledger test adds best/ beside its checkpoints), train.py's stdout]. One training
+    per run, whichever worker asks first."""
+    from tests import digits_helpers
+
+    def make(_):
+        train_dir, out = digits_helpers.train(
+            digits, "qat_finetune", "--restore_path=" + digits_float,
+            *digits_helpers.QAT_FLAGS)
+        return [train_dir, out.stdout]
+    return made_once_per_run(tmp_path_factory, "digits_qat_marker", make)
 
 
 # The padded-evaluation case: a split whose size no usual batch size divides.

@@ -20,6 +20,11 @@ FLOAT_EPOCHS = 10
 FLOAT_FLAGS = ("--max_epoch=%d" % FLOAT_EPOCHS, "--learning_rate=0.02", "--warmup_epochs=1",
                "--moving_average_decay=0.99")
 
+# The QAT fine-tune of the float model (conftest's ``digits_qat``): 2 epochs (88 steps),
+# quantized from the first, batch norm frozen from step 60.
+QAT_FLAGS = ("--max_epoch=2", "--learning_rate=0.001", "--restore_exclude=none",
+             "--quantize_delay=0", "--freeze_bn_delay=60")
+
 
 def train(digits, name, *flags):
     """(train_dir, completed process) of train.py on the digits into ``digits``/``name``

@@ -28,6 +28,10 @@ FLAGS = ("--model_name=mobilenet_v3_small_minimalistic", "--train_image_size=32"
          "--iterations_per_loop=2", "--save_checkpoints_steps=2", "--learning_rate=0.05",
          "--warmup_epochs=0", "--log_every_n_steps=2", "--seed=7")
 DIGEST = re.compile(r"^rank (\d+): step (\d+), state digest ([0-9a-f]{16})$", re.M)
+# Every launch's ranks skip graph.pbtxt and the .meta files (the stand-in's
+# NPU_STUB_NO_GRAPH_DEF; the real hook writes both), which nothing here reads: measured
+# 17.7 to 15.1 s of CPU per rank start-up, 38 start-ups in this module.
+LEAN = {"NPU_STUB_NO_GRAPH_DEF": "1"}
 START = re.compile(r"^rank (\d+) (resumes from (\S+) at step (\d+)|starts at step 0)", re.M)
 
 
@@ -55,7 +59,7 @@ class Job(object):
             self._log_sizes[rank] = os.path.getsize(path) if os.path.exists(path) else 0
         out = launch_npu_ranks(self.shards, self.result, rank_size,
                                *(FLAGS + ("--max_train_steps=%d" % steps,) + flags),
-                               **environ)
+                               **dict(LEAN, **environ))
         logs = []
         for rank in range(rank_size):
             with open(self._log(rank)) as handle:

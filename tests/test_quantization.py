@@ -7,6 +7,7 @@ shares (conftest's ``digits_float``), then a QAT fine-tune of it, as the referen
 the unit tests build graphs only."""
 import json
 import os
+import types
 
 import numpy as np
 import pytest
@@ -21,11 +22,12 @@ RESIDUAL_BLOCKS = (2, 4, 5, 7, 8, 9, 11, 12, 14, 15)
 
 
 @pytest.fixture(scope="module")
-def qat_run(digits, digits_float):
-    """The references' second start: a QAT fine-tune of the float checkpoint."""
-    return train(digits, "qat_finetune", "--max_epoch=2", "--learning_rate=0.001",
-                 "--restore_path=" + digits_float, "--restore_exclude=none",
-                 "--quantize_delay=0", "--freeze_bn_delay=60")
+def qat_run(digits_qat):
+    """The references' second start: a QAT fine-tune of the float checkpoint
+    (conftest's ``digits_qat``, shared with tests/test_quantization_onnx.py): its
+    train_dir and train.py's output (``.stdout``)."""
+    train_dir, stdout = digits_qat
+    return train_dir, types.SimpleNamespace(stdout=stdout)
 
 
 def _checkpoint(train_dir):
@@ -464,11 +466,13 @@ def test_qat_beats_post_training_quantization_where_it_loses(digits, digits_outl
     the others (what a near-constant channel, of tiny variance, does). Measured here:
     float 0.883, per-tensor PTQ (ranges calibrated on 20 batches at a learning rate of
     1e-12, batch norm frozen: no weight changes; conftest's digits_outlier_ranges) 0.354,
-    the 88-step QAT fine-tune 0.914; the margins below are a third of those gaps."""
+    the 88-step QAT fine-tune 0.914; the margins below are a third of those gaps. The
+    fine-tune here is 30 steps (batch norm frozen from step 20): measured 0.919, as high
+    as the 88-step one's (40 s of training less)."""
     outlier = digits_outlier
     start = ("--restore_path=" + outlier, "--restore_exclude=none", "--quantize_delay=0")
-    fine_tuned, _ = train(digits, "qat_outlier_finetune", "--max_epoch=2",
-                          "--learning_rate=0.001", "--freeze_bn_delay=60", *start)
+    fine_tuned, _ = train(digits, "qat_outlier_finetune", "--max_train_steps=30",
+                          "--learning_rate=0.001", "--freeze_bn_delay=20", *start)
     top1 = {}
     for name, path in (("float", outlier), ("ptq", _checkpoint(digits_outlier_ranges)),
                        ("qat", _checkpoint(fine_tuned))):
