@@ -28,7 +28,6 @@ each round's ratios (by wall clock and by CPU time); the share of the CPU that o
 work took meanwhile is recorded, since a busy neighbour makes the wall clock noisy.
 """
 import argparse
-import hashlib
 import json
 import os
 import resource
@@ -42,6 +41,7 @@ import types
 import zipfile
 
 from benchmarks import machine
+from utils import files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The last commit whose fold ran each folded layer's convolution twice.
@@ -49,14 +49,6 @@ BEFORE_COMMIT = "7c12e8ca24f7ead421d5be2edb5250f5af5732bb"
 CONTRIB_PARTS = ("tensorflow_core/contrib/quantize/", "tensorflow_core/contrib/graph_editor/")
 VARIANTS = ("float", "contrib", "before", "after")
 NUM_CLASSES = 10
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_contrib(wheel, folder):
@@ -235,7 +227,7 @@ def main(argv=None):
         "settings": dict(vars(args), out=None),
         "contrib_wheel": None if not args.contrib_wheel else {
             "file": os.path.basename(args.contrib_wheel),
-            "sha256": _sha256(args.contrib_wheel)},
+            "sha256": files.sha256_of(args.contrib_wheel)},
         "before": "quantization/fold_batch_norm.py at " + args.before_commit,
         "after": machine.git_commit(ROOT),
         "machine": machine.describe(),

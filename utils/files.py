@@ -1,4 +1,5 @@
-"""Small file helpers: writable output folders and atomic writes."""
+"""Small file helpers: writable output folders, atomic writes, a file's digest."""
+import hashlib
 import json
 import os
 import shutil
@@ -85,3 +86,12 @@ def publish(staged, output):
         os.rename(output, old)
     os.rename(staged, output)
     remove_path(old)
+
+
+def sha256_of(path):
+    """The hex sha256 of the file ``path``, read in 1 MiB blocks (wheels are 100 MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

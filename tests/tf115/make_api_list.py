@@ -35,13 +35,18 @@ from __future__ import print_function
 import argparse
 import ast
 import builtins
-import hashlib
 import io
 import os
 import subprocess
 import sys
 import tempfile
 import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, ROOT)
+
+from utils.files import sha256_of  # noqa: E402 (after the path is set)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "compat_v1_api.txt")
@@ -98,14 +103,6 @@ def find_wheels(folder):
             sys.exit("no %s*.whl in %s" % (prefix, folder))
         found.append(os.path.join(folder, names[0]))
     return found
-
-
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def module_name(member):
@@ -485,7 +482,7 @@ def api_list(wheels, sources_folder):
 
 
 def write_list(names, wheels, out):
-    listed = "\n".join("#     %s  sha256 %s" % (os.path.basename(w), sha256(w))
+    listed = "\n".join("#     %s  sha256 %s" % (os.path.basename(w), sha256_of(w))
                        for w in wheels)
     with open(out, "w") as stream:
         stream.write(HEADER.format(wheels=listed))
