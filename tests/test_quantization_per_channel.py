@@ -211,3 +211,19 @@ def test_per_channel_qat_beats_post_training_quantization_on_the_outlier(
     # int8 kernels round where fake-quant ops do not: 4 images apart at most, as
     # tests/test_quantization.py's per-tensor bound.
     assert abs(top1["qat_tflite"] - top1["qat"]) <= 4 / 359.0, top1
+
+
+@pytest.mark.slow
+def test_a_per_tensor_checkpoint_fine_tunes_per_channel(digits, digits_qat):
+    """Per-channel QAT from a per-tensor QAT checkpoint (conftest's digits_qat): the plan
+    (--restore_dry_run) restores every weight and starts exactly the weight ranges anew,
+    min and max of each of MobileNetV2's 53 kernels, whose shapes differ; nothing is
+    written."""
+    train_dir = os.path.join(digits, "pc_from_per_tensor")
+    _, out = train(digits, "pc_from_per_tensor", "--restore_path=" + digits_qat[0],
+                   "--restore_exclude=none", "--quantize_delay=0", "--quantize_per_channel",
+                   "--max_train_steps=1", "--restore_dry_run")
+    logged = out.stdout + out.stderr
+    assert "quantization: %d range variables start from the first batches" % (2 * 53) \
+        in logged, logged[-3000:]
+    assert not os.path.exists(train_dir) or not os.listdir(train_dir)
