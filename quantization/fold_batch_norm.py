@@ -104,11 +104,33 @@ def _nonzero(scale):
     return tf.where(tf.equal(scale, 0.0), tf.ones_like(scale), scale)
 
 
+def _batch_moments(values):
+    """Mean and biased variance per channel of NHWC ``values``, as tf.nn.moments gives
+    them, with a gradient that broadcasts its per-channel vectors onto ``values`` in two
+    elementwise ops (d values = values * 2 dv / n + dm / n - mean * 2 dv / n).
+    reduce_mean's own gradient tiles each vector to the activation's shape and divides it
+    there: in a QAT training step that was the largest single cost of the fold (about a
+    seventh of the step's op time on MobileNetV2-CIFAR, benchmarks/qat_speed.py)."""
+    @tf.custom_gradient
+    def moments(values):
+        mean = tf.reduce_mean(values, axis=[0, 1, 2])
+        variance = tf.reduce_mean(tf.squared_difference(values, mean), axis=[0, 1, 2])
+
+        def gradient(d_mean, d_variance):
+            shape = tf.shape(values)
+            count = tf.cast(shape[0] * shape[1] * shape[2], values.dtype)
+            slope = 2.0 * d_variance / count
+            return values * slope + (d_mean / count - mean * slope)
+        return (mean, variance), gradient
+    with tf.name_scope("batch_moments"):
+        return moments(values)
+
+
 def _unfolded_moments(folded_output, scale):
     """The batch mean and (biased) variance per channel of ``folded_output / scale``,
     taken from the folded output's own moments: the same numbers without an
     activation-sized division."""
-    mean, variance = tf.nn.moments(folded_output, axes=[0, 1, 2], name="batch_moments")
+    mean, variance = _batch_moments(folded_output)
     return mean / scale, variance / tf.square(scale)
 
 

@@ -238,3 +238,30 @@ def test_the_train_op_runs_one_convolution_per_layer():
     convolutions = sorted(op.name for op in needed if op.type in LAYERS)
     assert convolutions == sorted(name + "_Fold" for name in layers), convolutions
     assert not [op.name for op in needed if op.type.startswith("FusedBatchNorm")]
+    # The batch moments' gradient broadcasts its vectors (reduce_mean's tiles them; the
+    # loss here, a reduce_mean, still does).
+    assert not [op.name for op in needed if op.type == "Tile" and "BatchNorm_Fold" in op.name]
+
+
+def test_batch_moments_gradient_is_tf_nn_moments():
+    """The fold's own moments (their gradient written out) against tf.nn.moments and its
+    automatic gradient, for upstream gradients on the mean, on the variance and on both,
+    on a batch large enough that a wrong count or a missing term shows."""
+    from quantization import fold_batch_norm
+    rng = np.random.RandomState(4)
+    values = rng.normal(2.0, 3.0, [4, 5, 6, 7]).astype(np.float32)
+    upstream = [rng.normal(size=[7]).astype(np.float32) for _ in range(2)]
+    with tf.Graph().as_default(), tf.Session() as sess:
+        x = tf.constant(values)
+        ours = fold_batch_norm._batch_moments(x)
+        reference = tf.nn.moments(x, axes=[0, 1, 2])
+        runs = []
+        for weights in ((1.0, 0.0), (0.0, 1.0), (1.0, 1.0)):
+            runs.append([tf.gradients(sum(w * tf.reduce_sum(m * u) for w, m, u in
+                                          zip(weights, moments, upstream)), x)[0]
+                         for moments in (ours, reference)])
+        got = sess.run([list(ours), list(reference), runs])
+    for ours_value, reference_value in zip(got[0], got[1]):
+        assert _relative(ours_value, reference_value) <= TOLERANCE
+    for ours_gradient, reference_gradient in got[2]:
+        assert _relative(ours_gradient, reference_gradient) <= TOLERANCE
