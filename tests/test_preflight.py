@@ -50,11 +50,14 @@ def broken_copy(dataset, tmp_path):
     return copy
 
 
-def fake_checkpoint(directory, step):
-    """A checkpoint holding only global_step = step, saved as training saves it."""
+def fake_checkpoint(directory, step, shapes=None):
+    """A checkpoint holding global_step = step (and zeros of ``shapes``, {name: shape}),
+    saved as training saves it."""
     os.makedirs(str(directory), exist_ok=True)
     with tf.Graph().as_default():
         global_step = tf.train.get_or_create_global_step()
+        for name, shape in (shapes or {}).items():
+            tf.get_variable(name, shape, initializer=tf.zeros_initializer())
         with tf.Session() as session:
             session.run(tf.global_variables_initializer())
             session.run(tf.assign(global_step, step))
@@ -322,6 +325,58 @@ def test_stale_train_dir_against_restore_path(dataset, tmp_path):
               % (train_dir, source))
     assert result(make_env(dataset, train_dir=train_dir), "train_dir") == (
         "ok", "resumes from %s/model.ckpt-7 (step 7)" % train_dir)
+
+
+# A layer's weights and, trained quantization-aware, their range (per tensor: one
+# value; per channel: one per output channel), as contrib.quantize names them.
+LAYER = "MobilenetV2/Conv/weights"
+TRAINED = {"float": {LAYER: [3, 3, 3, 8]},
+           "per tensor": {LAYER: [3, 3, 3, 8], "MobilenetV2/Conv/weights_quant/min": [],
+                          "MobilenetV2/Conv/weights_quant/max": []},
+           "per channel": {LAYER: [3, 3, 3, 8], "MobilenetV2/Conv/weights_quant/min": [8],
+                           "MobilenetV2/Conv/weights_quant/max": [8]}}
+ASKED = {"float": {}, "per tensor": {"quantize_delay": 0},
+         "per channel": {"quantize_delay": 0, "quantize_per_channel": True}}
+
+
+@pytest.mark.parametrize("trained", sorted(TRAINED))
+def test_resuming_with_other_quantization_is_a_problem(dataset, tmp_path, trained):
+    """A train_dir's checkpoint resumes only into the quantization it was trained with:
+    otherwise its ranges would be missing or reshaped in the graph (TensorFlow stops with
+    a line naming no cause) or dropped without a word."""
+    train_dir = str(tmp_path / "train")
+    fake_checkpoint(train_dir, 5, TRAINED[trained])
+    checkpoint = os.path.join(train_dir, "model.ckpt-5")
+    flags = {"float": "without --quantize_delay",
+             "per tensor": "with --quantize_delay and without --quantize_per_channel",
+             "per channel": "with --quantize_delay and --quantize_per_channel"}
+    words = {"float": "float", "per tensor": "quantization-aware, per-tensor weight ranges",
+             "per channel": "quantization-aware, per-channel weight ranges"}
+    for asked, overrides in ASKED.items():
+        got = result(make_env(dataset, train_dir=train_dir, **overrides), "train_dir")
+        if asked == trained:
+            assert got == ("ok", "resumes from %s (step 5)" % checkpoint)
+            continue
+        assert got == ("problem", "model.ckpt-5 (step 5) in %s was trained %s, and this "
+                       "run's flags ask for %s: resume it %s, or start from it in a fresh "
+                       "--train_dir with --restore_path=%s" % (
+                           train_dir, words[trained], words[asked], flags[trained],
+                           checkpoint))
+
+
+def test_a_per_tensor_run_resumed_per_channel_stops_in_one_line(dataset, tmp_path):
+    """train.py itself: one line naming the cause and the fixes, nothing trained."""
+    train_dir = str(tmp_path / "train")
+    fake_checkpoint(train_dir, 5, TRAINED["per tensor"])
+    out = run_python("train.py", "--dataset_dir=" + dataset, "--train_dir=" + train_dir,
+                     "--max_train_steps=6", "--quantize_delay=0", "--quantize_per_channel",
+                     *MODEL_FLAGS)
+    assert single_error_line(out).startswith(
+        "error: model.ckpt-5 (step 5) in %s was trained quantization-aware, per-tensor "
+        "weight ranges, and this run's flags ask for quantization-aware, per-channel weight "
+        "ranges: resume it with --quantize_delay and without --quantize_per_channel" % train_dir)
+    assert "step:" not in out.stdout
+    assert tf.train.latest_checkpoint(train_dir).endswith("model.ckpt-5")
 
 
 def test_a_resumed_run_keeps_the_recorded_start(dataset, tmp_path):

@@ -30,6 +30,7 @@ from dataloader import record_check
 from datasets import dataset_factory, layout
 from devices.npu import check_npu_environment, check_vendor_environment
 from devices.ranks import rank_info_from_environ
+from quantization import fake_quant
 from rank_tables import check as rank_check
 from training import recipes
 from utils.checkpoints import (DAMAGED_DIR, checkpoint_global_step, no_intact_checkpoint,
@@ -292,6 +293,9 @@ def check_train_dir(env, environ, full):
     checkpoint, damaged = plan_resume(env.train_dir, full=full)
     if damaged and checkpoint is None and not env.allow_fresh_start:
         return PROBLEM, no_intact_checkpoint(env.train_dir, damaged)
+    unlike = _resume_quantization(env, checkpoint)
+    if unlike:
+        return PROBLEM, unlike
     status, detail = _resume_over_restore_path(env, checkpoint)
     if not damaged:
         return status, detail
@@ -329,6 +333,42 @@ def _resume_over_restore_path(env, checkpoint):
         "resumes from, and that training %s; use a fresh --train_dir, or delete %s's "
         "checkpoints to start from --restore_path, or drop --restore_path to resume"
         % (given, train_dir, os.path.basename(checkpoint), step, origin, train_dir))
+
+
+def _quantization_of(variable_shapes):
+    """How a checkpoint (its {name: shape}) was trained: None (float), "per tensor" or
+    "per channel" (its weight ranges' shapes)."""
+    if not fake_quant.holds_ranges(variable_shapes):
+        return None
+    return "per channel" if fake_quant.per_channel_ranges(variable_shapes) else "per tensor"
+
+
+def _resume_quantization(env, checkpoint):
+    """The problem line when the checkpoint to resume was trained with other
+    quantization than this run's flags ask for (float, per-tensor or per-channel ranges),
+    else None. Its variables would not restore into this run's graph (missing or
+    reshaped ranges stop TensorFlow with a line naming no cause), or, resumed as float,
+    its ranges would be dropped without a word."""
+    if checkpoint is None:
+        return None
+    try:
+        trained = _quantization_of(dict(tf.train.list_variables(checkpoint)))
+    except (tf.errors.OpError, ValueError):  # unreadable: the damage checks say so
+        return None
+    settings = env.quantization
+    asked = None if settings is None else (
+        "per channel" if settings.per_channel else "per tensor")
+    if trained == asked:
+        return None
+    how = {None: "float", "per tensor": "quantization-aware, per-tensor weight ranges",
+           "per channel": "quantization-aware, per-channel weight ranges"}
+    flags = {None: "without --quantize_delay",
+             "per tensor": "with --quantize_delay and without --quantize_per_channel",
+             "per channel": "with --quantize_delay and --quantize_per_channel"}
+    return ("%s (step %d) in %s was trained %s, and this run's flags ask for %s: resume "
+            "it %s, or start from it in a fresh --train_dir with --restore_path=%s"
+            % (os.path.basename(checkpoint), _step_of(checkpoint), env.train_dir,
+               how[trained], how[asked], flags[trained], checkpoint))
 
 
 def _step_of(checkpoint):
