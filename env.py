@@ -100,7 +100,15 @@ def _define_run_flags():
     flags.DEFINE_integer("max_epoch", None, "Epochs to train (exclusive with --max_train_steps).")
     flags.DEFINE_integer("max_train_steps", None, "Global steps to train (exclusive with --max_epoch).")
     flags.DEFINE_integer("log_every_n_steps", 10, "Steps between progress lines and summaries.")
-    flags.DEFINE_integer("seed", None, "Graph-level random seed.")
+    flags.DEFINE_integer("seed", None, "Graph-level random seed (also the training "
+                         "augmentation's). Default: none, or 0 with --deterministic.")
+    flags.DEFINE_boolean("deterministic", False,
+                         "Repeatable training, for debugging a recipe: seeded (--seed, "
+                         "default 0), records read and augmented on one thread in a fixed "
+                         "order, TensorFlow's deterministic kernels (on Ascend "
+                         "NPURunConfig(deterministic=1)). Two runs of one command on one "
+                         "machine write bit-identical checkpoints; input is slower. "
+                         "Exclusive with --data_threads above 1.")
     flags.DEFINE_boolean("use_synthetic_data", False, "Random images (benchmarking).")
     flags.DEFINE_boolean("skip_corrupt_records", False,
                          "Train past records that do not parse, decode or have a label "
@@ -335,7 +343,8 @@ FIELDS = tuple(Field(*row) for row in (
     ("image_size", None, False, "training resolution"),
     ("eval_image_size", None, False, "evaluation resolution"),
     ("central_fraction", "central_fraction", False, "central crop kept when evaluating"),
-    ("data_threads", "data_threads", False, "tf.data private pool size (None: cores - 1)"),
+    ("data_threads", None, False, "tf.data private pool size (None: cores - 1; 1 with "
+                                  "--deterministic)"),
     ("use_synthetic_data", "use_synthetic_data", False, "random images instead of data"),
     ("skip_corrupt_records", "skip_corrupt_records", False, "drop and count bad records"),
     ("num_samples", None, False, "training images in the dataset"),
@@ -386,7 +395,8 @@ FIELDS = tuple(Field(*row) for row in (
     ("bn_decay", "bn_decay", False, "batch-norm moving-average decay"),
     ("dropout_keep_prob", "dropout_keep_prob", False, "dropout keep probability"),
     ("drop_path_rate", None, False, "stochastic depth of the last block"),
-    ("seed", "seed", False, "graph-level random seed, or None"),
+    ("seed", None, False, "graph-level random seed, or None (0 with --deterministic)"),
+    ("deterministic", "deterministic", False, "repeatable training (--deterministic)"),
     # checkpoints and the loop
     ("train_dir", "train_dir", True, "checkpoints, summaries, logs, results"),
     ("log_every_n_steps", "log_every_n_steps", True, "steps between progress lines"),
@@ -551,6 +561,19 @@ def _data_fields(f, dataset):
                         else f.drop_path_rate))
 
 
+def _determinism_fields(f):
+    """The seed and input threads; --deterministic seeds an unseeded run with 0 and
+    reads on one thread: the augmentation's random ops are stateful, and parallel map
+    calls would take their numbers in a varying order."""
+    if not f.deterministic:
+        return dict(seed=f.seed, data_threads=f.data_threads)
+    if f.data_threads is not None and f.data_threads > 1:
+        raise UserError("--deterministic reads and augments records on one thread (its "
+                        "random crops and flips would otherwise reach the images in a "
+                        "varying order); drop --data_threads=%d" % f.data_threads)
+    return dict(seed=0 if f.seed is None else f.seed, data_threads=1)
+
+
 def _device_fields(f, facts, environ):
     """Which device, this process's rank, how many replicas, which precision."""
     device, ranks = facts.device, rank_info_from_environ(environ)
@@ -682,6 +705,7 @@ class Env(Config):
         values = dict((field.name, getattr(f, field.flag)) for field in FIELDS
                       if field.flag is not None)
         values.update(_data_fields(f, facts.dataset))
+        values.update(_determinism_fields(f))
         values.update(_device_fields(f, facts, environ))
         values.update(_npu_fields(f, facts.dataset, values["device"], values["rank_size"],
                                   environ))
@@ -759,7 +783,9 @@ class Env(Config):
                    self.num_replicas, self.global_batch, self.num_samples, self.steps_per_epoch,
                    self.max_train_steps, self.max_train_steps / float(self.steps_per_epoch),
                    self.lr_decay_type, self.learning_rate, self.optimizer_name)
-                + self._describe_quantization())
+                + self._describe_quantization()
+                + ("; deterministic (seed %d, one input thread)" % self.seed
+                   if self.deterministic else ""))
 
     def _describe_quantization(self):
         settings = self.quantization

@@ -275,9 +275,10 @@ def _training_records(files, shard_records, rank, rank_size, seed, num_threads,
         # Record sharding needs the same record order on every rank: read in file order.
         return _files_with_ids(files).flat_map(read).shard(rank_size, rank)
     names = _files_with_ids(files).shuffle(len(files), seed=seed)
-    return names.interleave(
-        read, cycle_length=min(len(files), MAX_INTERLEAVE_CYCLE), block_length=1,
-        num_parallel_calls=num_threads)
+    cycle = min(len(files), MAX_INTERLEAVE_CYCLE)
+    # tf.data refuses more parallel reads than open files (more threads than shards).
+    return names.interleave(read, cycle_length=cycle, block_length=1,
+                            num_parallel_calls=min(num_threads, cycle))
 
 
 def _records_dataset(files, shard_records, rank, rank_size, is_training, seed, num_threads,
@@ -395,7 +396,8 @@ def make_input_fn(dataset_spec, split, is_training, batch_size, image_size,
                                       seed).with_options(options)
         return synthetic_input_fn
 
-    preprocess_fn = preprocessing.get_preprocessing(preprocessing_name, preprocessing_options)
+    preprocess_fn = preprocessing.get_preprocessing(
+        preprocessing_name, dict(preprocessing_options or {}, seed=seed))
     files, shard_records = files_for_rank(dataset_spec.list_files(split), rank, rank_size)
     if shuffle_buffer is None:
         shuffle_buffer = max(1, min(MAX_SHUFFLE_BUFFER, dataset_spec.num_samples(split)))

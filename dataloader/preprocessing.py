@@ -14,10 +14,14 @@ from utils.tf_compat import tf
 
 PreprocessingConfig = collections.namedtuple(
     "PreprocessingConfig",
-    "min_crop_area random_flip central_fraction min_object_covered aspect_ratio_range")
+    "min_crop_area random_flip central_fraction min_object_covered aspect_ratio_range seed")
+# seed: the op-level seed of the training augmentation's random ops (a seeded run's
+# --seed), None for unseeded. It must be given to each op: the crop's sits in a branch
+# of a tf.cond inside the dataset's map function, whose graph does not inherit the
+# graph-level seed, so it would draw differently in every run.
 DEFAULT_CONFIG = PreprocessingConfig(
     min_crop_area=0.05, random_flip=True, central_fraction=0.875, min_object_covered=0.1,
-    aspect_ratio_range=(3.0 / 4.0, 4.0 / 3.0))
+    aspect_ratio_range=(3.0 / 4.0, 4.0 / 3.0), seed=None)
 
 
 def make_config(options=None):
@@ -47,14 +51,23 @@ def _central_window(shape, central_fraction):
     return tf.stack([top, left, 0]), tf.stack([height, width, -1])
 
 
-def _random_window(shape, bbox, min_object_covered, area_range, aspect_ratio_range):
+def _op_seed(seed, index):
+    """The ``index``-th augmentation op's seed of a run seeded ``seed`` (None: unseeded):
+    distinct per op, so a crop and a flip do not draw the same numbers, and never 0
+    (some ops read an op seed of 0 as none)."""
+    return None if seed is None else seed * 16 + index + 1
+
+
+def _random_window(shape, bbox, min_object_covered, area_range, aspect_ratio_range,
+                   seed=None):
     """(begin, size) of a random crop overlapping bbox (the whole image if none)."""
     if bbox is None:
         bbox = tf.zeros([1, 0, 4], tf.float32)
     begin, size, _ = tf.image.sample_distorted_bounding_box(
         tf.stack([shape[0], shape[1], 3]), bounding_boxes=bbox,
         min_object_covered=min_object_covered, aspect_ratio_range=aspect_ratio_range,
-        area_range=area_range, max_attempts=100, use_image_if_no_bounding_boxes=True)
+        area_range=area_range, max_attempts=100, use_image_if_no_bounding_boxes=True,
+        seed=_op_seed(seed, 0))
     return begin, size
 
 
@@ -94,15 +107,16 @@ def _resize_and_scale(image, height, width):
 
 def preprocess_for_train(image, height, width, bbox=None, min_object_covered=0.1,
                          area_range=(0.05, 1.0), aspect_ratio_range=(3.0 / 4.0, 4.0 / 3.0),
-                         random_flip=True):
+                         random_flip=True, seed=None):
     """Random crop + resize (+ flip) of encoded bytes or a uint8 image; bbox is float32
-    [1, N, 4] (ymin, xmin, ymax, xmax) in [0, 1] or None."""
+    [1, N, 4] (ymin, xmin, ymax, xmax) in [0, 1] or None; ``seed``: see DEFAULT_CONFIG."""
     def window_fn(shape):
-        return _random_window(shape, bbox, min_object_covered, area_range, aspect_ratio_range)
+        return _random_window(shape, bbox, min_object_covered, area_range, aspect_ratio_range,
+                              seed)
 
     image = _resize_and_scale(_decode_window(image, window_fn), height, width)
     if random_flip:
-        image = tf.image.random_flip_left_right(image)
+        image = tf.image.random_flip_left_right(image, seed=_op_seed(seed, 1))
     return image
 
 
@@ -120,7 +134,8 @@ def _inception(config):
             return preprocess_for_train(
                 image, height, width, bbox=bbox, min_object_covered=config.min_object_covered,
                 area_range=(config.min_crop_area, 1.0),
-                aspect_ratio_range=config.aspect_ratio_range, random_flip=config.random_flip)
+                aspect_ratio_range=config.aspect_ratio_range, random_flip=config.random_flip,
+                seed=config.seed)
         return preprocess_for_eval(image, height, width, config.central_fraction)
     return preprocess
 
@@ -129,20 +144,21 @@ def _whole_window(shape):
     return tf.zeros([3], tf.int32), tf.stack([shape[0], shape[1], -1])
 
 
-def preprocess_small(image, height, width, is_training, random_flip=True):
+def preprocess_small(image, height, width, is_training, random_flip=True, seed=None):
     """The CIFAR recipe's: the whole image (resized only when it is not height x width);
     for training, zero-padded by an eighth of its side (4 px at 32) on every side, a
     random height x width crop and a random flip. As kuangliu/pytorch-cifar and TF-Slim's
-    cifarnet_preprocessing train; scaled to [-1, 1] like the others."""
+    cifarnet_preprocessing train; scaled to [-1, 1] like the others. ``seed``: see
+    DEFAULT_CONFIG."""
     image = tf.image.convert_image_dtype(_decode_window(image, _whole_window), tf.float32)
     image = tf.image.resize_images(image, [height, width],
                                    method=tf.image.ResizeMethod.BILINEAR, align_corners=False)
     if is_training:
         pad_y, pad_x = height // 8, width // 8
         image = tf.pad(image, [[pad_y, pad_y], [pad_x, pad_x], [0, 0]])
-        image = tf.image.random_crop(image, [height, width, 3])
+        image = tf.image.random_crop(image, [height, width, 3], seed=_op_seed(seed, 0))
         if random_flip:
-            image = tf.image.random_flip_left_right(image)
+            image = tf.image.random_flip_left_right(image, seed=_op_seed(seed, 1))
     image.set_shape([height, width, 3])
     return (image - 0.5) * 2.0
 
@@ -150,7 +166,8 @@ def preprocess_small(image, height, width, is_training, random_flip=True):
 def _small(config):
     def preprocess(image, height, width, is_training, bbox=None):
         del bbox  # the crop is uniform: CIFAR's objects fill the image
-        return preprocess_small(image, height, width, is_training, config.random_flip)
+        return preprocess_small(image, height, width, is_training, config.random_flip,
+                                config.seed)
     return preprocess
 
 

@@ -6,6 +6,7 @@ MultiWorkerMirroredStrategy, NCCL between GPUs, ring all-reduce between CPUs. On
 an Estimator trains multi-worker only through tf.estimator.train_and_evaluate.
 """
 import inspect
+import os
 
 from devices import graph_rewrites, precision
 from devices.base import Device
@@ -19,6 +20,8 @@ class TfDevice(Device):
         super(TfDevice, self).__init__(env, logger)
         self.multi_worker = env.rank_size > 1
         self.strategy = self._strategy()
+        if env.deterministic:
+            _deterministic_kernels()
 
     def _strategy(self):
         env = self.env
@@ -110,6 +113,18 @@ class TfDevice(Device):
         if env.loss_scale is not None:
             parts.append("loss scale %s" % env.loss_scale)
         return ", ".join(parts)
+
+
+def _deterministic_kernels():
+    """TensorFlow's deterministic kernels for the whole process (--deterministic): TF 2.9+
+    switches them on with enable_op_determinism (and then refuses an unseeded random
+    op); TF 1.15 reads TF_DETERMINISTIC_OPS as it builds the graph (cuDNN convolutions
+    and bias-add on GPUs). Before any graph is built."""
+    os.environ["TF_DETERMINISTIC_OPS"] = "1"
+    import tensorflow
+    enable = getattr(tensorflow.config.experimental, "enable_op_determinism", None)
+    if enable is not None:
+        enable()
 
 
 def _no_graph_text():

@@ -40,7 +40,8 @@ DYNAMIC_LOSS_SCALE = dict(init_loss_scale=2 ** 32, incr_every_n_steps=1000,
 # The flag behind each optional NPURunConfig keyword (for a tf_adapter that lacks one).
 _FLAG_OF = {"op_compiler_cache_mode": "--op_compiler_cache_mode",
             "op_compiler_cache_dir": "--op_compiler_cache_dir",
-            "profiling_config": "--profiling_dir", "dump_config": "--over_dump"}
+            "profiling_config": "--profiling_dir", "dump_config": "--over_dump",
+            "deterministic": "--deterministic"}
 
 
 def _bridge(module):
@@ -113,6 +114,8 @@ class NpuDevice(Device):
         if (env.hccl_timeout is not None
                 and "hccl_timeout" in self._capabilities.run_config_parameters):
             kwargs["hccl_timeout"] = env.hccl_timeout
+        if env.deterministic:  # GE's deterministic kernels (tf_adapter r1.12.0 on)
+            kwargs["deterministic"] = 1
         npu_capabilities.check_run_config_kwargs(self._capabilities, kwargs, _FLAG_OF)
         return kwargs
 
