@@ -413,7 +413,7 @@ def make_input_fn(dataset_spec, split, is_training, batch_size, image_size,
         records = _records_dataset(files, shard_records, rank, rank_size, is_training, seed,
                                    num_threads, shuffle_buffer, num_epochs,
                                    skip_corrupt=skipped is not None)
-        examples = records.map(parse, num_parallel_calls=min(num_threads, cycle))
+        examples = records.map(parse, num_parallel_calls=num_threads)
         if skipped is not None:
             examples = examples.filter(skipped.keep_fn(files)).map(
                 lambda image, label, file_id, index, problem, raw_label: (image, label))
