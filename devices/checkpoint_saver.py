@@ -33,7 +33,9 @@ class ResumeSafeSaverHook(tf.train.CheckpointSaverHook):
     hold only the seeded initial weights, which a rerun makes again (that save and its
     finite-weights check measured ~1.4 s of MobileNetV2's start-up). A warm-started run
     writes it, so the restored weights are on record and a crash before the first
-    interval resumes from them."""
+    interval resumes from them, and so does a --deterministic one: its starting weights
+    on record, for comparing the training with another implementation's from the same
+    start (benchmarks/training_parity.py)."""
 
     def __init__(self, checkpoint_dir, initial_checkpoint=True, **kwargs):
         super(ResumeSafeSaverHook, self).__init__(checkpoint_dir, **kwargs)

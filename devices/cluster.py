@@ -89,7 +89,8 @@ class TfDevice(Device):
             saver = ResumeSafeSaverHook(
                 self.model_dir, save_secs=self.env.save_checkpoints_secs,
                 save_steps=self.env.save_checkpoints_steps, save_graph_def=False,
-                initial_checkpoint=self.env.restore_checkpoint is not None)
+                initial_checkpoint=(self.env.restore_checkpoint is not None
+                                    or self.env.deterministic))
             estimator.train(input_fn, max_steps=max_steps, hooks=list(hooks) + [saver],
                             saving_listeners=list(saving_listeners) or None)
             return

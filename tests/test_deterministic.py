@@ -100,8 +100,9 @@ def test_deterministic_on_ascend_asks_ge_for_deterministic_kernels(npu_bridge, n
         assert config["tf_random_seed"] == (0 if deterministic else None)
 
 
-def _checkpoint_values(train_dir):
-    path = tf.train.latest_checkpoint(train_dir)
+def _checkpoint_values(train_dir, step=None):
+    path = (tf.train.latest_checkpoint(train_dir) if step is None
+            else os.path.join(train_dir, "model.ckpt-%d" % step))
     reader = tf.train.load_checkpoint(path)
     return path, dict((name, reader.get_tensor(name))
                       for name, _ in tf.train.list_variables(path))
@@ -111,8 +112,9 @@ def _checkpoint_values(train_dir):
 def test_two_deterministic_runs_write_bit_identical_checkpoints(dataset, tmp_path):
     """train.py --deterministic twice, inception-style crops and flips on (the
     defaults), weight moving averages, 12 steps: every variable of the two final
-    checkpoints equal bit for bit; a third run seeded otherwise differs (the seed
-    reaches the weights: the randomness is real, and seeded)."""
+    checkpoints equal bit for bit, and of their step-0 checkpoints (a deterministic run
+    keeps its starting weights); a third run seeded otherwise differs (the seed reaches
+    the weights: the randomness is real, and seeded)."""
     def train(name, *flags):
         train_dir = str(tmp_path / name)
         out = run_python("train.py", "--dataset_dir=" + dataset, "--train_dir=" + train_dir,
@@ -125,6 +127,12 @@ def test_two_deterministic_runs_write_bit_identical_checkpoints(dataset, tmp_pat
         return _checkpoint_values(train_dir)
     first_path, first = train("first")
     second_path, second = train("second")
+    starts = [_checkpoint_values(os.path.dirname(path), 0)[1]
+              for path in (first_path, second_path)]
+    assert [name for name in starts[0]
+            if not np.array_equal(starts[0][name], starts[1][name])] == []
+    assert not np.array_equal(starts[0]["MobilenetV2/Conv/weights"],
+                              first["MobilenetV2/Conv/weights"])  # it trained
     assert first_path.endswith("model.ckpt-12") and second_path.endswith("model.ckpt-12")
     assert sorted(first) == sorted(second)
     assert len(first) > 400  # weights, batch-norm statistics, momenta, averages

@@ -1,0 +1,309 @@
+"""Step parity (issue 34): our train.py under a recipe, deterministic, against an
+independent PyTorch implementation of the same recipe (benchmarks/parity_reference.py,
+in .venv-bench) from the same starting weights on the same batches.
+
+  .venv/bin/python -m benchmarks.training_parity [--recipe=mobilenet_v2_cifar10] \\
+      [--records=CIFAR10_TFRECORDS] [--steps=50] [--batch_size=128] \\
+      [--out=benchmarks/TRAINING_PARITY.json]
+  .venv/bin/python -m benchmarks.training_parity --quick     # tiny images, 3 steps
+
+1. train.py --deterministic with the recipe's flags (its length cut to --steps, so its
+   cosine ends there; --batch_size scales its learning rate as the recipe says), a
+   checkpoint at step 0 and at the end, a summary every step;
+2. the batches that run read, made again by the same input function with the same seed
+   (the first step's loss agreeing to 1e-4 shows they are the same), and its step-0
+   weights;
+3. the reference, configured from what our graph does (the decayed weights, batch norm's
+   epsilon read from the built graph; the run's learning rate, momentum, decay), trains
+   the same steps with torch.optim.SGD, nn.BatchNorm2d, nn.CrossEntropyLoss and
+   CosineAnnealingLR;
+4. the loss at every step (relative difference: first step within 1e-4, every step
+   within 2e-2) and the weights at the end.
+
+Then each deliberate choice of ours that the recipe's source does otherwise is measured
+on its own: the reference rerun with the source's choice, its loss compared the same way.
+``--plant`` gives the reference a semantic difference ours does not have (the check must
+then fail: tests/test_training_parity.py).
+"""
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_PYTHON = os.path.join(ROOT, ".venv-bench", "bin", "python")
+FIRST_STEP_TOLERANCE = 1e-4
+STEP_TOLERANCE = 2e-2
+# The recipes the reference implements: recipe -> the reference's network.
+NETWORKS = {"mobilenet_v2_cifar10": "mobilenet_v2_cifar"}
+# Where a recipe's source does otherwise than we do on purpose: name -> (what, the
+# reference's config changes that make the source's choice).
+SOURCE_CHOICES = {
+    "mobilenet_v2_cifar10": {
+        "decay_every_parameter": (
+            "kuangliu's main.py decays every parameter (SGD weight_decay=5e-4 on batch-norm "
+            "gammas and betas, depthwise kernels and the head's bias too); TF-Slim's "
+            "training_scope, and so ours, decays only the conv and head kernels",
+            {"decay_every_parameter": True}),
+        "symmetric_padding": (
+            "kuangliu's convolutions pad 1 on every side; TensorFlow's SAME pads a stride-2 "
+            "3x3 layer on an even size only after (one row and column)",
+            {"padding": "symmetric"}),
+        "bn_epsilon_1e-5": (
+            "PyTorch's BatchNorm2d epsilon is 1e-5; TF-Slim's training_scope uses 1e-3",
+            {"bn_epsilon": 1e-5}),
+    },
+}
+# Planted differences (the check must catch them): name -> reference config changes.
+PLANTS = {"decay_batch_norm_gammas": {"decay_batch_norm_gammas": True},
+          "bn_momentum_0.01": {"bn_momentum": 0.01}}
+
+
+def _run(command, **kwargs):
+    out = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, **kwargs)
+    if out.returncode != 0:
+        raise SystemExit("%s failed:\n%s" % (" ".join(command[:3]), out.stderr[-3000:]))
+    return out
+
+
+def _our_flags(recipe, records, train_dir, steps, batch_size, overrides=()):
+    """train.py's flags: the recipe's, then ``overrides`` ("name=value"), then the
+    run's length, checkpoints and summaries."""
+    from training import recipes
+    flags = dict(recipes.load(recipe).flags)
+    flags.pop("max_epoch", None)
+    if batch_size:
+        flags["batch_size"] = str(batch_size)
+    flags.update(item.split("=", 1) for item in overrides)
+    flags.update(max_train_steps=str(steps), save_checkpoints_steps=str(steps),
+                 log_every_n_steps="1", dataset_dir=records, train_dir=train_dir)
+    return ["--%s=%s" % item for item in flags.items()] + ["--deterministic"]
+
+
+def _env(argv):
+    from absl import flags
+
+    import env as env_lib
+    env_lib.define_train_flags()
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["training_parity"] + argv)
+    return env_lib.load_env(flags.FLAGS, environ={})
+
+
+def _batches(env, steps):
+    """The first ``steps`` training batches, as train.py's input function gives them in
+    a graph seeded as the Estimator seeds it."""
+    from training import loop
+    from utils.tf_compat import tf
+    with tf.Graph().as_default():
+        tf.set_random_seed(env.seed)
+        images, labels = tf.data.make_one_shot_iterator(loop.train_input_fn(env)()).get_next()
+        with tf.Session() as sess:
+            pairs = [sess.run([images, labels]) for _ in range(steps)]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def _graph_facts(env):
+    """(the weights our graph decays, batch norm's epsilon): read from the network our
+    training builds, not from its code."""
+    import estimator_impl
+    from utils.tf_compat import ops_feeding, tf
+    with tf.Graph().as_default() as graph:
+        estimator_impl.network_fn(env, is_training=True)(
+            tf.zeros([2, env.image_size, env.image_size, 3]))
+        decayed = set()
+        for loss in tf.losses.get_regularization_losses():
+            decayed.update(op.name for op in ops_feeding(loss.op)
+                           if op.type in ("VarHandleOp", "VariableV2"))
+        epsilons = set(op.get_attr("epsilon") for op in graph.get_operations()
+                       if op.type.startswith("FusedBatchNorm"))
+    if len(epsilons) != 1:
+        raise SystemExit("batch norms with several epsilons: %s" % sorted(epsilons))
+    return sorted(decayed), float(epsilons.pop())
+
+
+def _checkpoint(path):
+    from utils.tf_compat import tf
+    reader = tf.train.load_checkpoint(path)
+    return dict((name, reader.get_tensor(name)) for name, _ in tf.train.list_variables(path)
+                if "Momentum" not in name and name != "global_step")
+
+
+def _summaries(train_dir, tags=("loss", "total_loss", "learning_rate")):
+    """{tag: [value at step 1, 2, ...]} from the run's event files (float32, exact)."""
+    from utils.tf_compat import tf
+    found = dict((tag, {}) for tag in tags)
+    for path in sorted(glob.glob(os.path.join(train_dir, "events.out.tfevents.*"))):
+        for event in tf.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag in found:
+                    found[value.tag][event.step] = value.simple_value
+    return dict((tag, [steps[k] for k in sorted(steps)]) for tag, steps in found.items())
+
+
+def _relative(ours, reference):
+    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
+    return np.abs(ours - reference) / np.maximum(np.abs(reference), 1e-12)
+
+
+def _group(name):
+    """The kind of a variable, for the per-kind figures."""
+    last = name.rsplit("/", 1)[-1]
+    return {"depthwise_weights": "weights", "moving_variance": "moving_mean"}.get(last, last)
+
+
+def _update_differences(start, ours, reference):
+    """{kind: median over its variables of |our update - the reference's| / |the
+    reference's update| (largest elements)}: how far the steps themselves agree."""
+    kinds = {}
+    for name, value in reference.items():
+        if name in ("loss", "total_loss", "learning_rate"):
+            continue
+        theirs = value - start[name]
+        diff = float(np.abs((ours[name] - start[name]) - theirs).max())
+        kinds.setdefault(_group(name), []).append(diff / max(float(np.abs(theirs).max()), 1e-30))
+    return dict((kind, float(np.median(values))) for kind, values in sorted(kinds.items()))
+
+
+def _weights_difference(ours, reference):
+    """Largest relative difference of any variable (its max |diff| over its max |value|)."""
+    worst = (0.0, None)
+    for name, value in reference.items():
+        if name in ("loss", "total_loss", "learning_rate"):
+            continue
+        scale = max(float(np.abs(ours[name]).max()), 1e-12)
+        diff = float(np.abs(ours[name] - value).max()) / scale
+        worst = max(worst, (diff, name))
+    return worst
+
+
+def _reference(work, name, config, changes=None):
+    """Runs the reference with ``config`` updated by ``changes`` in its own folder
+    ``name`` under ``work``; its reference.npz."""
+    folder = os.path.join(work, name)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "reference_config.json"), "w") as handle:
+        json.dump(dict(config, **(changes or {})), handle, indent=1)
+    _run([BENCH_PYTHON, os.path.join(ROOT, "benchmarks", "parity_reference.py"), folder])
+    with np.load(os.path.join(folder, "reference.npz")) as data:
+        return dict((name, data[name]) for name in data.files)
+
+
+def _compare(ours_losses, ours_weights, reference, start):
+    loss = _relative(ours_losses["loss"], reference["loss"])
+    weights, worst = _weights_difference(ours_weights, reference)
+    return {"update_rel_diff_median": _update_differences(start, ours_weights, reference),
+            "loss_reference": [float(x) for x in reference["loss"]],
+            "rel_diff_first": float(loss[0]), "rel_diff_max": float(loss.max()),
+            "rel_diff_total_loss_max": float(_relative(ours_losses["total_loss"],
+                                                       reference["total_loss"]).max()),
+            "rel_diff_learning_rate_max": float(_relative(ours_losses["learning_rate"],
+                                                          reference["learning_rate"]).max()),
+            "weights_rel_diff_max": weights, "weights_worst": worst,
+            "agree": bool(loss[0] <= FIRST_STEP_TOLERANCE and loss.max() <= STEP_TOLERANCE)}
+
+
+def parity(recipe, records, work, steps, batch_size, plant=None, overrides=()):
+    """The recipe's row: our losses, the reference's, their differences and the
+    measured effect of each deliberate choice."""
+    if recipe not in NETWORKS:
+        raise SystemExit("no reference for recipe %s (have: %s)" % (recipe, ", ".join(NETWORKS)))
+    train_dir = os.path.join(work, "ours")
+    shutil.rmtree(train_dir, ignore_errors=True)
+    argv = _our_flags(recipe, records, train_dir, steps, batch_size, overrides)
+    _run([sys.executable, os.path.join(ROOT, "train.py")] + argv)
+    env = _env(argv)
+    images, labels = _batches(env, steps)
+    batches, start = os.path.join(work, "batches.npz"), os.path.join(work, "start.npz")
+    np.savez(batches, images=images, labels=labels)
+    np.savez(start, **_checkpoint(os.path.join(train_dir, "model.ckpt-0")))
+    decayed, epsilon = _graph_facts(env)
+    from training import optimization
+    config = {"network": NETWORKS[recipe], "num_classes": env.num_classes, "steps": steps,
+              "learning_rate": env.learning_rate, "schedule": env.lr_decay_type,
+              "decay_steps": optimization.decay_span(env), "momentum": env.momentum,
+              "weight_decay": env.weight_decay, "decayed": decayed,
+              "bn_momentum": 1.0 - env.bn_decay, "bn_epsilon": epsilon,
+              "label_smoothing": env.label_smoothing, "padding": "tf_same",
+              "batches": batches, "start": start}
+    ours_losses = _summaries(train_dir)
+    ours_weights = _checkpoint(os.path.join(train_dir, "model.ckpt-%d" % steps))
+    row = {"steps": steps, "batch_size": env.batch_size, "overrides": list(overrides), "image_size": env.image_size,
+           "records": os.path.basename(os.path.normpath(records)), "reference_config": config,
+           "loss_ours": [float(x) for x in ours_losses["loss"]]}
+    start_weights = _checkpoint(os.path.join(train_dir, "model.ckpt-0"))
+    row.update(_compare(ours_losses, ours_weights,
+                        _reference(work, "reference", config, PLANTS.get(plant)), start_weights))
+    row["planted"] = plant
+    row["differences"] = []
+    if plant is None:
+        for name, (what, changes) in SOURCE_CHOICES[recipe].items():
+            effect = _compare(ours_losses, ours_weights,
+                              _reference(work, "reference_" + name, config, changes),
+                              start_weights)
+            row["differences"].append({
+                "name": name, "what": what, "kept": "ours (deliberate)",
+                "loss_last_ours": row["loss_ours"][-1],
+                "loss_last_with_source_choice": effect["loss_reference"][-1],
+                "rel_diff_max": effect["rel_diff_max"],
+                "weights_rel_diff_max": effect["weights_rel_diff_max"]})
+    return row
+
+
+def _quick_records(work):
+    from tests.ds_helpers import write_tiny_dataset
+    shutil.rmtree(os.path.join(work, "data"), ignore_errors=True)
+    return write_tiny_dataset(os.path.join(work, "data"), num_classes=10, per_class=10,
+                              size=32, train_shards=2, validation_shards=1)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipe", default="mobilenet_v2_cifar10")
+    parser.add_argument("--records", help="the recipe's TFRecords (default with --quick: a "
+                                          "tiny generated set)")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--batch_size", type=int, default=None,
+                        help="default: the recipe's")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 steps of batch 32 on 100 generated 32-px images")
+    parser.add_argument("--plant", choices=sorted(PLANTS),
+                        help="a semantic difference in the reference (the check must fail)")
+    parser.add_argument("--override", action="append", default=[], metavar="FLAG=VALUE",
+                        help="a train.py flag over the recipe's, in both runs (e.g. "
+                             "learning_rate_per_256=0.002); repeatable")
+    parser.add_argument("--work", default="/tmp/training_parity")
+    parser.add_argument("--out", default=None,
+                        help="JSON to add the recipe's row to (e.g. "
+                             "benchmarks/TRAINING_PARITY.json)")
+    args = parser.parse_args(argv)
+    if not os.path.exists(BENCH_PYTHON):
+        raise SystemExit("no %s: bash scripts/run_benchmarks.sh --help installs it "
+                         "(benchmarks/requirements.txt)" % BENCH_PYTHON)
+    os.makedirs(args.work, exist_ok=True)
+    steps, batch = (3, 32) if args.quick else (args.steps, args.batch_size)
+    records = args.records or _quick_records(args.work)
+    row = parity(args.recipe, records, args.work, steps, batch, args.plant, args.override)
+    print(json.dumps(dict((k, v) for k, v in row.items() if k != "reference_config"),
+                     indent=1))
+    if args.out:
+        result = {"recipes": {}}
+        if os.path.exists(args.out):
+            with open(args.out) as handle:
+                result = json.load(handle)
+        result.setdefault("recipes", {})[args.recipe] = row
+        with open(args.out, "w") as handle:
+            json.dump(result, handle, indent=1, sort_keys=True)
+    if not row["agree"]:
+        raise SystemExit("%s: ours and the reference disagree (first step %.2g, largest %.2g)"
+                         % (args.recipe, row["rel_diff_first"], row["rel_diff_max"]))
+
+
+if __name__ == "__main__":
+    main()
