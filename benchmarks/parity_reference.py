@@ -19,6 +19,8 @@ WORK/reference_config.json says what to run (written by training_parity.py):
                  after) or "symmetric" (PyTorch's padding=1, kuangliu/pytorch-cifar's)
   decay_every_parameter, decay_batch_norm_gammas   decay those too (the source's choice;
                  a planted difference)
+  dtype          "float32" (as ours) or "float64": the same steps without float32's rounding,
+                 the floor of what two float32 implementations can agree to
 Writes WORK/reference.npz: the loss (cross-entropy) and total loss (plus weight decay's L2 term,
 as TensorFlow's regularization adds it) at every step, and the final weights and batch-norm
 statistics under TensorFlow's names.
@@ -30,8 +32,8 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+import torch.nn.functional as F
 
 # MobileNetV2 for 32-px images as kuangliu/pytorch-cifar lays it out (expansion t,
 # output channels c, repeats n, first stride s), stem and first 24-channel block at
@@ -138,12 +140,13 @@ def train(work):
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True)
     bn = {"momentum": config["bn_momentum"], "epsilon": config["bn_epsilon"]}
-    model = MobileNetV2Cifar(config["num_classes"], bn, config["padding"])
+    dtype = getattr(torch, config.get("dtype", "float32"))
+    model = MobileNetV2Cifar(config["num_classes"], bn, config["padding"]).to(dtype)
     start = np.load(config["start"])
     tensors = list(model.named_tf_tensors())
     with torch.no_grad():
         for name, tensor, layout in tensors:
-            tensor.copy_(from_tf(start[name], layout))
+            tensor.copy_(from_tf(start[name], layout).to(dtype))
     decayed = set(config["decayed"])
     if config.get("decay_every_parameter"):
         decayed = set(name for name, tensor, _ in tensors if tensor.requires_grad)
@@ -164,7 +167,7 @@ def train(work):
     model.train()
     for step in range(config["steps"]):
         images = torch.from_numpy(np.ascontiguousarray(
-            batches["images"][step].transpose(0, 3, 1, 2)))
+            batches["images"][step].transpose(0, 3, 1, 2))).to(dtype)
         labels = torch.from_numpy(batches["labels"][step].astype(np.int64))
         optimizer.zero_grad()
         loss = criterion(model(images), labels)

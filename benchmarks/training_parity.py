@@ -238,11 +238,18 @@ def parity(recipe, records, work, steps, batch_size, plant=None, overrides=()):
            "records": os.path.basename(os.path.normpath(records)), "reference_config": config,
            "loss_ours": [float(x) for x in ours_losses["loss"]]}
     start_weights = _checkpoint(os.path.join(train_dir, "model.ckpt-0"))
-    row.update(_compare(ours_losses, ours_weights,
-                        _reference(work, "reference", config, PLANTS.get(plant)), start_weights))
+    reference = _reference(work, "reference", config, PLANTS.get(plant))
+    row.update(_compare(ours_losses, ours_weights, reference, start_weights))
     row["planted"] = plant
     row["differences"] = []
     if plant is None:
+        # The floor: the reference against itself in float64, compared the same way.
+        floor = _reference(work, "reference_float64", config, {"dtype": "float64"})
+        row["float32_floor"] = {
+            "what": "the float32 reference against the same steps in float64",
+            "rel_diff": [float(x) for x in _relative(reference["loss"], floor["loss"])],
+            "ours_vs_float64": [float(x) for x in _relative(ours_losses["loss"],
+                                                             floor["loss"])]}
         for name, (what, changes) in SOURCE_CHOICES[recipe].items():
             effect = _compare(ours_losses, ours_weights,
                               _reference(work, "reference_" + name, config, changes),

@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-import env as env_lib
 from dataloader import data_provider
 from datasets import dataset_factory
+import env as env_lib
 from tests.cli_helpers import run_python, single_error_line
 from tests.test_devices_npu import model_fn_for, npu_env, records
 from tests.test_env_schedules import flag_values
