@@ -66,7 +66,7 @@ def main(model_dir, batch, steps):
         mixed_precision=False, loss_scale=None, train_dir=model_dir, seed=1,
         log_every_n_steps=1, save_checkpoints_steps=steps, save_checkpoints_secs=None,
         keep_checkpoint_max=1, restore_checkpoint=None, optimizer_name="momentum",
-        momentum=0.9)
+        momentum=0.9, deterministic=False)
     device = cluster.TfDevice(env, get_logger())
     estimator = device.build_estimator(make_model_fn(device, env))
     device.train(estimator, input_fn, steps)
