@@ -18,6 +18,7 @@ from devices.npu import PRECISION_MODES
 from devices.ranks import rank_info_from_environ
 from evaluation.config import EvalConfig
 from nets import nets_factory
+from nets.builder import WEIGHTS_INITS
 from quantization import rewrite
 from training import graph_cache
 from training.finetune import parse_restore_exclude, parse_scopes
@@ -189,6 +190,10 @@ def _define_regularization_flags():
     flags.DEFINE_float("bn_decay", 0.997,
                        "Batch-norm moving-average decay. Short runs need a small one (0.9).")
     flags.DEFINE_float("dropout_keep_prob", 0.8, "Dropout keep probability before the head.")
+    flags.DEFINE_enum("weights_init", "slim", WEIGHTS_INITS,
+                      "How convolution and head weights start: 'slim' (TF-Slim's truncated "
+                      "normal, stddev 0.09) or 'pytorch' (torch.nn's default: uniform within "
+                      "+-1/sqrt(fan_in)), the one PyTorch recipes train from.")
     flags.DEFINE_float("drop_path_rate", None,
                        "Stochastic depth while training: residual block k of n is dropped "
                        "with probability rate * k / n (default: the model's, 0.2 for "
@@ -394,6 +399,7 @@ FIELDS = tuple(Field(*row) for row in (
     ("moving_average_decay", "moving_average_decay", False, "weight EMA decay, or None"),
     ("bn_decay", "bn_decay", False, "batch-norm moving-average decay"),
     ("dropout_keep_prob", "dropout_keep_prob", False, "dropout keep probability"),
+    ("weights_init", "weights_init", False, "initial weights: 'slim' or 'pytorch'"),
     ("drop_path_rate", None, False, "stochastic depth of the last block"),
     ("seed", None, False, "graph-level random seed, or None (0 with --deterministic)"),
     ("deterministic", "deterministic", False, "repeatable training (--deterministic)"),

@@ -36,7 +36,7 @@ def network_fn(env, is_training):
         env.model_name, env.num_classes, weight_decay=env.weight_decay,
         is_training=is_training, bn_decay=env.bn_decay,
         dropout_keep_prob=env.dropout_keep_prob, drop_path_rate=env.drop_path_rate,
-        quantize=env.quantization)
+        quantize=env.quantization, weights_init=env.weights_init)
 
 
 def build_estimator(env, device, logger, warm_start=None):

@@ -527,19 +527,48 @@ def variants(model_fn, table):
 BN_UPDATES = [tf.GraphKeys.UPDATE_OPS]
 
 
-def training_scope(is_training=True, weight_decay=0.00004, stddev=0.09,
-                   dropout_keep_prob=0.8, bn_decay=0.997, bn_epsilon=0.001):
-    """arg_scope for training (or, with is_training=False, evaluating) these nets.
+# --weights_init: "slim" is TF-Slim's training_scope (truncated normal, stddev 0.09);
+# "pytorch" is torch.nn's default for Conv2d / Linear (kaiming_uniform_ with a=sqrt(5):
+# uniform within +-1/sqrt(fan_in)), what PyTorch recipes such as kuangliu/pytorch-cifar
+# train from. At MobileNetV2-CIFAR's wide 1x1 layers it is about five times smaller.
+WEIGHTS_INITS = ("slim", "pytorch")
 
-    Truncated-normal(stddev) weights (Xavier if stddev < 0), L2 ``weight_decay`` on
-    slim.conv2d weights but none on depthwise (separable_conv2d) weights, batch norm
-    with ``bn_decay``/``bn_epsilon``, dropout ``dropout_keep_prob``.  Architecture
-    choices (center/scale, activations) live in the conv_defs, not here.
-    """
+
+def _pytorch_depthwise_init(shape, dtype=tf.float32, partition_info=None):
+    """PyTorch's default for a depthwise kernel [H, W, C, M]: a grouped Conv2d's fan_in
+    is H * W (one input channel per group); variance_scaling would take H * W * C."""
+    del partition_info  # TF 1.x's initializer signature
+    limit = 1.0 / (int(shape[0]) * int(shape[1])) ** 0.5
+    return tf.random.uniform(shape, -limit, limit, dtype=dtype)
+
+
+def _weights_initializers(weights_init, stddev):
+    """(conv / fully-connected initializer, depthwise initializer) of ``weights_init``."""
+    if weights_init == "pytorch":
+        # uniform with limit sqrt(3 * scale / fan_in) = 1 / sqrt(fan_in) at scale 1/3
+        dense = tf.variance_scaling_initializer(1.0 / 3, "fan_in", "uniform")
+        return dense, _pytorch_depthwise_init
+    if weights_init != "slim":
+        raise ValueError("weights_init %r is not one of %s" % (weights_init, WEIGHTS_INITS))
     if stddev < 0:
         initializer = slim.initializers.xavier_initializer()
     else:
         initializer = tf.truncated_normal_initializer(stddev=stddev)
+    return initializer, initializer
+
+
+def training_scope(is_training=True, weight_decay=0.00004, stddev=0.09,
+                   dropout_keep_prob=0.8, bn_decay=0.997, bn_epsilon=0.001,
+                   weights_init="slim"):
+    """arg_scope for training (or, with is_training=False, evaluating) these nets.
+
+    ``weights_init`` "slim": truncated-normal(stddev) weights (Xavier if stddev < 0);
+    "pytorch": PyTorch's default (see WEIGHTS_INITS). L2 ``weight_decay`` on
+    slim.conv2d weights but none on depthwise (separable_conv2d) weights, batch norm
+    with ``bn_decay``/``bn_epsilon``, dropout ``dropout_keep_prob``.  Architecture
+    choices (center/scale, activations) live in the conv_defs, not here.
+    """
+    initializer, depthwise_initializer = _weights_initializers(weights_init, stddev)
     with slim.arg_scope([slim.conv2d, slim.fully_connected, slim.separable_conv2d],
                         weights_initializer=initializer,
                         normalizer_fn=slim.batch_norm), \
@@ -550,7 +579,8 @@ def training_scope(is_training=True, weight_decay=0.00004, stddev=0.09,
                            keep_prob=dropout_keep_prob), \
             slim.arg_scope([slim.conv2d],
                            weights_regularizer=slim.l2_regularizer(weight_decay)), \
-            slim.arg_scope([slim.separable_conv2d], weights_regularizer=None) as scope:
+            slim.arg_scope([slim.separable_conv2d], weights_regularizer=None,
+                           weights_initializer=depthwise_initializer) as scope:
         return scope
 
 
@@ -558,4 +588,4 @@ __all__ = ["Op", "op", "conv_defs", "default_arg_scopes", "with_row", "with_over
            "keep_last_depth", "unscale_last_depth", "block_rows", "depth_multiplier",
            "fixed_depth", "safe_arg_scope", "mobilenet_base", "mobilenet", "classifier",
            "base_of", "wrapped_partial", "Variant", "variant", "variants",
-           "training_scope", "BN_UPDATES"]
+           "training_scope", "BN_UPDATES", "WEIGHTS_INITS"]

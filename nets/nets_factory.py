@@ -32,7 +32,7 @@ _Entry = collections.namedtuple("_Entry", ["info", "builder"])
 
 # Arguments of get_network_fn(**kwargs) that configure the training arg_scope; the
 # rest go to the model function.
-_SCOPE_KWARGS = ("stddev", "bn_epsilon")
+_SCOPE_KWARGS = ("stddev", "bn_epsilon", "weights_init")
 
 # The families, each a module with SCOPE, VARIANTS (name -> builder.Variant) and
 # MODELS (name -> model function made from that row).
@@ -130,7 +130,7 @@ def get_network_fn(name, num_classes, weight_decay=0.00004, is_training=False,
     ``quantize``: None (float), or a ``quantization.rewrite.Settings``: the network is
     then rewritten for simulated int8 as contrib.quantize would (training: with the
     settings' delays; inference: with the ranges its variables hold).
-    ``kwargs``: ``stddev``/``bn_epsilon`` go to the arg_scope, anything else (e.g.
+    ``kwargs``: ``stddev``/``bn_epsilon``/``weights_init`` go to the arg_scope, anything else (e.g.
     ``drop_path_rate``, ``depth_multiplier``, ``reuse``) to the model function.
     """
     entry = _entry(name)
