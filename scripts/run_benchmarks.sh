@@ -5,21 +5,13 @@
 #   bash scripts/run_benchmarks.sh --quick    # smoke test: tiny step counts, one repetition
 # Other arguments go to benchmarks/harness.py (--only=..., --repeats=N, --out_dir=...).
 # Installs what it needs, idempotently: .venv (scripts/setup_env.sh) for ours and Keras,
-# .venv-bench (benchmarks/requirements.txt: torch CPU, numpy) for the PyTorch peer.
+# .venv-bench (scripts/setup_bench_env.sh) for the PyTorch peer.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup_env.sh
 
+bash scripts/setup_bench_env.sh
 bench="${BENCH_VENV_DIR:-$root/.venv-bench}"
-python="${PYTHON:-python3}"
-stamp="$bench/.requirements.sha256"
-want="$(sha256sum "$root/benchmarks/requirements.txt" | cut -d' ' -f1)"
-if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$bench/bin/python" ]; }; then
-  echo "run_benchmarks: installing benchmarks/requirements.txt into $bench (first run takes a few minutes)"
-  [ -x "$bench/bin/python" ] || "$python" -m venv "$bench"
-  "$bench/bin/python" -m pip install -q --disable-pip-version-check -r "$root/benchmarks/requirements.txt"
-  echo "$want" > "$stamp"
-fi
 
 exec "$root/.venv/bin/python" -m benchmarks.harness --bench_python="$bench/bin/python" "$@"

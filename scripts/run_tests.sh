@@ -11,6 +11,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup_env.sh
+bash scripts/setup_bench_env.sh  # torch: the reference of tests/test_training_parity.py
 export PYTHONDONTWRITEBYTECODE=1
 args=()
 for arg in "$@"; do
