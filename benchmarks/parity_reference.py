@@ -8,10 +8,13 @@ numpy only; nothing of ours is imported).
 WORK/reference_config.json says what to run (written by training_parity.py):
   batches, start the .npz of the batches (images NHWC, labels; one per step) and of the
                  starting weights under TensorFlow's names
-  network        "mobilenet_v2_cifar" (the only one so far)
+  network        "mobilenet_v2_cifar" or "mobilenet_v2" (LAYOUTS)
   num_classes    the head's classes
   steps          optimizer steps, one per batch
-  learning_rate  the peak; schedule "cosine" (per step to 0 at ``decay_steps``)
+  learning_rate  the peak; schedule "cosine" (per step to 0 at ``decay_steps``) after
+                 ``warmup_steps`` of linear warmup from 0
+  moving_average_decay, moving_average_warmup   the weights' moving average (None:
+                 none; see _moving_average)
   momentum, weight_decay, decayed   SGD's, and the weights it decays (TF names)
   bn_momentum, bn_epsilon           BatchNorm2d's (PyTorch's momentum = 1 - TF's decay)
   label_smoothing                   CrossEntropyLoss's
@@ -35,12 +38,19 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-# MobileNetV2 for 32-px images as kuangliu/pytorch-cifar lays it out (expansion t,
-# output channels c, repeats n, first stride s), stem and first 24-channel block at
-# stride 1; TF-Slim's names for the blocks: expanded_conv, expanded_conv_1, ...
-CIFAR_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2),
-                (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+# MobileNetV2's table (expansion t, output channels c, repeats n, first stride s) and
+# stem stride, as the paper lays it out for ImageNet ("mobilenet_v2") and as
+# kuangliu/pytorch-cifar does for 32-px images ("mobilenet_v2_cifar": stem and first
+# 24-channel block at stride 1); TF-Slim's names for the blocks: expanded_conv,
+# expanded_conv_1, ...
+LAYOUTS = {
+    "mobilenet_v2": (2, ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                         (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))),
+    "mobilenet_v2_cifar": (1, ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2),
+                               (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))),
+}
 SCOPE = "MobilenetV2/"
+EMA_SUFFIX = "/ExponentialMovingAverage"
 
 
 class ConvBn(nn.Module):
@@ -79,12 +89,13 @@ class Block(nn.Module):
         return x + self.layers(x) if self.residual else self.layers(x)
 
 
-class MobileNetV2Cifar(nn.Module):
-    def __init__(self, num_classes, bn, padding):
-        super(MobileNetV2Cifar, self).__init__()
-        layers = [ConvBn(SCOPE + "Conv/", 3, 32, 3, 1, 1, True, bn, padding)]
+class MobileNetV2(nn.Module):
+    def __init__(self, num_classes, bn, padding, layout="mobilenet_v2_cifar"):
+        super(MobileNetV2, self).__init__()
+        stem_stride, blocks = LAYOUTS[layout]
+        layers = [ConvBn(SCOPE + "Conv/", 3, 32, 3, stem_stride, 1, True, bn, padding)]
         inputs, index = 32, 0
-        for expansion, outputs, repeats, stride in CIFAR_BLOCKS:
+        for expansion, outputs, repeats, stride in blocks:
             for repeat in range(repeats):
                 name = SCOPE + "expanded_conv%s/" % ("_%d" % index if index else "")
                 layers.append(Block(name, inputs, outputs, stride if repeat == 0 else 1,
@@ -134,6 +145,37 @@ def to_tf(tensor, layout):
     return value
 
 
+def _schedule(optimizer, warmup_steps, decay_steps):
+    """Linear warmup from 0 over ``warmup_steps`` (LambdaLR: LinearLR cannot start at
+    0), then CosineAnnealingLR to 0 over ``decay_steps``."""
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=decay_steps,
+                                                        eta_min=0.0)
+    if not warmup_steps:
+        return cosine
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: step / warmup_steps)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, cosine],
+                                                 milestones=[warmup_steps])
+
+
+def _moving_average(model, decay, warmup):
+    """torch.optim.swa_utils.AveragedModel over the weights and batch-norm statistics
+    (use_buffers, as TF-Slim averages its model variables), starting at the initial
+    weights as TensorFlow's ExponentialMovingAverage does (AveragedModel's first update
+    copies: made here, before training, so its count is the global step). ``warmup``:
+    TensorFlow's num_updates rule, decay min(decay, (1 + n) / (10 + n)) at step n;
+    else the fixed decay. None without a decay."""
+    if not decay:
+        return None
+
+    def rule(averaged, current, count):
+        rate = min(decay, (1.0 + float(count)) / (10.0 + float(count))) if warmup else decay
+        return rate * averaged + (1.0 - rate) * current
+
+    average = torch.optim.swa_utils.AveragedModel(model, avg_fn=rule, use_buffers=True)
+    average.update_parameters(model)  # the start: a copy; its count becomes 1
+    return average
+
+
 def train(work):
     with open(os.path.join(work, "reference_config.json")) as handle:
         config = json.load(handle)
@@ -141,7 +183,8 @@ def train(work):
     torch.use_deterministic_algorithms(True)
     bn = {"momentum": config["bn_momentum"], "epsilon": config["bn_epsilon"]}
     dtype = getattr(torch, config.get("dtype", "float32"))
-    model = MobileNetV2Cifar(config["num_classes"], bn, config["padding"]).to(dtype)
+    model = MobileNetV2(config["num_classes"], bn, config["padding"],
+                        config["network"]).to(dtype)
     start = np.load(config["start"])
     tensors = list(model.named_tf_tensors())
     with torch.no_grad():
@@ -159,8 +202,9 @@ def train(work):
         [{"params": decay_group, "weight_decay": config["weight_decay"]},
          {"params": other_group, "weight_decay": 0.0}],
         lr=config["learning_rate"], momentum=config["momentum"])
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config["decay_steps"], eta_min=0.0)
+    schedule = _schedule(optimizer, config.get("warmup_steps", 0), config["decay_steps"])
+    average = _moving_average(model, config.get("moving_average_decay"),
+                              config.get("moving_average_warmup", True))
     criterion = nn.CrossEntropyLoss(label_smoothing=config["label_smoothing"])
     batches = np.load(config["batches"])
     losses, totals, rates = [], [], []
@@ -178,7 +222,12 @@ def train(work):
         loss.backward()
         optimizer.step()
         schedule.step()
+        if average is not None:
+            average.update_parameters(model)
     final = dict((name, to_tf(tensor, layout)) for name, tensor, layout in tensors)
+    if average is not None:
+        for name, tensor, layout in average.module.named_tf_tensors():
+            final[name + EMA_SUFFIX] = to_tf(tensor, layout)
     np.savez(os.path.join(work, "reference.npz"), loss=np.array(losses),
              total_loss=np.array(totals), learning_rate=np.array(rates), **final)
     print("reference: %d steps, loss %.6f -> %.6f" % (config["steps"], losses[0], losses[-1]))

@@ -16,22 +16,25 @@ pytestmark = pytest.mark.slow
 def parity(work, *extra):
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.training_parity", "--quick", "--work", str(work),
-         "--out", str(work / "parity.json")] + list(extra),
+         "--out", str(work.parent / "parity.json")] + list(extra),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     return out.returncode, out.stderr.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    work = tmp_path_factory.mktemp("parity")
-    code, last = parity(work)
-    assert code == 0, last
-    return work
+def results(tmp_path_factory):
+    """Both recipes' quick rows, in one parity.json; the CIFAR-10 one's work folder."""
+    folder = tmp_path_factory.mktemp("parity")
+    for recipe in ("mobilenet_v2_cifar10", "mobilenet_v2"):
+        code, last = parity(folder / recipe, "--recipe", recipe)
+        assert code == 0, last
+    with open(str(folder / "parity.json")) as handle:
+        return json.load(handle)["recipes"], folder / "mobilenet_v2_cifar10"
 
 
-def test_quick_parity_agrees_step_for_step(work):
-    with open(str(work / "parity.json")) as handle:
-        row = json.load(handle)["recipes"]["mobilenet_v2_cifar10"]
+@pytest.mark.parametrize("recipe", ["mobilenet_v2_cifar10", "mobilenet_v2"])
+def test_quick_parity_agrees_step_for_step(results, recipe):
+    row = results[0][recipe]
     assert row["agree"] and row["steps"] == 3 and len(row["loss_ours"]) == 3
     assert row["rel_diff_first"] <= 1e-4  # the same forward pass on the same batch
     assert row["rel_diff_learning_rate_max"] <= 1e-6
@@ -43,8 +46,16 @@ def test_quick_parity_agrees_step_for_step(work):
         assert not step[side]["decayed_but_not_expected"]
         assert not step[side]["not_decayed_but_expected"]
     assert step["bn_mean_diff_max"] <= 1e-2 and step["bn_variance_rel_diff_max"] <= 1e-2
+    if recipe == "mobilenet_v2":  # warmup from 0, label smoothing 0.1, the moving average
+        assert row["reference_config"]["warmup_steps"] == 1
+        assert row["reference_config"]["label_smoothing"] == 0.1
+        assert step["average_ours_rel_diff_max"] <= 1e-3
+        assert step["average_reference_rel_diff_max"] <= 1e-3
     names = [d["name"] for d in row["differences"]]
-    assert names == ["decay_every_parameter", "symmetric_padding", "bn_epsilon_1e-5"]
+    assert names == {"mobilenet_v2_cifar10": ["decay_every_parameter", "symmetric_padding",
+                                              "bn_epsilon_1e-5"],
+                     "mobilenet_v2": ["decay_every_parameter", "moving_average_without_warmup",
+                                      "bn_epsilon_1e-5"]}[recipe]
 
 
 @pytest.mark.parametrize("plant, says", [
@@ -52,8 +63,8 @@ def test_quick_parity_agrees_step_for_step(work):
      "reference decays what our graph does not (52: MobilenetV2/Conv/BatchNorm/gamma"),
     ("bn_momentum_0.01", "the batch means in the moving averages"),
 ])
-def test_a_planted_difference_fails(work, plant, says):
-    code, last = parity(work, "--plant", plant)
+def test_a_planted_difference_fails(results, plant, says):
+    code, last = parity(results[1], "--plant", plant)
     assert code == 1
     assert last.startswith("mobilenet_v2_cifar10: ours and the reference disagree: ")
     assert says in last
