@@ -1,0 +1,151 @@
+"""Equal budget (issue 34): RECIPE=mobilenet_v2_cifar10 trained by our train.py against
+the same recipe in PyTorch (benchmarks/equal_budget_reference.py: its source's
+initialisation, augmentation and network padding), the same epochs on the same images,
+top-1 on the 10,000 test images after every epoch, several seeds each.
+
+  .venv/bin/python -m benchmarks.equal_budget --records=CIFAR10_TFRECORDS --work=DIR \\
+      [--train_shards=2] [--epochs=3] [--seeds=0,1] [--weights_init=slim,pytorch] \\
+      [--out=benchmarks/TRAINING_PARITY.json] [--plot=benchmarks/training_parity_cifar10.png]
+
+--train_shards keeps the first K training shards (a fixed subset sized to the hour this
+machine has; 0: all). Each run's result is kept under --work and reused when present, so
+an interrupted sweep goes on where it stopped. Writes the "equal_budget" part of
+TRAINING_PARITY.json (the rest of the file is kept) and a plot of top-1 per epoch.
+"""
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_PYTHON = os.path.join(ROOT, ".venv-bench", "bin", "python")
+RECIPE = "mobilenet_v2_cifar10"
+
+
+def _subset(records, shards, work):
+    """A dataset folder with the first ``shards`` training shards (all when 0) and every
+    validation shard, its dataset_meta.json counting what it holds."""
+    train = sorted(glob.glob(os.path.join(records, "train-*")))
+    train = train[:shards] if shards else train
+    folder = os.path.join(work, "records")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(records, "dataset_meta.json")) as handle:
+        meta = json.load(handle)
+    names = ["train-%05d-of-%05d" % (i, len(train)) for i in range(len(train))]
+    validation = sorted(glob.glob(os.path.join(records, "validation-*")))
+    for path, name in zip(train + validation, names + [os.path.basename(p) for p in validation]):
+        link = os.path.join(folder, name)
+        if not os.path.exists(link):
+            os.symlink(os.path.abspath(path), link)
+    meta["splits"]["train"] = {"num_samples": _count(train), "num_shards": len(train)}
+    with open(os.path.join(folder, "dataset_meta.json"), "w") as handle:
+        json.dump(meta, handle, indent=1)
+    return folder, train
+
+
+def _count(paths):
+    from utils.tf_compat import tf
+    return sum(1 for path in paths for _ in tf.io.tf_record_iterator(path))
+
+
+def _decoded(folder, train_shards, path):
+    """The subset's images and labels as uint8 arrays (the reference reads these)."""
+    if os.path.exists(path):
+        return
+    from utils.tf_compat import tf
+    tf.enable_eager_execution()
+
+    def read(paths):
+        images, labels = [], []
+        for record in tf.data.TFRecordDataset(paths):
+            example = tf.io.parse_single_example(record, {
+                "image/encoded": tf.io.FixedLenFeature([], tf.string),
+                "image/class/label": tf.io.FixedLenFeature([], tf.int64)})
+            images.append(tf.io.decode_image(example["image/encoded"], channels=3).numpy())
+            labels.append(int(example["image/class/label"]))
+        return np.stack(images), np.array(labels)
+
+    train_images, train_labels = read(train_shards)
+    test_images, test_labels = read(sorted(glob.glob(os.path.join(folder, "validation-*"))))
+    np.savez(path, train_images=train_images, train_labels=train_labels,
+             test_images=test_images, test_labels=test_labels)
+
+
+def _ours(folder, work, epochs, seed, weights_init):
+    """train.py under the recipe for ``epochs`` (its cosine over them), evaluating the test
+    split after every epoch; top-1 per epoch from <train_dir>/eval/eval_results.json."""
+    from training import recipes
+    train_dir = os.path.join(work, "ours_%s_seed%d" % (weights_init, seed))
+    results = os.path.join(train_dir, "eval", "eval_results.json")
+    if not os.path.exists(results):
+        flags = dict(recipes.load(RECIPE).flags)
+        flags.update(max_epoch=str(epochs), seed=str(seed), weights_init=weights_init,
+                     dataset_dir=folder, train_dir=train_dir, eval_every_n_epochs="1",
+                     keep_checkpoint_max=str(epochs + 1))
+        command = [sys.executable, "train.py"] + ["--%s=%s" % item for item in flags.items()]
+        with open(train_dir + ".log", "w") as log:
+            subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    with open(results) as handle:
+        records = sorted(json.load(handle)["results"], key=lambda r: r["global_step"])
+    return [round(100.0 * r["top1"] if r["top1"] <= 1 else r["top1"], 2) for r in records]
+
+
+def _reference(data, work, epochs, seed):
+    out = os.path.join(work, "reference_seed%d.json" % seed)
+    if not os.path.exists(out):
+        with open(out[:-5] + ".log", "w") as log:
+            subprocess.run([BENCH_PYTHON, os.path.join("benchmarks", "equal_budget_reference.py"),
+                            data, out, "--epochs=%d" % epochs, "--seed=%d" % seed],
+                           cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    with open(out) as handle:
+        return [round(x, 2) for x in json.load(handle)["top1"]]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", required=True)
+    parser.add_argument("--work", required=True)
+    parser.add_argument("--train_shards", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--weights_init", default="slim,pytorch")
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "TRAINING_PARITY.json"))
+    parser.add_argument("--plot", default=os.path.join(ROOT, "benchmarks",
+                                                       "training_parity_cifar10.png"))
+    args = parser.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    folder, train = _subset(args.records, args.train_shards, args.work)
+    data = os.path.join(args.work, "images.npz")
+    _decoded(folder, train, data)
+    images = int(np.load(data)["train_labels"].shape[0])
+    curves = {}
+    for seed in seeds:  # seed by seed, so a cut-short sweep still has every kind of run
+        for init in args.weights_init.split(","):
+            curves.setdefault("ours (--weights_init=%s)" % init, []).append(
+                _ours(folder, args.work, args.epochs, seed, init))
+        curves.setdefault("reference (PyTorch)", []).append(
+            _reference(data, args.work, args.epochs, seed))
+    result = {"recipe": RECIPE, "seeds": seeds,
+              "budget": "%d epochs of %d training images (%d shards), batch 128" % (
+                  args.epochs, images, len(train)),
+              "curves": curves,
+              "final": dict((label, [c[-1] for c in runs]) for label, runs in curves.items())}
+    content = {}
+    if os.path.exists(args.out):
+        with open(args.out) as handle:
+            content = json.load(handle)
+    content["equal_budget"] = result
+    with open(args.out, "w") as handle:
+        json.dump(content, handle, indent=1)
+    subprocess.run([BENCH_PYTHON, os.path.join("benchmarks", "plot_curves.py"), args.out,
+                    args.plot], cwd=ROOT, check=True)
+    print(json.dumps(result["final"]))
+
+
+if __name__ == "__main__":
+    main()

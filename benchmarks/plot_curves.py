@@ -1,0 +1,33 @@
+"""Plots TRAINING_PARITY.json's "equal_budget" curves (top-1 per epoch, one line per run)
+into a PNG. Runs in .venv-bench (matplotlib is a benchmark requirement, not the pipeline's).
+
+  python benchmarks/plot_curves.py benchmarks/TRAINING_PARITY.json OUT.png
+"""
+import json
+import sys
+
+import matplotlib
+matplotlib.use("Agg")
+from matplotlib import pyplot  # noqa: E402 (after choosing the file-only backend)
+
+STYLES = ("-", "--", ":", "-.")
+
+
+def plot(result, path):
+    figure, axes = pyplot.subplots(figsize=(6.4, 4.2))
+    for colour, (label, runs) in enumerate(sorted(result["curves"].items())):
+        for style, (seed, curve) in zip(STYLES, zip(result["seeds"], runs)):
+            axes.plot(range(1, len(curve) + 1), curve, STYLES[0] if style is None else style,
+                      color="C%d" % colour, marker="o", label="%s, seed %d" % (label, seed))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("top-1, 10,000 CIFAR-10 test images (%)")
+    axes.set_title("%s: %s" % (result["recipe"], result["budget"]), fontsize=8)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as handle:
+        plot(json.load(handle)["equal_budget"], sys.argv[2])
