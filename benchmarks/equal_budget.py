@@ -9,7 +9,8 @@ top-1 on the 10,000 test images after every epoch, several seeds each.
 
 --train_shards keeps the first K training shards (a fixed subset sized to the hour this
 machine has; 0: all). Each run's result is kept under --work and reused when present, so
-an interrupted sweep goes on where it stopped. Writes the "equal_budget" part of
+an interrupted sweep goes on where it stopped; the results are every finished run under
+--work (--collect: only those, training nothing). Writes the "equal_budget" part of
 TRAINING_PARITY.json (the rest of the file is kept) and a plot of top-1 per epoch.
 """
 import argparse
@@ -77,32 +78,47 @@ def _decoded(folder, train_shards, path):
 
 def _ours(folder, work, epochs, seed, weights_init):
     """train.py under the recipe for ``epochs`` (its cosine over them), evaluating the test
-    split after every epoch; top-1 per epoch from <train_dir>/eval/eval_results.json."""
+    split after every epoch into <train_dir>/eval/eval_results.json; kept when done."""
     from training import recipes
     train_dir = os.path.join(work, "ours_%s_seed%d" % (weights_init, seed))
-    results = os.path.join(train_dir, "eval", "eval_results.json")
-    if not os.path.exists(results):
-        flags = dict(recipes.load(RECIPE).flags)
-        flags.update(max_epoch=str(epochs), seed=str(seed), weights_init=weights_init,
-                     dataset_dir=folder, train_dir=train_dir, eval_every_n_epochs="1",
-                     keep_checkpoint_max=str(epochs + 1))
-        command = [sys.executable, "train.py"] + ["--%s=%s" % item for item in flags.items()]
-        with open(train_dir + ".log", "w") as log:
-            subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
-    with open(results) as handle:
-        records = sorted(json.load(handle)["results"], key=lambda r: r["global_step"])
-    return [round(100.0 * r["top1"] if r["top1"] <= 1 else r["top1"], 2) for r in records]
+    if os.path.exists(os.path.join(train_dir, "eval", "eval_results.json")):
+        return
+    flags = dict(recipes.load(RECIPE).flags)
+    flags.update(max_epoch=str(epochs), seed=str(seed), weights_init=weights_init,
+                 dataset_dir=folder, train_dir=train_dir, eval_every_n_epochs="1",
+                 keep_checkpoint_max=str(epochs + 1))
+    command = [sys.executable, "train.py"] + ["--%s=%s" % item for item in flags.items()]
+    with open(train_dir + ".log", "w") as log:
+        subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
 
 
 def _reference(data, work, epochs, seed):
     out = os.path.join(work, "reference_seed%d.json" % seed)
-    if not os.path.exists(out):
-        with open(out[:-5] + ".log", "w") as log:
-            subprocess.run([BENCH_PYTHON, os.path.join("benchmarks", "equal_budget_reference.py"),
-                            data, out, "--epochs=%d" % epochs, "--seed=%d" % seed],
-                           cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
-    with open(out) as handle:
-        return [round(x, 2) for x in json.load(handle)["top1"]]
+    if os.path.exists(out):
+        return
+    with open(out[:-5] + ".log", "w") as log:
+        subprocess.run([BENCH_PYTHON, os.path.join("benchmarks", "equal_budget_reference.py"),
+                        data, out, "--epochs=%d" % epochs, "--seed=%d" % seed],
+                       cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+
+
+def _finished(work, epochs):
+    """{label: {seed: top-1 per epoch}} of every finished run under ``work``."""
+    curves = {}
+    for path in sorted(glob.glob(os.path.join(work, "ours_*_seed*", "eval", "eval_results.json"))):
+        run = os.path.basename(os.path.dirname(os.path.dirname(path)))
+        init, seed = run[len("ours_"):].rsplit("_seed", 1)
+        with open(path) as handle:
+            records = sorted(json.load(handle)["results"], key=lambda r: r["global_step"])
+        curves.setdefault("ours (--weights_init=%s)" % init, {})[seed] = [
+            round(100.0 * r["top1"], 2) for r in records]
+    for path in sorted(glob.glob(os.path.join(work, "reference_seed*.json"))):
+        seed = os.path.basename(path)[len("reference_seed"):-len(".json")]
+        with open(path) as handle:
+            curves.setdefault("reference (PyTorch)", {})[seed] = [
+                round(x, 2) for x in json.load(handle)["top1"]]
+    return dict((label, dict((seed, curve) for seed, curve in runs.items()
+                             if len(curve) == epochs)) for label, runs in curves.items())
 
 
 def main():
@@ -113,28 +129,35 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--weights_init", default="slim,pytorch")
+    parser.add_argument("--no_reference", action="store_true",
+                        help="train ours only (the reference's finished runs still count)")
+    parser.add_argument("--collect", action="store_true",
+                        help="train nothing: write the JSON and plot of the finished runs")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "TRAINING_PARITY.json"))
     parser.add_argument("--plot", default=os.path.join(ROOT, "benchmarks",
                                                        "training_parity_cifar10.png"))
     args = parser.parse_args()
     os.makedirs(args.work, exist_ok=True)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [] if args.collect else [int(s) for s in args.seeds.split(",")]
     folder, train = _subset(args.records, args.train_shards, args.work)
     data = os.path.join(args.work, "images.npz")
     _decoded(folder, train, data)
     images = int(np.load(data)["train_labels"].shape[0])
-    curves = {}
     for seed in seeds:  # seed by seed, so a cut-short sweep still has every kind of run
         for init in args.weights_init.split(","):
-            curves.setdefault("ours (--weights_init=%s)" % init, []).append(
-                _ours(folder, args.work, args.epochs, seed, init))
-        curves.setdefault("reference (PyTorch)", []).append(
-            _reference(data, args.work, args.epochs, seed))
-    result = {"recipe": RECIPE, "seeds": seeds,
-              "budget": "%d epochs of %d training images (%d shards), batch 128" % (
-                  args.epochs, images, len(train)),
-              "curves": curves,
-              "final": dict((label, [c[-1] for c in runs]) for label, runs in curves.items())}
+            _ours(folder, args.work, args.epochs, seed, init)
+        if not args.no_reference:
+            _reference(data, args.work, args.epochs, seed)
+    curves = _finished(args.work, args.epochs)
+    final = dict((label, [runs[seed][-1] for seed in sorted(runs)])
+                 for label, runs in curves.items())
+    result = {"recipe": RECIPE,
+              "budget": "%d epochs of %d training images (the first %d of 8 shards), batch "
+                        "128, top-1 on the 10,000 test images" % (args.epochs, images,
+                                                                   len(train)),
+              "ours": final.get("ours (--weights_init=slim)", []),
+              "reference": final.get("reference (PyTorch)", []),
+              "final": final, "curves": curves}
     content = {}
     if os.path.exists(args.out):
         with open(args.out) as handle:
@@ -144,7 +167,7 @@ def main():
         json.dump(content, handle, indent=1)
     subprocess.run([BENCH_PYTHON, os.path.join("benchmarks", "plot_curves.py"), args.out,
                     args.plot], cwd=ROOT, check=True)
-    print(json.dumps(result["final"]))
+    print(json.dumps(final))
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def main():
             loss.backward()
             optimizer.step()
             schedule.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if step % 50 == 0:
                 print("epoch %d step %d/%d loss %.4f (%.0f s)" % (
                     epoch + 1, step, steps_per_epoch, losses[-1], time.time() - started),

@@ -216,8 +216,8 @@ def train(work):
         optimizer.zero_grad()
         loss = criterion(model(images), labels)
         l2 = sum(float((t.detach().double() ** 2).sum()) for t in decay_group) / 2.0
-        losses.append(float(loss))
-        totals.append(float(loss) + config["weight_decay"] * l2)
+        losses.append(float(loss.detach()))
+        totals.append(float(loss.detach()) + config["weight_decay"] * l2)
         rates.append(optimizer.param_groups[0]["lr"])
         loss.backward()
         optimizer.step()

@@ -16,9 +16,12 @@ STYLES = ("-", "--", ":", "-.")
 def plot(result, path):
     figure, axes = pyplot.subplots(figsize=(6.4, 4.2))
     for colour, (label, runs) in enumerate(sorted(result["curves"].items())):
-        for style, (seed, curve) in zip(STYLES, zip(result["seeds"], runs)):
-            axes.plot(range(1, len(curve) + 1), curve, STYLES[0] if style is None else style,
-                      color="C%d" % colour, marker="o", label="%s, seed %d" % (label, seed))
+        for style, seed in zip(STYLES, sorted(runs)):
+            curve = runs[seed]
+            axes.plot(range(1, len(curve) + 1), curve, style, color="C%d" % colour,
+                      marker="o", label="%s, seed %s" % (label, seed))
+    axes.set_xticks(range(1, max(len(c) for runs in result["curves"].values()
+                                 for c in runs.values()) + 1))
     axes.set_xlabel("epoch")
     axes.set_ylabel("top-1, 10,000 CIFAR-10 test images (%)")
     axes.set_title("%s: %s" % (result["recipe"], result["budget"]), fontsize=8)
