@@ -232,11 +232,19 @@ def _weights_difference(ours, reference):
 
 def _reference(work, name, config, changes=None):
     """Runs the reference with ``config`` updated by ``changes`` in its own folder
-    ``name`` under ``work``; its reference.npz."""
+    ``name`` under ``work``, unless it ran there with that config (which names our run's
+    flags, so new batches or weights are a new config); its reference.npz."""
     folder = os.path.join(work, name)
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "reference_config.json"), "w") as handle:
-        json.dump(dict(config, **(changes or {})), handle, indent=1)
+    path, config = os.path.join(folder, "reference_config.json"), dict(config, **(changes or {}))
+    done = os.path.join(folder, "reference.npz")
+    if os.path.exists(path) and os.path.exists(done):
+        with open(path) as handle:
+            if json.load(handle) == config:
+                with np.load(done) as data:
+                    return dict((name, data[name]) for name in data.files)
+    with open(path, "w") as handle:
+        json.dump(config, handle, indent=1)
     _run([BENCH_PYTHON, os.path.join(ROOT, "benchmarks", "parity_reference.py"), folder])
     with np.load(os.path.join(folder, "reference.npz")) as data:
         return dict((name, data[name]) for name in data.files)
@@ -398,7 +406,8 @@ def _first_steps(recipe, records, work, batch_size, overrides, config, plant):
     return ours, reference
 
 
-def parity(recipe, records, work, steps, batch_size, plant=None, overrides=()):
+def parity(recipe, records, work, steps, batch_size, plant=None, overrides=(),
+           float64_floor=True):
     """The recipe's row: our losses, the reference's, their differences and the
     measured effect of each deliberate choice."""
     if recipe not in NETWORKS:
@@ -421,7 +430,7 @@ def parity(recipe, records, work, steps, batch_size, plant=None, overrides=()):
               "label_smoothing": env.label_smoothing, "padding": "tf_same",
               "warmup_steps": env.warmup_steps,
               "moving_average_decay": env.moving_average_decay,
-              "batches": batches, "start": start}
+              "batches": batches, "start": start, "ours": argv}
     ours_losses = _summaries(train_dir)
     ours_weights = _checkpoint(os.path.join(train_dir, "model.ckpt-%d" % steps))
     row = {"steps": steps, "batch_size": env.batch_size, "overrides": list(overrides), "image_size": env.image_size,
@@ -441,7 +450,7 @@ def parity(recipe, records, work, steps, batch_size, plant=None, overrides=()):
                         and row["one_step"]["agree"])
     row["planted"] = plant
     row["differences"] = []
-    if plant is None:
+    if plant is None and float64_floor:
         # The floor: the reference against itself in float64, compared the same way.
         floor = _reference(work, "reference_float64", config, {"dtype": "float64"})
         row["float32_floor"] = {
@@ -449,6 +458,7 @@ def parity(recipe, records, work, steps, batch_size, plant=None, overrides=()):
             "rel_diff": [float(x) for x in _relative(reference["loss"], floor["loss"])],
             "ours_vs_float64": [float(x) for x in _relative(ours_losses["loss"],
                                                              floor["loss"])]}
+    if plant is None:
         for name, (what, changes) in SOURCE_CHOICES[recipe].items():
             effect = _compare(ours_losses, ours_weights,
                               _reference(work, "reference_" + name, config, changes),
@@ -514,6 +524,9 @@ def main(argv=None):
     parser.add_argument("--override", action="append", default=[], metavar="FLAG=VALUE",
                         help="a train.py flag over the recipe's, in both runs (e.g. "
                              "learning_rate_per_256=0.002); repeatable")
+    parser.add_argument("--no_float64", action="store_true",
+                        help="leave out the float64 run of the reference (the float32 floor): "
+                             "PyTorch's float64 convolutions on a CPU take ~10x float32's")
     parser.add_argument("--work", default="/tmp/training_parity")
     parser.add_argument("--out", default=None,
                         help="JSON to add the recipe's row to (e.g. "
@@ -525,7 +538,8 @@ def main(argv=None):
     os.makedirs(args.work, exist_ok=True)
     steps, batch = (3, 32) if args.quick else (args.steps, args.batch_size)
     records = args.records or _quick_records(args.work)
-    row = parity(args.recipe, records, args.work, steps, batch, args.plant, args.override)
+    row = parity(args.recipe, records, args.work, steps, batch, args.plant, args.override,
+                 not args.no_float64)
     print(json.dumps(dict((k, v) for k, v in row.items() if k != "reference_config"),
                      indent=1))
     if args.out:
