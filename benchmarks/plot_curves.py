@@ -5,6 +5,7 @@ into a PNG. Runs in .venv-bench (matplotlib is a benchmark requirement, not the 
 """
 import json
 import sys
+import textwrap
 
 import matplotlib
 matplotlib.use("Agg")
@@ -24,7 +25,8 @@ def plot(result, path):
                                  for c in runs.values()) + 1))
     axes.set_xlabel("epoch")
     axes.set_ylabel("top-1, 10,000 CIFAR-10 test images (%)")
-    axes.set_title("%s: %s" % (result["recipe"], result["budget"]), fontsize=8)
+    axes.set_title(textwrap.fill("%s: %s" % (result["recipe"], result["budget"]), 90),
+                   fontsize=8)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
     figure.tight_layout()

@@ -460,16 +460,31 @@ def parity(recipe, records, work, steps, batch_size, plant=None, overrides=(),
                                                              floor["loss"])]}
     if plant is None:
         for name, (what, changes) in SOURCE_CHOICES[recipe].items():
-            effect = _compare(ours_losses, ours_weights,
-                              _reference(work, "reference_" + name, config, changes),
-                              start_weights)
-            row["differences"].append({
+            with_choice = _reference(work, "reference_" + name, config, changes)
+            effect = _compare(ours_losses, ours_weights, with_choice, start_weights)
+            row["differences"].append(dict({
                 "name": name, "what": what, "kept": "ours (deliberate)",
                 "loss_last_ours": row["loss_ours"][-1],
                 "loss_last_with_source_choice": effect["loss_reference"][-1],
                 "rel_diff_max": effect["rel_diff_max"],
-                "weights_rel_diff_max": effect["weights_rel_diff_max"]})
+                "weights_rel_diff_max": effect["weights_rel_diff_max"]},
+                **_choice_alone(reference, with_choice)))
     return row
+
+
+def _choice_alone(reference, with_choice):
+    """The choice's effect within one implementation: the reference against itself with
+    the choice (float32's rounding still parts them; the moving averages, which do not
+    feed back into training, only by the choice)."""
+    effect = {"reference_loss_rel_diff_max": float(
+        _relative(with_choice["loss"], reference["loss"]).max())}
+    averages = [name for name in reference if name.endswith(EMA_SUFFIX)]
+    if averages:
+        effect["reference_averages_rel_diff_max"] = max(
+            float(np.abs(with_choice[n] - reference[n]).max() / max(np.abs(reference[n]).max(),
+                                                                   1e-12))
+            for n in averages)
+    return effect
 
 
 def _disagreements(row):
