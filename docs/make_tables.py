@@ -63,9 +63,11 @@ def recipes_table():
         rows.append(["`%s`" % recipe.name, recipe.title, "`%s`" % f["model_name"],
                      f["batch_size"], f["learning_rate_per_256"], f["max_epoch"],
                      "%s (%s)" % (_top1(recipe.expected_top1, None), recipe.source)
-                     if recipe.expected_top1 is not None else "none published"])
+                     if recipe.expected_top1 is not None else "none published",
+                     recipe.parity or "not checked", recipe.measured or "not measured"])
     return _table(["RECIPE", "what it trains", "model", "batch / device",
-                   "peak LR per 256 images", "epochs", "published top-1"], rows)
+                   "peak LR per 256 images", "epochs", "published top-1",
+                   "parity with an independent implementation", "measured here"], rows)
 
 
 def _flags_table(flag_list):

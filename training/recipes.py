@@ -19,11 +19,14 @@ from utils.errors import UserError
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "recipes")
 SUFFIX = ".flags"
-_HEADER = re.compile(r"^#\s*(title|expected_top1|source|requires):\s*(.*?)\s*$")
+_HEADER = re.compile(r"^#\s*(title|expected_top1|source|requires|parity|measured):\s*(.*?)\s*$")
 
-# ``flags``: {flag name: its value as written}; ``requires_restore_path``: a fine-tune.
+# ``flags``: {flag name: its value as written}; ``requires_restore_path``: a fine-tune;
+# ``parity``: how it compares with an independent implementation (benchmarks/
+# training_parity.py, equal_budget.py), ``measured``: what it reached here; None if not.
 Recipe = collections.namedtuple(
-    "Recipe", "name path title expected_top1 source requires_restore_path flags")
+    "Recipe", "name path title expected_top1 source requires_restore_path flags parity "
+              "measured")
 
 
 def names():
@@ -56,7 +59,8 @@ def load(name):
     expected = header.get("expected_top1")
     return Recipe(name, path, header.get("title", ""),
                   float(expected) if expected else None, header.get("source"),
-                  header.get("requires", "").startswith("--restore_path"), values)
+                  header.get("requires", "").startswith("--restore_path"), values,
+                  header.get("parity"), header.get("measured"))
 
 
 def load_all():
