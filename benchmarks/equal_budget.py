@@ -137,6 +137,9 @@ def main():
     parser.add_argument("--plot", default=os.path.join(ROOT, "benchmarks",
                                                        "training_parity_cifar10.png"))
     args = parser.parse_args()
+    if not os.path.exists(BENCH_PYTHON):
+        raise SystemExit("no %s: bash scripts/setup_bench_env.sh installs it "
+                         "(benchmarks/requirements.txt)" % BENCH_PYTHON)
     os.makedirs(args.work, exist_ok=True)
     seeds = [] if args.collect else [int(s) for s in args.seeds.split(",")]
     folder, train = _subset(args.records, args.train_shards, args.work)

@@ -548,7 +548,7 @@ def main(argv=None):
                              "benchmarks/TRAINING_PARITY.json)")
     args = parser.parse_args(argv)
     if not os.path.exists(BENCH_PYTHON):
-        raise SystemExit("no %s: bash scripts/run_benchmarks.sh --help installs it "
+        raise SystemExit("no %s: bash scripts/setup_bench_env.sh installs it "
                          "(benchmarks/requirements.txt)" % BENCH_PYTHON)
     os.makedirs(args.work, exist_ok=True)
     steps, batch = (3, 32) if args.quick else (args.steps, args.batch_size)
