@@ -20,10 +20,9 @@ import json
 import time
 
 import numpy as np
+from parity_reference import MobileNetV2  # the script beside this one (sys.path[0])
 import torch
 from torch import nn
-
-from parity_reference import MobileNetV2
 
 MEAN = (0.4914, 0.4822, 0.4465)  # main.py's transforms.Normalize
 STD = (0.2023, 0.1994, 0.2010)
