@@ -88,18 +88,23 @@ def _ours(folder, work, epochs, seed, weights_init):
                  dataset_dir=folder, train_dir=train_dir, eval_every_n_epochs="1",
                  keep_checkpoint_max=str(epochs + 1))
     command = [sys.executable, "train.py"] + ["--%s=%s" % item for item in flags.items()]
-    with open(train_dir + ".log", "w") as log:
-        subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    _logged(command, train_dir + ".log")
+
+
+def _logged(command, log_path):
+    """Runs ``command`` with its output in ``log_path``; one line naming the log if it fails."""
+    with open(log_path, "w") as log:
+        code = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        raise SystemExit("%s failed (exit %d); its output: %s" % (command[1], code, log_path))
 
 
 def _reference(data, work, epochs, seed):
     out = os.path.join(work, "reference_seed%d.json" % seed)
     if os.path.exists(out):
         return
-    with open(out[:-5] + ".log", "w") as log:
-        subprocess.run([BENCH_PYTHON, os.path.join("benchmarks", "equal_budget_reference.py"),
-                        data, out, "--epochs=%d" % epochs, "--seed=%d" % seed],
-                       cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    _logged([BENCH_PYTHON, os.path.join("benchmarks", "equal_budget_reference.py"), data, out,
+             "--epochs=%d" % epochs, "--seed=%d" % seed], out[:-5] + ".log")
 
 
 def _finished(work, epochs):

@@ -541,7 +541,7 @@ def main(argv=None):
                              "learning_rate_per_256=0.002); repeatable")
     parser.add_argument("--no_float64", action="store_true",
                         help="leave out the float64 run of the reference (the float32 floor): "
-                             "PyTorch's float64 convolutions on a CPU take ~10x float32's")
+                             "PyTorch's float64 CPU convolutions: over 35 min for 50 steps at batch 128 here, against about 6 for float32")
     parser.add_argument("--work", default="/tmp/training_parity")
     parser.add_argument("--out", default=None,
                         help="JSON to add the recipe's row to (e.g. "
