@@ -5,13 +5,16 @@ top-1 on the 10,000 test images after every epoch, several seeds each.
 
   .venv/bin/python -m benchmarks.equal_budget --records=CIFAR10_TFRECORDS --work=DIR \\
       [--train_shards=2] [--epochs=3] [--seeds=0,1] [--weights_init=slim,pytorch] \\
+      [--reference_as_ours=all] [--key=equal_budget] \\
       [--out=benchmarks/TRAINING_PARITY.json] [--plot=benchmarks/training_parity_cifar10.png]
 
 --train_shards keeps the first K training shards (a fixed subset sized to the hour this
 machine has; 0: all). Each run's result is kept under --work and reused when present, so
 an interrupted sweep goes on where it stopped; the results are every finished run under
---work (--collect: only those, training nothing). Writes the "equal_budget" part of
-TRAINING_PARITY.json (the rest of the file is kept) and a plot of top-1 per epoch.
+--work (--collect: only those, training nothing). --reference_as_ours adds reference runs
+that take some of our recipe's choices (init, inputs, decay, epsilon, padding, or all):
+what parts the two, if anything does. Writes the --key part of TRAINING_PARITY.json
+(the rest of the file is kept) and a plot of top-1 per epoch.
 """
 import argparse
 import glob
@@ -81,7 +84,7 @@ def _ours(folder, work, epochs, seed, weights_init):
     split after every epoch into <train_dir>/eval/eval_results.json; kept when done."""
     from training import recipes
     train_dir = os.path.join(work, "ours_%s_seed%d" % (weights_init, seed))
-    if os.path.exists(os.path.join(train_dir, "eval", "eval_results.json")):
+    if len(_evaluations(train_dir)) >= epochs:  # a cut-short run resumes from its checkpoint
         return
     flags = dict(recipes.load(RECIPE).flags)
     flags.update(max_epoch=str(epochs), seed=str(seed), weights_init=weights_init,
@@ -89,6 +92,15 @@ def _ours(folder, work, epochs, seed, weights_init):
                  keep_checkpoint_max=str(epochs + 1))
     command = [sys.executable, "train.py"] + ["--%s=%s" % item for item in flags.items()]
     _logged(command, train_dir + ".log")
+
+
+def _evaluations(train_dir):
+    """The run's evaluations so far, in step order ([] before the first)."""
+    path = os.path.join(train_dir, "eval", "eval_results.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as handle:
+        return sorted(json.load(handle)["results"], key=lambda r: r["global_step"])
 
 
 def _logged(command, log_path):
@@ -99,29 +111,33 @@ def _logged(command, log_path):
         raise SystemExit("%s failed (exit %d); its output: %s" % (command[1], code, log_path))
 
 
-def _reference(data, work, epochs, seed):
-    out = os.path.join(work, "reference_seed%d.json" % seed)
+def _reference(data, work, epochs, seed, as_ours=""):
+    """The PyTorch run; with ``as_ours`` (equal_budget_reference.py's --as_ours) taking
+    those of our recipe's choices, kept as reference_as_ours-<choices>_seed<seed>.json."""
+    variant = "_as_ours-" + as_ours.replace(",", "+") if as_ours else ""
+    out = os.path.join(work, "reference%s_seed%d.json" % (variant, seed))
     if os.path.exists(out):
         return
     _logged([BENCH_PYTHON, os.path.join("benchmarks", "equal_budget_reference.py"), data, out,
-             "--epochs=%d" % epochs, "--seed=%d" % seed], out[:-5] + ".log")
+             "--epochs=%d" % epochs, "--seed=%d" % seed, "--as_ours=" + as_ours],
+            out[:-5] + ".log")
 
 
 def _finished(work, epochs):
     """{label: {seed: top-1 per epoch}} of every finished run under ``work``."""
     curves = {}
-    for path in sorted(glob.glob(os.path.join(work, "ours_*_seed*", "eval", "eval_results.json"))):
-        run = os.path.basename(os.path.dirname(os.path.dirname(path)))
-        init, seed = run[len("ours_"):].rsplit("_seed", 1)
-        with open(path) as handle:
-            records = sorted(json.load(handle)["results"], key=lambda r: r["global_step"])
+    for train_dir in sorted(glob.glob(os.path.join(work, "ours_*_seed*[0-9]"))):
+        init, seed = os.path.basename(train_dir)[len("ours_"):].rsplit("_seed", 1)
         curves.setdefault("ours (--weights_init=%s)" % init, {})[seed] = [
-            round(100.0 * r["top1"], 2) for r in records]
-    for path in sorted(glob.glob(os.path.join(work, "reference_seed*.json"))):
-        seed = os.path.basename(path)[len("reference_seed"):-len(".json")]
+            round(100.0 * r["top1"], 2) for r in _evaluations(train_dir)]
+    for path in sorted(glob.glob(os.path.join(work, "reference*_seed*.json"))):
+        variant, seed = os.path.basename(path)[:-len(".json")].rsplit("_seed", 1)
+        label = "reference (PyTorch)"
+        if variant != "reference":
+            label = "reference with our choices (%s)" % variant[len("reference_as_ours-"):].replace(
+                "+", ", ")
         with open(path) as handle:
-            curves.setdefault("reference (PyTorch)", {})[seed] = [
-                round(x, 2) for x in json.load(handle)["top1"]]
+            curves.setdefault(label, {})[seed] = [round(x, 2) for x in json.load(handle)["top1"]]
     return dict((label, dict((seed, curve) for seed, curve in runs.items()
                              if len(curve) == epochs)) for label, runs in curves.items())
 
@@ -134,10 +150,15 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--weights_init", default="slim,pytorch")
+    parser.add_argument("--reference_as_ours", action="append", default=[],
+                        metavar="CHOICES", help="also a reference run with these of our "
+                        "choices (equal_budget_reference.py --as_ours); repeatable")
     parser.add_argument("--no_reference", action="store_true",
                         help="train ours only (the reference's finished runs still count)")
     parser.add_argument("--collect", action="store_true",
                         help="train nothing: write the JSON and plot of the finished runs")
+    parser.add_argument("--key", default="equal_budget",
+                        help="where in --out the results go (another budget: another key)")
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "TRAINING_PARITY.json"))
     parser.add_argument("--plot", default=os.path.join(ROOT, "benchmarks",
                                                        "training_parity_cifar10.png"))
@@ -155,8 +176,12 @@ def main():
         for init in args.weights_init.split(","):
             _ours(folder, args.work, args.epochs, seed, init)
         if not args.no_reference:
-            _reference(data, args.work, args.epochs, seed)
+            for as_ours in [""] + args.reference_as_ours:
+                _reference(data, args.work, args.epochs, seed, as_ours)
     curves = _finished(args.work, args.epochs)
+    if not any(curves.values()):
+        raise SystemExit("no finished run of %d epochs under %s: run without --collect to "
+                         "train them" % (args.epochs, args.work))
     final = dict((label, [runs[seed][-1] for seed in sorted(runs)])
                  for label, runs in curves.items())
     result = {"recipe": RECIPE,
@@ -170,11 +195,11 @@ def main():
     if os.path.exists(args.out):
         with open(args.out) as handle:
             content = json.load(handle)
-    content["equal_budget"] = result
+    content[args.key] = result
     with open(args.out, "w") as handle:
         json.dump(content, handle, indent=1)
     subprocess.run([BENCH_PYTHON, os.path.join("benchmarks", "plot_curves.py"), args.out,
-                    args.plot], cwd=ROOT, check=True)
+                    args.plot, args.key], cwd=ROOT, check=True)
     print(json.dumps(final))
 
 

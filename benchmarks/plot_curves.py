@@ -1,7 +1,9 @@
 """Plots TRAINING_PARITY.json's "equal_budget" curves (top-1 per epoch, one line per run)
 into a PNG. Runs in .venv-bench (matplotlib is a benchmark requirement, not the pipeline's).
 
-  python benchmarks/plot_curves.py benchmarks/TRAINING_PARITY.json OUT.png
+  python benchmarks/plot_curves.py benchmarks/TRAINING_PARITY.json OUT.png [KEY]
+
+KEY: which of the file's results (default "equal_budget").
 """
 import json
 import sys
@@ -35,4 +37,5 @@ def plot(result, path):
 
 if __name__ == "__main__":
     with open(sys.argv[1]) as handle:
-        plot(json.load(handle)["equal_budget"], sys.argv[2])
+        plot(json.load(handle)[sys.argv[3] if len(sys.argv) > 3 else "equal_budget"],
+             sys.argv[2])
