@@ -5,15 +5,16 @@ top-1 on the 10,000 test images after every epoch, several seeds each.
 
   .venv/bin/python -m benchmarks.equal_budget --records=CIFAR10_TFRECORDS --work=DIR \\
       [--train_shards=2] [--epochs=3] [--seeds=0,1] [--weights_init=slim,pytorch] \\
-      [--reference_as_ours=all] [--key=equal_budget] \\
+      [--reference_variant=--as_ours=all] [--key=equal_budget] \\
       [--out=benchmarks/TRAINING_PARITY.json] [--plot=benchmarks/training_parity_cifar10.png]
 
 --train_shards keeps the first K training shards (a fixed subset sized to the hour this
 machine has; 0: all). Each run's result is kept under --work and reused when present, so
 an interrupted sweep goes on where it stopped; the results are every finished run under
---work (--collect: only those, training nothing). --reference_as_ours adds reference runs
-that take some of our recipe's choices (init, inputs, decay, epsilon, padding, or all):
-what parts the two, if anything does. Writes the --key part of TRAINING_PARITY.json
+--work (--collect: only those, training nothing). --reference_variant adds reference runs
+with other equal_budget_reference.py arguments: --as_ours=... takes some of our recipe's
+choices (init, inputs, decay, epsilon, padding, or all), --network=source kuangliu's
+network: what parts the two, if anything does. Writes the --key part of TRAINING_PARITY.json
 (the rest of the file is kept) and a plot of top-1 per epoch.
 """
 import argparse
@@ -111,16 +112,25 @@ def _logged(command, log_path):
         raise SystemExit("%s failed (exit %d); its output: %s" % (command[1], code, log_path))
 
 
-def _reference(data, work, epochs, seed, as_ours=""):
-    """The PyTorch run; with ``as_ours`` (equal_budget_reference.py's --as_ours) taking
-    those of our recipe's choices, kept as reference_as_ours-<choices>_seed<seed>.json."""
-    variant = "_as_ours-" + as_ours.replace(",", "+") if as_ours else ""
-    out = os.path.join(work, "reference%s_seed%d.json" % (variant, seed))
+def _reference(data, work, epochs, seed, variant=""):
+    """The PyTorch run; ``variant``: more equal_budget_reference.py arguments (e.g.
+    "--as_ours=all"), kept as reference[_as_ours=all]_seed<seed>.json."""
+    out = os.path.join(work, "reference%s_seed%d.json" % (
+        "".join("_" + arg.lstrip("-") for arg in variant.split()), seed))
     if os.path.exists(out):
         return
     _logged([BENCH_PYTHON, os.path.join("benchmarks", "equal_budget_reference.py"), data, out,
-             "--epochs=%d" % epochs, "--seed=%d" % seed, "--as_ours=" + as_ours],
-            out[:-5] + ".log")
+             "--epochs=%d" % epochs, "--seed=%d" % seed] + variant.split(), out[:-5] + ".log")
+
+
+def _reference_label(record):
+    """"reference (PyTorch)", with the variant's network and our choices it took."""
+    variant = []
+    if record.get("network", "ours") != "ours":
+        variant.append("kuangliu's network")
+    if record.get("as_ours"):
+        variant.append("our " + ", ".join(record["as_ours"]))
+    return "reference (PyTorch%s)" % "".join(", " + part for part in variant)
 
 
 def _finished(work, epochs):
@@ -131,13 +141,10 @@ def _finished(work, epochs):
         curves.setdefault("ours (--weights_init=%s)" % init, {})[seed] = [
             round(100.0 * r["top1"], 2) for r in _evaluations(train_dir)]
     for path in sorted(glob.glob(os.path.join(work, "reference*_seed*.json"))):
-        variant, seed = os.path.basename(path)[:-len(".json")].rsplit("_seed", 1)
-        label = "reference (PyTorch)"
-        if variant != "reference":
-            label = "reference with our choices (%s)" % variant[len("reference_as_ours-"):].replace(
-                "+", ", ")
         with open(path) as handle:
-            curves.setdefault(label, {})[seed] = [round(x, 2) for x in json.load(handle)["top1"]]
+            record = json.load(handle)
+        curves.setdefault(_reference_label(record), {})[str(record["seed"])] = [
+            round(x, 2) for x in record["top1"]]
     return dict((label, dict((seed, curve) for seed, curve in runs.items()
                              if len(curve) == epochs)) for label, runs in curves.items())
 
@@ -150,9 +157,9 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--weights_init", default="slim,pytorch")
-    parser.add_argument("--reference_as_ours", action="append", default=[],
-                        metavar="CHOICES", help="also a reference run with these of our "
-                        "choices (equal_budget_reference.py --as_ours); repeatable")
+    parser.add_argument("--reference_variant", action="append", default=[], metavar="ARGS",
+                        help="also a reference run with these equal_budget_reference.py "
+                             "arguments (--as_ours=..., --network=source); repeatable")
     parser.add_argument("--no_reference", action="store_true",
                         help="train ours only (the reference's finished runs still count)")
     parser.add_argument("--collect", action="store_true",
@@ -176,8 +183,8 @@ def main():
         for init in args.weights_init.split(","):
             _ours(folder, args.work, args.epochs, seed, init)
         if not args.no_reference:
-            for as_ours in [""] + args.reference_as_ours:
-                _reference(data, args.work, args.epochs, seed, as_ours)
+            for variant in [""] + args.reference_variant:
+                _reference(data, args.work, args.epochs, seed, variant)
     curves = _finished(args.work, args.epochs)
     if not any(curves.values()):
         raise SystemExit("no finished run of %d epochs under %s: run without --collect to "

@@ -11,8 +11,9 @@ RandomHorizontalFlip, per-channel normalisation with its means and deviations, b
 128 reshuffled every epoch, SGD 0.1, momentum 0.9, weight decay 5e-4 on every parameter,
 BatchNorm2d's defaults (momentum 0.1, epsilon 1e-5), padding 1 on every side. The cosine
 is per step to 0 at the last step, as our recipe's (main.py steps CosineAnnealingLR per
-epoch over 200). The layer table is ours (TF-Slim's): main.py's network also has 1x1
-projection shortcuts on the four stride-1 blocks that change width.
+epoch over 200). The network is ours (TF-Slim's blocks, ReLU6); --network=source builds
+kuangliu's instead (models/mobilenetv2.py: ReLU, a 1x1 expansion in the first block too,
+1x1 projection shortcuts on the four stride-1 blocks that change width).
 --as_ours=CHOICES (comma-separated, or "all") trains with our recipe's choices instead,
 to find which of them parts the two at equal budget: init (TF-Slim's truncated normal,
 stddev 0.09, on every kernel), inputs (scaled to [-1, 1]), decay (on the conv and head
@@ -24,7 +25,7 @@ import json
 import time
 
 import numpy as np
-from parity_reference import MobileNetV2  # the script beside this one (sys.path[0])
+from parity_reference import LAYOUTS, MobileNetV2  # beside this script (sys.path[0])
 import torch
 from torch import nn
 
@@ -40,6 +41,64 @@ def _normalize(images, our_inputs=False):
     if our_inputs:
         return x * 2.0 - 1.0
     return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+class SourceBlock(nn.Module):
+    """A block of kuangliu's models/mobilenetv2.py: a 1x1 expansion even at expansion 1,
+    ReLU (not ReLU6), and a 1x1 conv + batch norm shortcut where a stride-1 block changes
+    the width (our table, TF-Slim's, has no shortcut there)."""
+
+    def __init__(self, inputs, outputs, expansion, stride, bn):
+        super(SourceBlock, self).__init__()
+        hidden = inputs * expansion
+
+        def conv_bn(cin, cout, kernel, stride=1, groups=1):
+            return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2,
+                                           groups=groups, bias=False),
+                                 nn.BatchNorm2d(cout, eps=bn["epsilon"],
+                                                momentum=bn["momentum"]))
+        self.expand = conv_bn(inputs, hidden, 1)
+        self.depthwise = conv_bn(hidden, hidden, 3, stride, hidden)
+        self.project = conv_bn(hidden, outputs, 1)
+        self.stride = stride
+        self.shortcut = (conv_bn(inputs, outputs, 1) if stride == 1 and inputs != outputs
+                         else nn.Identity())
+
+    def forward(self, x):
+        out = self.project(torch.relu(self.depthwise(torch.relu(self.expand(x)))))
+        return out + self.shortcut(x) if self.stride == 1 else out
+
+
+class SourceMobileNetV2(nn.Module):
+    """kuangliu's MobileNetV2 for CIFAR: our layer table (LAYOUTS) with its blocks."""
+
+    def __init__(self, num_classes, bn):
+        super(SourceMobileNetV2, self).__init__()
+        stem_stride, table = LAYOUTS["mobilenet_v2_cifar"]
+        layers = [nn.Conv2d(3, 32, 3, stem_stride, 1, bias=False),
+                  nn.BatchNorm2d(32, eps=bn["epsilon"], momentum=bn["momentum"]), nn.ReLU()]
+        inputs = 32
+        for expansion, outputs, repeats, stride in table:
+            for repeat in range(repeats):
+                layers.append(SourceBlock(inputs, outputs, expansion,
+                                          stride if repeat == 0 else 1, bn))
+                inputs = outputs
+        layers += [nn.Conv2d(inputs, 1280, 1, bias=False),
+                   nn.BatchNorm2d(1280, eps=bn["epsilon"], momentum=bn["momentum"]), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
+        self.logits = nn.Linear(1280, num_classes)
+
+    def forward(self, x):
+        return self.logits(self.features(x).mean(dim=(2, 3)))
+
+
+def _network(name, as_ours):
+    bn = {"momentum": 0.1, "epsilon": 1e-3 if "epsilon" in as_ours else 1e-5}
+    if name == "source":
+        if "padding" in as_ours:
+            raise SystemExit("--as_ours=padding: TF-SAME padding is for --network=ours")
+        return SourceMobileNetV2(10, bn)
+    return MobileNetV2(10, bn, "tf_same" if "padding" in as_ours else "symmetric")
 
 
 def _slim_init(model):
@@ -109,6 +168,9 @@ def main():
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--as_ours", default="", help="our recipe's choices instead of "
                         "the source's: all, or some of " + ",".join(OUR_CHOICES))
+    parser.add_argument("--network", choices=("ours", "source"), default="ours",
+                        help="ours: our layer table as TF-Slim builds it; source: as "
+                             "kuangliu's models/mobilenetv2.py builds it (SourceBlock)")
     args = parser.parse_args()
     as_ours = _choices(args.as_ours)
     if args.threads:
@@ -118,9 +180,7 @@ def main():
     data = np.load(args.data)
     train_images, train_labels = data["train_images"], data["train_labels"].astype(np.int64)
     test_images, test_labels = data["test_images"], data["test_labels"]
-    model = MobileNetV2(10, {"momentum": 0.1,
-                             "epsilon": 1e-3 if "epsilon" in as_ours else 1e-5},
-                        "tf_same" if "padding" in as_ours else "symmetric")
+    model = _network(args.network, as_ours)
     if "init" in as_ours:
         _slim_init(model)
     our_inputs = "inputs" in as_ours
@@ -131,7 +191,7 @@ def main():
         optimizer, T_max=steps_per_epoch * args.epochs, eta_min=0.0)
     criterion = nn.CrossEntropyLoss()
     record = {"seed": args.seed, "epochs": args.epochs, "train_images": len(train_images),
-              "as_ours": as_ours,
+              "as_ours": as_ours, "network": args.network,
               "steps_per_epoch": steps_per_epoch, "top1": [], "loss": [], "seconds": []}
     started = time.time()
     model.train()
